@@ -1,0 +1,46 @@
+# Every target creates .venv when it is missing and installs unetkit with the pinned, tested versions.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+DEPS   := pyproject.toml constraints.txt
+
+.PHONY: install demo test test-slow bench lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python $(DEPS)
+	$(PIP) install -q -c constraints.txt -e '.[all,dev]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PIP) install -q -c constraints.txt -e '.[all,dev,bench]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install  ## the main job on the built-in default (no download)
+	$(BIN)/unetkit demo --out runs/demo
+
+test: install  ## the default test run (a few minutes on 2 cores)
+	$(BIN)/python -m pytest -q
+
+test-slow: install  ## the slow tests (multi-process DDP, long runs)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(VENV)/.installed-bench  ## side-by-side benchmarks against the peers; writes benchmarks/results/
+	$(BIN)/python benchmarks/run_all.py
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

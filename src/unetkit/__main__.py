@@ -1,0 +1,4 @@
+from unetkit.cli import main
+
+if __name__ == "__main__":
+    main()

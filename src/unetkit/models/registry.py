@@ -1,0 +1,129 @@
+"""Named presets: tiny functions with literal numbers, looked up by ``create_model(name, **overrides)``."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from unetkit.errors import UnetkitError
+from unetkit.models.base import SegmentationModel
+from unetkit.models.unet import UNet
+
+#: Network classes a model file may name. A closed set: nothing is imported by name from a file.
+MODEL_CLASSES: dict[str, type[SegmentationModel]] = {"UNet": UNet}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A registered preset: its network class, its literal arguments and a one-line description."""
+
+    name: str
+    cls: type[SegmentationModel]
+    args: dict[str, Any]
+    description: str
+
+
+_PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(name: str, cls: type[SegmentationModel], description: str, **args: Any) -> None:
+    """Register a preset (used below and by variant modules)."""
+    if name in _PRESETS:
+        raise ValueError(f"preset {name!r} is already registered")
+    _PRESETS[name] = Preset(name, cls, dict(args), description)
+
+
+def register_class(cls: type[SegmentationModel]) -> type[SegmentationModel]:
+    """Allow model files to name ``cls`` (a class decorator for network variants)."""
+    MODEL_CLASSES[cls.__name__] = cls
+    return cls
+
+
+register_preset(
+    "unet_paper", UNet, "Ronneberger et al. 2015: 1 channel, 2 classes, valid padding, 64..1024 channels",
+    spatial_dims=2, in_channels=1, num_classes=2, depth=4, width=64, padding="valid",
+)  # fmt: skip
+register_preset(
+    "unet2d_small", UNet, "2D, same padding, depth 3, width 16, batch norm: CPU training in minutes",
+    spatial_dims=2, in_channels=1, num_classes=2, depth=3, width=16, padding="same", norm="batch",
+)  # fmt: skip
+register_preset(
+    "unet2d_medium", UNet, "2D, same padding, depth 4, width 32, batch norm: GPU work",
+    spatial_dims=2, in_channels=1, num_classes=2, depth=4, width=32, padding="same", norm="batch",
+)  # fmt: skip
+register_preset(
+    "unet3d_small", UNet, "3D, same padding, depth 3, width 8, instance norm: CPU-sized volumes",
+    spatial_dims=3, in_channels=1, num_classes=2, depth=3, width=8, padding="same", norm="instance",
+)  # fmt: skip
+register_preset(
+    "unet3d_medium", UNet, "3D, same padding, depth 4, width 32, instance norm: GPU work",
+    spatial_dims=3, in_channels=1, num_classes=2, depth=4, width=32, padding="same", norm="instance",
+)  # fmt: skip
+
+
+def list_models() -> list[str]:
+    """The registered preset names, sorted.
+
+    >>> "unet_paper" in list_models()
+    True
+    """
+    return sorted(_PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``, or an error listing the known ones."""
+    try:
+        return _PRESETS[name]
+    except KeyError:
+        raise UnetkitError(
+            f"unknown model {name!r}; known models: {', '.join(list_models())} (see `unetkit models`)"
+        ) from None
+
+
+def build(cls: type[SegmentationModel], args: dict[str, Any], what: str) -> SegmentationModel:
+    """Instantiate ``cls(**args)``, turning unknown or bad arguments into a clear error."""
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(args) - set(accepted))
+    if unknown:
+        raise UnetkitError(f"{what}: unknown argument(s) {unknown} for {cls.__name__}; accepted: {', '.join(accepted)}")
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as exc:
+        raise UnetkitError(f"{what}: {exc}") from exc
+
+
+def create_model(name: str, **overrides: Any) -> SegmentationModel:
+    """Build a preset, with any constructor argument overridden.
+
+    Args:
+        name: a name from :func:`list_models`.
+        **overrides: constructor arguments, e.g. ``in_channels=3, num_classes=4, padding="valid"``.
+
+    Returns:
+        The network, with ``model.preset`` set to ``name``.
+
+    Examples:
+        >>> m = create_model("unet2d_small", in_channels=3, num_classes=4)
+        >>> (m.spatial_dims, m.in_channels, m.num_classes)
+        (2, 3, 4)
+        >>> create_model("unet3d_small").spatial_dims
+        3
+    """
+    preset = get_preset(name)
+    model = build(preset.cls, {**preset.args, **overrides}, f"model {name!r}")
+    model.preset = name  # type: ignore[assignment]
+    return model
+
+
+def model_info() -> list[dict[str, Any]]:
+    """One row per preset: name, class, spatial dims, padding, parameter count and description."""
+    rows = []
+    for name in list_models():
+        p = _PRESETS[name]
+        model = p.cls(**p.args)
+        rows.append(
+            dict(name=name, cls=p.cls.__name__, spatial_dims=p.args["spatial_dims"],
+                 padding=model.padding, parameters=model.count_parameters(), description=p.description)
+        )  # fmt: skip
+    return rows
