@@ -1,0 +1,140 @@
+"""``unetkit train`` and ``unetkit config init``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from unetkit.cli._common import console, setup_logging
+from unetkit.errors import UnetkitError
+from unetkit.train.callbacks import BaseCallback
+
+config_app = typer.Typer(help="Write or show training configurations.", no_args_is_help=True)
+
+
+class RichProgress(BaseCallback):
+    """A progress bar: epoch, loss, validation Dice, images/s, ETA; one summary line per epoch."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("val dice {task.fields[dice]}"),
+            TextColumn("{task.fields[rate]:.1f} img/s"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=console, disable=quiet,
+        )  # fmt: skip
+        self.task: Any = None
+        self.dice = "-"
+
+    def on_train_start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int) -> None:
+        self.epochs = epochs
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=epochs * steps_per_epoch,
+                                           completed=start_epoch * steps_per_epoch + start_step,
+                                           epoch=f"{start_epoch + 1}/{epochs}", loss=0.0, dice="-", rate=0.0)  # fmt: skip
+
+    def on_step(self, *, epoch: int, step: int, loss: float, images_per_s: float) -> None:
+        self.progress.update(self.task, advance=1, epoch=f"{epoch + 1}/{self.epochs}", loss=loss, rate=images_per_s,
+                             dice=self.dice)  # fmt: skip
+
+    def on_epoch_end(self, *, epoch: int, row: dict[str, Any]) -> None:
+        if "val_dice" in row:
+            self.dice = f"{row['val_dice']:.4f}"
+        line = f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}"
+        if "val_dice" in row:
+            line += f", val_loss {row['val_loss']:.4f}, val_dice {row['val_dice']:.4f}, val_iou {row['val_iou']:.4f}"
+        line += f", {row['images_per_s']:.1f} img/s, {row['seconds']:.1f} s"
+        if not self.quiet:
+            self.progress.console.print(line)
+
+    def on_train_end(self, *, result: Any) -> None:
+        self.progress.stop()
+
+
+def train_cmd(
+    data: str = typer.Argument(None, help="Dataset folder (images/ + masks/) or a CSV/YAML list of pairs."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder to create (default runs/<model>)."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config (see `unetkit config init`)."),
+    epochs: int = typer.Option(None, "--epochs", help="Number of epochs (train.epochs)."),
+    model: str = typer.Option(None, "--model", help="Model preset (see `unetkit models`)."),
+    patch: int = typer.Option(None, "--patch", help="Patch (network input) size per axis."),
+    batch: int = typer.Option(None, "--batch", help="Patches per step (train.batch_size)."),
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
+    devices: int = typer.Option(None, "--devices", help="Processes/GPUs per node; > 1 trains with DDP."),
+    loss: str = typer.Option(None, "--loss", help="ce | weighted_ce | bce | dice | dice_ce | focal."),
+    set_: list[str] = typer.Option([], "--set", help="Any field: --set section.key=value (repeatable)."),
+    resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder where it stopped."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (for CI and logs)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+) -> None:
+    """Train a U-Net on a folder of images and masks; writes model.safetensors, metrics and curves to --out.
+
+    Example: unetkit train ../shared/data/isbi2012 --out runs/isbi --epochs 20 --model unet2d_small --patch 128
+    """
+    from unetkit.config import load_config
+    from unetkit.train import train
+
+    setup_logging(verbose=verbose, quiet=quiet)
+    flags = {"data.path": data, "train.epochs": epochs, "model.name": model, "data.patch_size": patch,
+             "train.batch_size": batch, "train.device": device, "train.devices": devices, "train.loss": loss}  # fmt: skip
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_)
+    if resume is not None:
+        if out is not None and Path(out) != resume:
+            raise UnetkitError("--resume RUN continues RUN in place; leave out --out")
+        if not (resume / "config.yaml").is_file():
+            raise UnetkitError(f"{resume}: no config.yaml here; is this a unetkit run folder?")
+        cfg = load_config(resume / "config.yaml", overrides)
+        out = resume
+    else:
+        cfg = load_config(config, overrides)
+        out = out or Path("runs") / cfg.model.name
+    result = train(cfg, out, resume=resume is not None, callbacks=[RichProgress(quiet)])
+    console.print(f"best epoch {result.best_epoch} (score {result.best_score:.4f}); model: {result.model_path}")
+
+
+@config_app.command("init")
+def config_init(
+    out: Path = typer.Option(None, "--out", "-o", help="Write here instead of printing."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write a commented default configuration with every key.
+
+    Example: unetkit config init --out train.yaml
+    """
+    from unetkit.config import default_config_text
+    from unetkit.utils import atomic_path
+
+    text = default_config_text()
+    if out is None:
+        console.print(text, markup=False, highlight=False, end="")
+        return
+    if out.exists() and not force:
+        raise UnetkitError(f"{out} exists; pass --force to overwrite it")
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
+    console.print(f"wrote {out}")
+
+
+@config_app.command("show")
+def config_show(
+    config: Path = typer.Argument(None, help="A YAML config; the defaults when omitted."),
+    set_: list[str] = typer.Option([], "--set", help="Overrides: section.key=value."),
+) -> None:
+    """Validate a configuration and print it resolved (defaults filled in).
+
+    Example: unetkit config show train.yaml --set train.lr=0.01
+    """
+    import yaml
+
+    from unetkit.config import load_config
+
+    cfg = load_config(config, list(set_))
+    console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.add_typer(config_app, name="config")

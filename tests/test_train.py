@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from unetkit import load_model
+from unetkit.cli import app
+from unetkit.config import load_config
+from unetkit.data.io import write_image
+from unetkit.errors import ConfigError, UnetkitError
+from unetkit.synthetic import synthetic_cells
+from unetkit.train import train
+
+runner = CliRunner()
+
+
+def _dataset(root: Path, n: int = 4, shape: tuple[int, ...] = (64, 64)) -> Path:
+    for i in range(n):
+        s = synthetic_cells(shape, seed=i, cell_radius=6)
+        write_image(root / "images" / f"im{i}.tif", s.image)
+        write_image(root / "masks" / f"im{i}.tif", s.instances.astype(np.uint16))
+    return root
+
+
+def _config(data: Path, *extra: str):
+    return load_config(overrides=[
+        f"data.path={data}", "data.mask_kind=instances", "data.patch_size=32", "data.val_fraction=0.25",
+        "model.name=unet2d_small", "model.args.width=4", "train.epochs=2", "train.iterations_per_epoch=3",
+        "train.batch_size=2", "train.device=cpu", "train.loss=weighted_ce", *extra,
+    ])  # fmt: skip
+
+
+def test_train_writes_the_run_folder(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "data")
+    result = train(_config(data), tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.csv", "model.safetensors", "curves.png", "checkpoints/last.safetensors",
+                 "checkpoints/best.safetensors"):  # fmt: skip
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"train_loss", "val_loss", "val_dice", "val_iou", "dice_background", "iou_class1"} <= set(rows[0])
+    model = load_model(result.model_path)
+    desc = model.description
+    assert desc.normalization.kind == "zscore" and desc.tile_size == [32, 32]
+    assert desc.provenance["weight_map"] is True and desc.provenance["config_digest"]
+    assert 1 <= result.best_epoch <= 2
+    with pytest.raises(UnetkitError, match="--resume"):
+        train(_config(data), run)
+
+
+def test_valid_padding_and_sgd(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "data", n=2)
+    cfg = _config(data, "model.args.padding=valid", "model.args.depth=2", "train.optimizer=sgd", "train.lr=0.01",
+                  "data.patch_size=44", "train.epochs=1", "train.schedule=cosine", "train.warmup_epochs=0.5")
+    result = train(cfg, tmp_path / "run")
+    assert np.isfinite(result.history[0]["train_loss"])
+    assert load_model(result.model_path).description.tile_size == [44, 44]
+
+
+def test_seeded_runs_are_identical(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "data", n=3)
+    cfg = _config(data, "train.epochs=1")
+    a = train(cfg, tmp_path / "a")
+    b = train(cfg, tmp_path / "b")
+    wa, wb = load_file(str(a.model_path)), load_file(str(b.model_path))
+    assert all((wa[k] == wb[k]).all() for k in wa)
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+
+
+def test_killed_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "data", n=3)
+    extra = ("train.epochs=2", "train.iterations_per_epoch=4", "train.checkpoint_every=2")
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        from unetkit.config import load_config
+        from unetkit.train import BaseCallback, train
+
+        class Kill(BaseCallback):
+            def on_step(self, *, epoch, step, loss, images_per_s):
+                if epoch == 1 and step == 2:  # mid-epoch 2, after the step-2 checkpoint
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        cfg = load_config({str(tmp_path / 'c.yaml')!r})
+        train(cfg, sys.argv[1], callbacks=[Kill()])
+    """)
+    cfg = _config(data, *extra)
+    from unetkit.config import save_config
+
+    save_config(cfg, tmp_path / "c.yaml")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "killed")], env=env, check=False)
+    assert proc.returncode == -9
+    assert len(list(csv.DictReader((tmp_path / "killed" / "metrics.csv").open()))) == 1
+    resumed = train(cfg, tmp_path / "killed", resume=True)
+    straight = train(cfg, tmp_path / "straight")
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    wa = load_file(str(tmp_path / "killed" / "checkpoints" / "last.safetensors"))
+    wb = load_file(str(tmp_path / "straight" / "checkpoints" / "last.safetensors"))
+    model_keys = [k for k in wb if k.startswith("model")]
+    assert model_keys and all((wa[k] == wb[k]).all() for k in model_keys)
+    assert resumed.history[1]["train_loss"] == pytest.approx(straight.history[1]["train_loss"], rel=1e-6)
+
+
+def test_cli_train_and_resume_extends(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "data", n=2)
+    args = ["train", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", "--model", "unet2d_small",
+            "--patch", "32", "--batch", "2", "--device", "cpu", "--quiet", "--set", "model.args.width=4",
+            "--set", "train.iterations_per_epoch=2", "--set", "data.mask_kind=instances"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len(list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))) == 2
+
+
+def test_bad_inputs_fail_before_work(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "data", n=2)
+    with pytest.raises(ConfigError, match="3D"):
+        train(_config(data, "model.name=unet3d_small"), tmp_path / "r1")
+    with pytest.raises(ConfigError, match="num_classes"):
+        train(_config(data, "model.args.num_classes=5"), tmp_path / "r2")
+    result = runner.invoke(app, ["train", str(tmp_path / "nothing"), "--out", str(tmp_path / "r3"), "--quiet"])
+    assert result.exit_code != 0
+    assert not (tmp_path / "r3" / "checkpoints").exists()
