@@ -218,7 +218,7 @@ def _sample(image: Any, subsample: bool) -> np.ndarray:
     if not subsample or n <= SUBSAMPLE_VOXELS:
         return np.asarray(image[...], dtype=np.float64).reshape(shape[0], -1)
     d = len(shape) - 1
-    # a grid of g**d blocks, each of side b, with g * b**d * g**(d-1) ~ SUBSAMPLE_VOXELS
+    # a grid of g**d blocks of side b, with g**d * b**d ~ SUBSAMPLE_VOXELS voxels read in all
     g = 4
     block = max(8, int((SUBSAMPLE_VOXELS / g**d) ** (1 / d)))
     starts = [np.linspace(0, max(s - block, 0), g).astype(int) for s in shape[1:]]
