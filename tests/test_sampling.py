@@ -69,13 +69,18 @@ def test_mirror_padding_values() -> None:
     assert patch[0, 1].tolist() == [2, 3, 3, 2]  # columns run over the right border
 
 
-def test_random_patches_keep_their_output_region_inside_the_image() -> None:
-    sampler = PatchSampler([ramp_sample((50, 60))], (32, 32), output_size=(12, 12), foreground_fraction=0.0)
+@pytest.mark.parametrize("fraction", [0.0, 1.0])
+def test_output_regions_stay_inside_the_image(fraction: float) -> None:
+    sample = ramp_sample((50, 60))
+    sample.mask[:3, :] = 1  # foreground along the top border
+    sampler = PatchSampler([sample], (32, 32), output_size=(12, 12), foreground_fraction=fraction)
     batch = sampler.sample(200, gen(2))
     starts = np.array(batch.origin) + 10  # the output region starts `margin` = 10 voxels into the patch
     assert (starts >= 0).all() and (starts[:, 0] <= 50 - 12).all() and (starts[:, 1] <= 60 - 12).all()
-    assert starts[:, 0].min() == 0 and starts[:, 0].max() == 38  # the borders are reached
-    assert not any(batch.forced)
+    assert starts[:, 0].min() == 0 and starts[:, 1].max() == 48  # the borders are reached
+    assert all(batch.forced) == (fraction == 1.0)
+    if fraction == 1.0:
+        assert (crop_to_output(batch.mask, (12, 12)) > 0).flatten(1).any(1).all()
 
 
 def test_small_images_sit_inside_the_patch() -> None:

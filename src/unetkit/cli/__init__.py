@@ -25,9 +25,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from unetkit.cli import demo, models
+    from unetkit.cli import augment, demo, models
 
-    for module in (models, demo):
+    for module in (models, demo, augment):
         module.register(app)
 
 

@@ -3,8 +3,9 @@
 A :class:`PatchSampler` cuts ``batch_size`` patches per call. A ``foreground_fraction`` of them is *forced*:
 a random foreground class is picked, then a random sample containing it, then one of its voxels of that
 class, which is placed at a random position inside the central output region of the patch (the region a
-valid network predicts; the whole patch for same-padded nets). The other patches are placed uniformly so
-that their output region lies inside the image (or, for images smaller than the output, contains it).
+valid network predicts; the whole patch for same-padded nets). Every patch's output region lies inside the
+image (or, for images smaller than the output, contains it); forced patches are placed uniformly among the
+positions that also hold their voxel, the others uniformly among all such positions.
 Whatever runs over the image border is mirrored, as in the U-Net paper (edge pixels repeated, the same
 convention as the augmentation's ``grid_sample(padding_mode="reflection")``). Every random number comes from
 the given ``torch.Generator``, so a seed replays exactly.
@@ -278,7 +279,11 @@ class PatchSampler:
                 i, where = owners[randint(len(owners))]
                 shape = np.shape(self.samples[i].mask)
                 voxel = np.unravel_index(int(where[randint(len(where))]), shape)
-                out_start = [int(v) - randint(o) for v, o in zip(voxel, self.output_size, strict=True)]
+                # the output region holds the voxel and, like a random patch's, stays inside the image
+                out_start = [
+                    randint(min(int(v), max(0, s - o)) + 1, max(int(v) - o + 1, min(0, s - o)))
+                    for v, s, o in zip(voxel, shape, self.output_size, strict=True)
+                ]
             else:
                 i = randint(len(self.samples))
                 shape = np.shape(self.samples[i].mask)
