@@ -25,9 +25,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from unetkit.cli import data, demo, models
+    from unetkit.cli import augment, data, demo, models, train
 
-    for module in (models, demo, data):
+    for module in (models, data, augment, train, demo):
         module.register(app)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from unetkit.config import DataConfig
-from unetkit.data.datasets import Sample, check_dataset, load_dataset
+from unetkit.data.datasets import Sample, SegmentationDataset, load_dataset
 from unetkit.data.normalize import Normalizer
 from unetkit.errors import ConfigError
 from unetkit.train.weightmap import balance_from_counts, class_counts, weight_map
@@ -46,9 +46,8 @@ def _split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Samp
     return [s for i, s in enumerate(samples) if i not in val_idx], [s for i, s in enumerate(samples) if i in val_idx]
 
 
-def _load(path: str, cfg: DataConfig, spatial_dims: int | None) -> Any:
-    report = check_dataset(path, ignore_index=cfg.ignore_index, mask_kind=cfg.mask_kind)
-    report.raise_for_problems()
+def _load(path: str, cfg: DataConfig, spatial_dims: int | None) -> SegmentationDataset:
+    # load_dataset checks the whole dataset first and raises one DataError listing every problem.
     return load_dataset(path, ignore_index=cfg.ignore_index, mask_kind=cfg.mask_kind, spatial_dims=spatial_dims)
 
 
@@ -92,8 +91,7 @@ def prepare_data(
         s.image = np.asarray(normalizer(s.image), dtype=np.float32)
     if use_weight_map:
         _attach_weight_maps(train, cfg, ds.num_classes, cache_dir)
-    fp = ds.fingerprint
-    fingerprint = fp.model_dump(mode="json") if hasattr(fp, "model_dump") else dict(vars(fp)) if fp else {}
+    fingerprint = ds.fingerprint.to_dict()
     return TrainingData(
         train=train, val=val, num_classes=ds.num_classes, in_channels=ds.in_channels, spatial_dims=ds.spatial_dims,
         class_names=list(ds.class_names), class_colours=ds.class_colours, normalizer=normalizer,
