@@ -1,0 +1,17 @@
+"""Prediction on images of any size: tiling, blending, streaming writers, backends, export, Dask."""
+
+from __future__ import annotations
+
+from unetkit.infer.predictor import Predictor, Slab, class_labels, load_predictor
+from unetkit.infer.tiling import BLEND_MODES, TilePlan, choose_tile, plan_tiles
+
+__all__ = [
+    "BLEND_MODES",
+    "Predictor",
+    "Slab",
+    "TilePlan",
+    "choose_tile",
+    "class_labels",
+    "load_predictor",
+    "plan_tiles",
+]
