@@ -241,7 +241,7 @@ class Predictor:
             return max(start, r[0]), min(stop, span.keep_stop if not plan.blended else axis.size, r[1])
 
         for ri, row in enumerate(rows):
-            a0, b0 = keep(axis0, axis0.spans[row], region[0])
+            _, b0 = keep(axis0, axis0.spans[row], region[0])
             if b0 - lo > acc.shape[1]:
                 grow = np.zeros((k, b0 - lo - acc.shape[1], *rest_shape), np.float32)
                 acc = np.concatenate([acc, grow], axis=1)

@@ -122,7 +122,7 @@ def window_1d(n: int, mode: str) -> np.ndarray:
 
 def _same_axis(size: int, tile: int, overlap: float, blend: str) -> Axis:
     """Overlapping tiles of a same-padded net along one axis (``tile`` already legal)."""
-    step = max(1, tile - int(round(overlap * tile)))
+    step = max(1, tile - round(overlap * tile))
     if size <= tile:
         starts = [0]
     else:
