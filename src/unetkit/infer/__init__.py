@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from unetkit.infer.files import expand_inputs, predict_file
 from unetkit.infer.predictor import Predictor, Slab, class_labels, load_predictor
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, choose_tile, plan_tiles
 
@@ -12,6 +13,8 @@ __all__ = [
     "TilePlan",
     "choose_tile",
     "class_labels",
+    "expand_inputs",
     "load_predictor",
     "plan_tiles",
+    "predict_file",
 ]

@@ -47,8 +47,9 @@ def onnx_bytes(model: torch.nn.Module, opset: int = 17) -> bytes:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about shape checks that become constants
-            torch.onnx.export(
-                model, (x,), buf, input_names=["image"], output_names=["logits"], opset_version=opset,
+            torch.onnx.export(  # a BytesIO is accepted at run time
+                model, (x,), buf,  # type: ignore[arg-type]
+                input_names=["image"], output_names=["logits"], opset_version=opset,
                 dynamic_axes={"image": axes_in, "logits": axes_out}, dynamo=False,
             )  # fmt: skip
     except Exception as exc:  # the exporter raises many untyped errors

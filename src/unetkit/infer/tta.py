@@ -41,4 +41,4 @@ def flip_average(forward: Callable[[T], T], x: T, spatial_dims: int, flip: Calla
     total = forward(x)
     for axes in sets[1:]:
         total = total + flip(forward(flip(x, axes)), axes)  # type: ignore[operator]
-    return total / len(sets)  # type: ignore[operator, no-any-return]
+    return total / len(sets)  # type: ignore[operator, no-any-return, return-value]
