@@ -25,10 +25,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from unetkit.cli import augment, data, demo, models, train
+    """Import every command module of this package (each has ``register(app)``), in name order."""
+    import importlib
+    import pkgutil
 
-    for module in (models, data, augment, train, demo):
-        module.register(app)
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}").register(app)
 
 
 _register()
