@@ -1,0 +1,231 @@
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from unetkit.data.io import ImageData, image_format, open_image, read_image, read_mask, write_image
+from unetkit.errors import DataError
+
+RNG = np.random.default_rng(0)
+
+
+def _img(shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
+    hi = 250 if dtype == np.uint8 else 60000
+    return RNG.integers(0, hi, size=shape).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "dtype", "spacing"),
+    [
+        ("grey.png", (1, 20, 30), np.uint8, None),
+        ("grey16.png", (1, 20, 30), np.uint16, None),
+        ("rgb.png", (3, 20, 30), np.uint8, None),
+        ("rgba.png", (4, 20, 30), np.uint8, None),
+        ("grey.bmp", (1, 20, 30), np.uint8, None),
+        ("rgb.bmp", (3, 20, 30), np.uint8, None),
+        ("t8.tif", (1, 20, 30), np.uint8, (0.5, 0.25)),
+        ("t16.tiff", (2, 20, 30), np.uint16, None),
+        ("tf.tif", (1, 5, 20, 30), np.float32, (3.0, 1.0, 0.5)),
+        ("t4c.tif", (4, 5, 20, 30), np.uint16, None),
+        ("v.nii", (1, 5, 20, 30), np.int16, (2.0, 0.8, 0.7)),
+        ("v.nii.gz", (2, 5, 20, 30), np.float32, (2.0, 0.8, 0.7)),
+        ("i2.nii.gz", (1, 20, 30), np.uint8, (0.8, 0.7)),
+        ("i2c.nii.gz", (3, 20, 30), np.uint8, None),
+        ("a.npy", (1, 20, 30), np.uint16, None),
+        ("a3.npy", (2, 5, 20, 30), np.float32, None),
+        ("a.zarr", (3, 20, 30), np.uint8, (0.5, 0.5)),
+        ("v.zarr", (1, 5, 20, 30), np.uint16, (4.0, 1.0, 1.0)),
+    ],
+)
+def test_round_trip(tmp_path: Path, name: str, shape: tuple[int, ...], dtype: type, spacing: tuple | None) -> None:
+    arr = _img(shape, dtype)
+    write_image(tmp_path / name, arr, spacing=spacing)
+    data = read_image(tmp_path / name)
+    assert isinstance(data, ImageData)
+    assert data.array.dtype == arr.dtype
+    np.testing.assert_array_equal(data.array, arr)
+    if spacing is not None:
+        assert data.spacing == pytest.approx(spacing)
+    lazy = open_image(tmp_path / name)
+    assert lazy.shape == arr.shape and lazy.dtype == arr.dtype and lazy.ndim == arr.ndim
+    region = (slice(None), *(slice(1, s - 1, 2) for s in shape[1:]))
+    np.testing.assert_array_equal(lazy[region], arr[region])
+    np.testing.assert_array_equal(lazy[0, ..., 3], arr[0, ..., 3])
+
+
+def test_jpeg_round_trip_is_close(tmp_path: Path) -> None:
+    arr = np.full((3, 16, 16), 100, np.uint8)
+    write_image(tmp_path / "a.jpg", arr)
+    back = read_image(tmp_path / "a.jpg").array
+    assert back.shape == (3, 16, 16) and np.abs(back.astype(int) - 100).max() <= 2
+
+
+def test_rgb_channels_last_becomes_first(tmp_path: Path) -> None:
+    hwc = _img((20, 30, 3))
+    tifffile.imwrite(tmp_path / "rgb.tif", hwc, photometric="rgb")
+    np.save(tmp_path / "rgb.npy", hwc)
+    for name in ("rgb.tif", "rgb.npy"):
+        np.testing.assert_array_equal(read_image(tmp_path / name).array, np.moveaxis(hwc, -1, 0))
+
+
+def test_multipage_tiff_is_3d(tmp_path: Path) -> None:
+    stack = _img((7, 20, 30), np.uint16)
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tw:
+        for page in stack:  # separate pages, no shape metadata: a plain multi-page file
+            tw.write(page, metadata=None)
+    data = read_image(tmp_path / "pages.tif")
+    assert data.array.shape == (1, 7, 20, 30)
+    np.testing.assert_array_equal(data.array[0], stack)
+    # forced 2D, the pages become channels
+    assert read_image(tmp_path / "pages.tif", spatial_dims=2).array.shape == (7, 20, 30)
+
+
+def test_imagej_hyperstack_spacing(tmp_path: Path) -> None:
+    vol = _img((4, 2, 10, 12), np.uint16)  # Z C Y X
+    tifffile.imwrite(
+        tmp_path / "ij.tif", vol, imagej=True, resolution=(1 / 0.2, 1 / 0.3), metadata={"spacing": 1.5, "axes": "ZCYX"}
+    )
+    data = read_image(tmp_path / "ij.tif")
+    assert data.array.shape == (2, 4, 10, 12)
+    np.testing.assert_array_equal(data.array, vol.transpose(1, 0, 2, 3))
+    assert data.spacing == pytest.approx((1.5, 0.3, 0.2))
+
+
+def test_bigtiff_tiled_region_read_is_lazy(tmp_path: Path) -> None:
+    """A 8192x8192 compressed BigTIFF (64 MiB decoded): a region read stays far below the full size."""
+    n, t = 8192, 512
+    path = tmp_path / "big.tif"
+
+    def tiles():
+        for ty in range(n // t):
+            for tx in range(n // t):
+                yield np.full((t, t), (ty * 16 + tx) % 251, np.uint8)
+
+    tifffile.imwrite(path, tiles(), shape=(n, n), dtype=np.uint8, tile=(t, t), compression="zlib", bigtiff=True)
+    assert path.stat().st_size < 5_000_000
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_bigtiff
+    img = open_image(path)
+    assert img.shape == (1, n, n) and type(img.source).__module__.startswith("zarr")
+    tracemalloc.start()
+    region = img[:, 1000:1100, 5000:5300]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    img.close()
+    assert region.shape == (1, 100, 300)
+    assert (region[0, 0, 0], region[0, -1, -1]) == ((1 * 16 + 9) % 251, (2 * 16 + 10) % 251)
+    assert peak < 8 * 2**20, f"region read allocated {peak / 2**20:.1f} MiB"
+
+
+def test_npy_and_nifti_are_memory_mapped(tmp_path: Path) -> None:
+    arr = _img((1, 6, 40, 50), np.uint16)
+    write_image(tmp_path / "a.npy", arr)
+    write_image(tmp_path / "a.nii", arr, spacing=(1.0, 1.0, 1.0))
+    assert isinstance(open_image(tmp_path / "a.npy").source, np.memmap)
+    lazy = open_image(tmp_path / "a.nii")
+    assert type(lazy.source).__name__ == "ArrayProxy"
+    np.testing.assert_array_equal(lazy[:, 2:4, 10:20, 5:9], arr[:, 2:4, 10:20, 5:9])
+
+
+def test_zarr_group_holding_an_array(tmp_path: Path) -> None:
+    import zarr
+
+    arr = _img((2, 4, 16, 16), np.uint16)
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_array("small", shape=(3,), dtype="uint8")
+    z = group.create_array("raw", shape=arr.shape, dtype=arr.dtype, chunks=(1, 2, 8, 8))
+    z[...] = arr
+    np.testing.assert_array_equal(read_image(tmp_path / "g.zarr").array, arr)
+
+
+def test_ome_zarr_multiscales(tmp_path: Path) -> None:
+    import zarr
+
+    arr = _img((5, 16, 16), np.uint8)  # Z Y X, no channel axis
+    group = zarr.open_group(str(tmp_path / "ome.zarr"), mode="w")
+    group.create_array("0", shape=arr.shape, dtype=arr.dtype)[...] = arr
+    group.attrs["multiscales"] = [
+        {
+            "axes": [{"name": "z"}, {"name": "y"}, {"name": "x"}],
+            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]}],
+        }
+    ]
+    data = read_image(tmp_path / "ome.zarr")
+    assert data.array.shape == (1, 5, 16, 16) and data.spacing == (2.0, 0.5, 0.5)
+
+
+def test_read_mask_shapes(tmp_path: Path) -> None:
+    from PIL import Image
+
+    grey = np.array([[0, 255], [255, 0]], np.uint8)
+    write_image(tmp_path / "g.png", grey)
+    np.testing.assert_array_equal(read_mask(tmp_path / "g.png"), grey)
+    rgb = np.zeros((3, 2, 2), np.uint8)
+    rgb[0, 0, 0] = 200
+    write_image(tmp_path / "c.png", rgb)
+    assert read_mask(tmp_path / "c.png").shape == (2, 2, 3)
+    write_image(tmp_path / "same.png", np.stack([grey] * 3))
+    np.testing.assert_array_equal(read_mask(tmp_path / "same.png"), grey)
+    pal = Image.fromarray(np.array([[0, 1], [2, 1]], np.uint8), mode="P")
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
+    pal.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "p.png"), [[0, 1], [2, 1]])  # indices kept
+    assert read_image(tmp_path / "p.png").array.shape == (3, 2, 2)  # images get the colours
+
+
+@pytest.mark.parametrize("name", ["e.png", "e.tif", "e.nii.gz", "e.npy", "e.jpg"])
+def test_empty_file_is_a_data_error(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(DataError, match=r"e\..*0 bytes"):
+        read_image(tmp_path / name)
+
+
+@pytest.mark.parametrize("name", ["t.png", "t.tif", "t.nii.gz", "t.npy"])
+def test_truncated_file_is_a_data_error(tmp_path: Path, name: str) -> None:
+    write_image(tmp_path / name, _img((1, 64, 64)))
+    data = (tmp_path / name).read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=rf"{name}.*(unreadable|truncated|failed)"):
+        read_image(tmp_path / name)
+
+
+def test_garbage_and_missing_and_unknown(tmp_path: Path) -> None:
+    (tmp_path / "g.tif").write_bytes(b"not a tiff at all")
+    with pytest.raises(DataError, match=r"g\.tif"):
+        read_image(tmp_path / "g.tif")
+    with pytest.raises(DataError, match="not found"):
+        read_image(tmp_path / "missing.png")
+    with pytest.raises(DataError, match="unknown image format"):
+        image_format(tmp_path / "x.gif")
+
+
+def test_write_rejects_what_the_format_cannot_hold(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="cannot store"):
+        write_image(tmp_path / "f.png", np.zeros((1, 4, 4), np.float32))
+    with pytest.raises(DataError, match="spacing"):
+        write_image(tmp_path / "s.tif", np.zeros((1, 4, 4), np.uint8), spacing=(1.0,))
+    with pytest.raises(DataError, match="spacing"):
+        write_image(tmp_path / "s.tif", np.zeros((1, 4, 4), np.uint8), spacing=(1.0, 1.0, 1.0), spatial_dims=2)
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_write_is_atomic_and_overwrites(tmp_path: Path) -> None:
+    for name in ("a.tif", "a.zarr", "a.npy"):
+        write_image(tmp_path / name, np.zeros((1, 4, 4), np.uint8))
+        write_image(tmp_path / name, np.ones((1, 4, 4), np.uint8))
+        assert read_image(tmp_path / name).array.max() == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "a.tif", "a.zarr"]
+
+
+def test_bool_and_spatial_only_arrays(tmp_path: Path) -> None:
+    write_image(tmp_path / "b.png", np.eye(4, dtype=bool))
+    np.testing.assert_array_equal(read_mask(tmp_path / "b.png"), np.eye(4, dtype=np.uint8))
+    write_image(tmp_path / "v.tif", np.zeros((3, 8, 8), np.uint8), spatial_dims=3)
+    assert read_image(tmp_path / "v.tif").array.shape == (1, 3, 8, 8)
+    assert read_image(tmp_path / "v.tif", spatial_dims=3).spatial_dims == 3
+    with pytest.raises(DataError, match="expected 2D"):
+        read_image(tmp_path / "v.tif", spatial_dims=2)
