@@ -25,9 +25,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from unetkit.cli import demo, models
+    from unetkit.cli import demo, models, predict
 
-    for module in (models, demo):
+    for module in (models, demo, predict):
         module.register(app)
 
 

@@ -1,0 +1,20 @@
+"""Prediction on images of any size: tiling, blending, streaming writers, backends, export, Dask."""
+
+from __future__ import annotations
+
+from unetkit.infer.files import expand_inputs, predict_file
+from unetkit.infer.predictor import Predictor, Slab, class_labels, load_predictor
+from unetkit.infer.tiling import BLEND_MODES, TilePlan, choose_tile, plan_tiles
+
+__all__ = [
+    "BLEND_MODES",
+    "Predictor",
+    "Slab",
+    "TilePlan",
+    "choose_tile",
+    "class_labels",
+    "expand_inputs",
+    "load_predictor",
+    "plan_tiles",
+    "predict_file",
+]

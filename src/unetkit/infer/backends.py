@@ -1,0 +1,196 @@
+"""Compute backends: turn a batch of normalised tiles into class probabilities.
+
+A backend is a callable ``(B, C, *T) float32 numpy -> (B, K, *T_out) float32 numpy`` probabilities
+(softmax over classes; a one-logit sigmoid head gives two channels: background, foreground). The
+compute device is the backend's business; what it returns is always on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from unetkit.errors import ConfigError, UnetkitError, require
+from unetkit.infer.tta import flip_average, flip_sets
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+class Backend(Protocol):
+    """What the predictor needs from a backend."""
+
+    name: str
+    device: str
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` (or None) picks CUDA when present; otherwise the named device, checked.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    name = "auto" if device is None else str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} asked for, but this machine has no CUDA GPU; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {name!r} does not exist ({torch.cuda.device_count()} GPU(s) here)")
+    return dev
+
+
+def probabilities(logits: Any, xp: Any) -> Any:
+    """Softmax over axis 1, or ``[1 - sigmoid, sigmoid]`` for a single logit; ``xp`` is torch or numpy."""
+    if logits.shape[1] == 1:
+        if xp is np:
+            fg = 1.0 / (1.0 + np.exp(-logits))
+            return np.concatenate([1.0 - fg, fg], axis=1)
+        fg = torch.sigmoid(logits)
+        return torch.cat([1.0 - fg, fg], dim=1)
+    if xp is np:
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return torch.softmax(logits, dim=1)
+
+
+def _torch_flip(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    return torch.flip(x, axes) if axes else x
+
+
+def _np_flip(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    return np.ascontiguousarray(np.flip(x, axes)) if axes else x
+
+
+class TorchBackend:
+    """PyTorch on CPU or CUDA: inference mode, optional channels-last memory, AMP (CUDA), ``torch.compile``.
+
+    Args:
+        model: a unetkit network (put in eval mode; a copy is not made).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: mixed precision; default on for CUDA (float16 autocast), off on CPU (no native bf16 here).
+        channels_last: NHWC/NDHWC memory layout (often faster on GPUs and recent CPUs).
+        compile: wrap the network in ``torch.compile`` (slow first call, faster afterwards).
+        tta: average all ``2**spatial_dims`` flips.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        device: str | torch.device | None = "auto",
+        amp: bool | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        tta: bool = False,
+    ) -> None:
+        dev = resolve_device(device)
+        self.device = str(dev)
+        self.spatial_dims = int(model.spatial_dims)  # type: ignore[arg-type]
+        self.amp = (dev.type == "cuda") if amp is None else bool(amp)
+        if self.amp and dev.type != "cuda":
+            log.warning("AMP on %s is emulated and usually slower; consider amp=False", dev)
+        self.memory_format = (
+            (torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d)
+            if channels_last
+            else torch.contiguous_format
+        )
+        self.model = model.to(dev).eval()
+        if channels_last:
+            self.model = self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
+        self.net: Any = torch.compile(self.model) if compile else self.model
+        self.tta = tta
+        self._dev = dev
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        amp_ctx: Any = (
+            torch.autocast(self._dev.type, dtype=torch.float16) if self.amp else contextlib.nullcontext()
+        )  # fmt: skip
+        with amp_ctx:
+            logits = self.net(x)
+        return probabilities(logits.float(), torch)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+            x = x.to(self._dev, non_blocking=True).contiguous(memory_format=self.memory_format)
+            if self.tta:
+                p = flip_average(self._forward, x, self.spatial_dims, _torch_flip)
+            else:
+                p = self._forward(x)
+            return p.to("cpu").numpy()
+
+
+class OnnxBackend:
+    """ONNX Runtime on CPU (or CUDA when the GPU build of onnxruntime is installed).
+
+    Args:
+        model: an ONNX model (path or serialised bytes), e.g. from :func:`unetkit.infer.export.onnx_bytes`.
+        spatial_dims: 2 or 3 (for TTA).
+        device: ``cpu``, or ``cuda``/``cuda:N`` (needs ``onnxruntime-gpu``; untested here).
+        threads: intra-op threads; default: as many as torch uses.
+        tta: average all ``2**spatial_dims`` flips.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model: bytes | str,
+        *,
+        spatial_dims: int,
+        device: str | torch.device | None = "auto",
+        threads: int | None = None,
+        tta: bool = False,
+    ) -> None:
+        ort: Any = require("onnxruntime", "onnx", "the onnxruntime backend")
+        dev = resolve_device(device)
+        providers = ["CPUExecutionProvider"]
+        if dev.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ConfigError(
+                    "backend onnxruntime on CUDA needs the GPU build: pip install onnxruntime-gpu; "
+                    "or use --backend torch"
+                )
+            providers = [("CUDAExecutionProvider", {"device_id": dev.index or 0}), "CPUExecutionProvider"]  # type: ignore[list-item]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            what = model if isinstance(model, str) else "the exported network"
+            raise UnetkitError(f"{what}: onnxruntime cannot load it ({exc})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.device = str(dev)
+        self.spatial_dims = spatial_dims
+        self.tta = tta
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        (logits,) = self.session.run(None, {self.input_name: x})
+        return probabilities(logits, np)  # type: ignore[no-any-return]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.tta:
+            return flip_average(self._forward, x, self.spatial_dims, _np_flip)
+        return self._forward(x)
+
+
+def passes_per_tile(spatial_dims: int, tta: bool) -> int:
+    """Network passes per tile: 1, or ``2**spatial_dims`` with flip TTA."""
+    return len(flip_sets(spatial_dims)) if tta else 1

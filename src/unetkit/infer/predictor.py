@@ -1,0 +1,358 @@
+"""The predictor: tiles in, probabilities out, one slab of finished rows at a time.
+
+The image is only ever touched through ``.shape``, ``.dtype`` and slicing, so numpy arrays, memory maps,
+zarr arrays and unetkit's lazy readers all work, and only the tiles being computed are read. Output is
+produced as *slabs*: runs of finished rows along the first spatial axis, covering the whole of the other
+axes. ``valid`` nets need no accumulation at all (their output tiles abut); blended ``same`` nets keep at
+most one row of tiles plus its overlap, so memory grows with the image's width, never its height.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from unetkit.errors import ConfigError, InputShapeError, UnetkitError
+from unetkit.infer.backends import BACKENDS, Backend, OnnxBackend, TorchBackend, passes_per_tile
+from unetkit.infer.tiling import TilePlan, choose_tile, plan_tiles, read_reflected
+
+log = logging.getLogger(__name__)
+
+Region = Sequence[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Slab:
+    """Finished output: probabilities ``(K, rows, *rest)`` for image rows ``[start, start + rows)``.
+
+    ``origin`` is the image coordinate of ``proba[:, 0, 0, ...]`` (all axes), so a slab of a sub-region
+    (see :meth:`Predictor.iter_slabs`) knows where it belongs.
+    """
+
+    origin: tuple[int, ...]
+    proba: np.ndarray
+
+    @property
+    def start(self) -> int:
+        return self.origin[0]
+
+    def labels(self) -> np.ndarray:
+        """The arg-max class per pixel (uint8, or uint16 beyond 256 classes)."""
+        return class_labels(self.proba)
+
+
+def class_labels(proba: np.ndarray) -> np.ndarray:
+    """Arg-max over axis 0 as the smallest unsigned type that holds every class.
+
+    Shape:
+        ``(K, *S) -> (*S)``
+    """
+    dtype = np.uint8 if proba.shape[0] <= 256 else np.uint16
+    return np.argmax(proba, axis=0).astype(dtype, copy=False)
+
+
+class _WithChannel:
+    """A view adding a leading channel axis to a ``(*S)`` array-like."""
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+        self.shape = (1, *tuple(array.shape))
+        self.dtype = array.dtype
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        return np.asarray(self.array[key[1:]])[None]
+
+
+def _tile_normaliser(normalization: dict[str, Any], image: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The per-tile normalisation function for ``image`` (statistics from the whole image when needed)."""
+    try:
+        from unetkit.data.normalize import Normalizer  # type: ignore[import-not-found]
+    except ImportError:
+        Normalizer = None
+    if Normalizer is not None:
+        fn = Normalizer.from_dict(normalization).for_image(image)
+        return lambda t: np.asarray(fn(t), dtype=np.float32)
+    if normalization.get("kind", "none") == "none":
+        return lambda t: np.asarray(t, dtype=np.float32)
+    raise ConfigError(
+        f"normalization kind {normalization.get('kind')!r} needs unetkit.data.normalize, which this install lacks"
+    )
+
+
+class Predictor:
+    """Segment images of any size with a unetkit network, tile by tile.
+
+    Args:
+        model: a unetkit network (in memory or from :func:`unetkit.load_model`).
+        normalization: ``{"kind": ..., "params": {...}}``; default: the model file's, else none.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        tile: the network input window (int or one per axis); default: the model file's ``tile_size``,
+            else 256 (2D) / 96 (3D). Rounded to a legal size (DESIGN.md).
+        overlap: fraction of the tile shared by neighbours, ``same`` nets only.
+        blend: ``gaussian``, ``hann``, ``linear``, ``constant`` or ``center`` (``same`` nets only).
+        batch_size: tiles per network call.
+        tta: average all ``2**spatial_dims`` flips (costs that many passes per tile).
+        backend: ``torch`` or ``onnxruntime``.
+        amp: mixed precision (default: on for CUDA only).
+        channels_last: channels-last memory layout (torch).
+        compile: ``torch.compile`` the network (torch).
+
+    Shape:
+        ``predict_proba``: ``(C, *S) -> (K, *S)`` float32; ``predict``: ``(C, *S) -> (*S)`` labels.
+
+    Examples:
+        >>> import numpy as np
+        >>> from unetkit import create_model
+        >>> net = create_model("unet2d_small", depth=2, width=4).eval()
+        >>> Predictor(net, tile=32).predict(np.zeros((1, 50, 70), np.uint8)).shape
+        (50, 70)
+        >>> net3d = create_model("unet3d_small", depth=2, width=2, padding="valid", norm=None)
+        >>> Predictor(net3d, tile=44).predict_proba(np.zeros((1, 9, 5, 6), np.float32)).shape
+        (2, 9, 5, 6)
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        normalization: dict[str, Any] | None = None,
+        device: str | torch.device | None = "auto",
+        tile: int | Sequence[int] | None = None,
+        overlap: float = 0.25,
+        blend: str = "gaussian",
+        batch_size: int = 4,
+        tta: bool = False,
+        backend: str = "torch",
+        amp: bool | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        _backend: Backend | None = None,
+    ) -> None:
+        self.model = model
+        self.description = getattr(model, "description", None)
+        if normalization is None:
+            normalization = self.description.normalization.model_dump() if self.description is not None else {}
+        self.normalization = dict(normalization) if normalization else {"kind": "none", "params": {}}
+        if tile is None and self.description is not None and self.description.tile_size:
+            tile = tuple(self.description.tile_size)
+        self.tile = tile
+        self.overlap, self.blend, self.tta = float(overlap), blend, bool(tta)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size: must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.spatial_dims = int(model.spatial_dims)  # type: ignore[arg-type]
+        self.padding = str(model.padding)
+        num_classes = int(model.num_classes)  # type: ignore[arg-type]
+        self.num_classes = 2 if num_classes == 1 else num_classes
+        plan_tiles(
+            (1,) * self.spatial_dims, padding="same", tile=(1,) * self.spatial_dims, overlap=overlap, blend=blend
+        )
+        if self.padding == "valid" and overlap != 0.25:
+            log.info(
+                "overlap %.2f ignored: valid networks tile with abutting outputs (their halo is the margin)", overlap
+            )
+        if _backend is not None:
+            self.backend: Backend = _backend
+        elif backend == "torch":
+            self.backend = TorchBackend(
+                model, device=device, amp=amp, channels_last=channels_last, compile=compile, tta=self.tta
+            )  # fmt: skip
+        elif backend == "onnxruntime":
+            from unetkit.infer.export import onnx_bytes
+
+            self.backend = OnnxBackend(onnx_bytes(model), spatial_dims=self.spatial_dims, device=device, tta=self.tta)
+        else:
+            raise ConfigError(f"backend: unknown {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.tta:
+            log.info("TTA: %d passes per tile", passes_per_tile(self.spatial_dims, True))
+
+    # ---- planning ------------------------------------------------------------------------------------
+    def plan(self, spatial: Sequence[int]) -> TilePlan:
+        """The tile plan for an image of spatial size ``spatial``."""
+        m: Any = self.model
+        tile = choose_tile(m, self.tile, spatial)
+        if self.tile is not None and self.padding == "valid":
+            req = (self.tile,) * self.spatial_dims if isinstance(self.tile, int) else tuple(self.tile)
+            if tuple(req) != tile:
+                log.info("tile %s is not legal for this valid network; using %s", tuple(req), tile)
+        out = m.output_shape(tile)
+        return plan_tiles(
+            spatial, padding=self.padding, tile=tile, tile_out=out, margin=m.margin(), step=2**m.depth,
+            overlap=self.overlap, blend=self.blend,
+        )  # fmt: skip
+
+    def _check_image(self, image: Any) -> Any:
+        shape = tuple(getattr(image, "shape", ()))
+        c_in = int(self.model.in_channels)  # type: ignore[arg-type]
+        if len(shape) == self.spatial_dims and c_in == 1:
+            return _WithChannel(image)
+        if len(shape) != self.spatial_dims + 1 or shape[0] != c_in:
+            raise InputShapeError(
+                f"image of shape {shape}: this {self.spatial_dims}D network needs (C={c_in}, "
+                f"{', '.join('S' + str(i) for i in range(self.spatial_dims))}); move the channel axis first"
+            )
+        if min(shape[1:]) < 1:
+            raise InputShapeError(f"image of shape {shape} is empty")
+        return image
+
+    # ---- the engine ----------------------------------------------------------------------------------
+    def iter_slabs(
+        self,
+        image: Any,
+        region: Region | None = None,
+        on_tiles: Callable[[int], None] | None = None,
+        reader: Callable[[Sequence[int], Sequence[int]], np.ndarray] | None = None,
+    ) -> Iterator[Slab]:
+        """Yield finished slabs of probabilities in raster order along the first spatial axis.
+
+        Args:
+            image: ``(C, *S)`` array-like (``(*S)`` also accepted for one-channel networks).
+            region: only this part of the image (``[(start, stop)]`` per spatial axis), computed exactly as
+                it would be in a whole-image run; default: everything.
+            on_tiles: called with the number of tiles just computed (for progress bars).
+            reader: ``reader(start, size) -> (C, *size)`` tile reads in image coordinates (mirror-padded);
+                default :func:`~unetkit.infer.tiling.read_reflected` on ``image``.
+        """
+        image = self._check_image(image)
+        spatial = tuple(int(n) for n in image.shape[1:])
+        plan = self.plan(spatial)
+        region = [(0, n) for n in spatial] if region is None else [(int(a), int(b)) for a, b in region]
+        read = reader or (lambda start, size: read_reflected(image, start, size))
+        normalise = _tile_normaliser(self.normalization, image)
+        weights = plan.weights()
+        axis0, others = plan.axes[0], plan.axes[1:]
+        rows = axis0.overlapping(*region[0])
+        rest = list(itertools.product(*(ax.overlapping(*r) for ax, r in zip(others, region[1:], strict=True))))
+        rest_shape = tuple(b - a for a, b in region[1:])
+        k = self.num_classes
+        lo = region[0][0]
+        acc = np.zeros((k, 0, *rest_shape), np.float32)
+
+        def keep(axis: Any, span: Any, r: tuple[int, int]) -> tuple[int, int]:
+            stop = span.out_start + axis.tile_out if plan.blended else span.keep_stop
+            start = span.out_start if plan.blended else span.keep_start
+            return max(start, r[0]), min(stop, span.keep_stop if not plan.blended else axis.size, r[1])
+
+        for ri, row in enumerate(rows):
+            _, b0 = keep(axis0, axis0.spans[row], region[0])
+            if b0 - lo > acc.shape[1]:
+                grow = np.zeros((k, b0 - lo - acc.shape[1], *rest_shape), np.float32)
+                acc = np.concatenate([acc, grow], axis=1)
+            tiles = [(row, *t) for t in rest]
+            for i in range(0, len(tiles), self.batch_size):
+                chunk = tiles[i : i + self.batch_size]
+                spans = [[ax.spans[j] for ax, j in zip(plan.axes, t, strict=True)] for t in chunk]
+                batch = np.stack([normalise(read([s.in_start for s in sp], plan.tile_in)) for sp in spans])
+                proba = self.backend(batch)
+                for p, sp in zip(proba, spans, strict=True):
+                    dst: list[slice] = [slice(None)]
+                    src: list[slice] = [slice(None)]
+                    for ax_i, (ax, s, r) in enumerate(zip(plan.axes, sp, region, strict=True)):
+                        a, b = keep(ax, s, r)
+                        src.append(slice(a - s.out_start, b - s.out_start))
+                        base = lo if ax_i == 0 else r[0]
+                        dst.append(slice(a - base, b - base))
+                    if weights is None:
+                        acc[tuple(dst)] = p[tuple(src)]
+                    else:
+                        acc[tuple(dst)] += p[tuple(src)] * weights[tuple(src[1:])]
+                if on_tiles is not None:
+                    on_tiles(len(chunk))
+            if ri + 1 < len(rows):
+                nxt = keep(axis0, axis0.spans[rows[ri + 1]], region[0])[0]
+            else:
+                nxt = region[0][1]
+            done = max(0, min(nxt, region[0][1]) - lo)
+            if done:
+                out = acc[:, :done]
+                if weights is not None:
+                    out = out / plan.normaliser([(lo, lo + done), *region[1:]])
+                yield Slab((lo, *(r[0] for r in region[1:])), out)
+                acc = acc[:, done:].copy()
+                lo += done
+
+    # ---- whole-image conveniences ----------------------------------------------------------------------
+    def predict_proba(self, image: Any) -> np.ndarray:
+        """Class probabilities for the whole image, in memory (use :func:`predict_file` for huge images).
+
+        Shape:
+            ``(C, *S) -> (K, *S)`` float32
+        """
+        image = self._check_image(image)
+        spatial = tuple(int(n) for n in image.shape[1:])
+        out = np.empty((self.num_classes, *spatial), np.float32)
+        for slab in self.iter_slabs(image):
+            out[:, slab.start : slab.start + slab.proba.shape[1]] = slab.proba
+        return out
+
+    def predict(self, image: Any) -> np.ndarray:
+        """Class labels for the whole image (uint8, or uint16 beyond 256 classes); never holds all probabilities.
+
+        Shape:
+            ``(C, *S) -> (*S)``
+        """
+        image = self._check_image(image)
+        spatial = tuple(int(n) for n in image.shape[1:])
+        out = np.empty(spatial, np.uint8 if self.num_classes <= 256 else np.uint16)
+        for slab in self.iter_slabs(image):
+            out[slab.start : slab.start + slab.proba.shape[1]] = slab.labels()
+        return out
+
+    def tiles_for(self, spatial: Sequence[int]) -> int:
+        """How many tiles an image of this size takes (for progress bars)."""
+        return self.plan(spatial).num_tiles
+
+    def describe(self, spatial: Sequence[int]) -> str:
+        """One line: backend, device, tile, tiles, passes, blend."""
+        plan = self.plan(spatial)
+        passes = passes_per_tile(self.spatial_dims, self.tta)
+        mode = "abutting (valid net)" if self.padding == "valid" else f"{self.blend}, overlap {self.overlap:g}"
+        return (
+            f"{self.backend.name} on {self.backend.device}; tile {plan.tile_in} -> {plan.tile_out}; "
+            f"{plan.num_tiles} tiles x {passes} pass(es); {mode}; batch {self.batch_size}"
+        )
+
+
+def load_predictor(path: str, **kwargs: Any) -> Predictor:
+    """A :class:`Predictor` for a model file (``.safetensors``) or an exported ``.onnx`` file.
+
+    An ``.onnx`` file always runs on onnxruntime; its metadata rebuilds the shape contract.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        from unetkit.infer.export import read_onnx_description
+        from unetkit.modelfile import ModelDescription
+        from unetkit.models.registry import MODEL_CLASSES, build
+
+        if kwargs.get("backend", "onnxruntime") != "onnxruntime":
+            raise ConfigError(f"{p}: an ONNX file runs only with --backend onnxruntime")
+        kwargs.pop("backend", None)
+        desc = ModelDescription.model_validate(read_onnx_description(p))
+        cls = MODEL_CLASSES.get(desc.architecture.cls)
+        if cls is None:
+            raise UnetkitError(f"{p}: unknown network class {desc.architecture.cls!r}; upgrade unetkit")
+        skeleton = build(cls, dict(desc.architecture.args), str(p))  # weights unused: shapes only
+        skeleton.description = desc  # type: ignore[assignment]
+        backend = OnnxBackend(
+            str(p), spatial_dims=desc.spatial_dims, device=kwargs.pop("device", "auto"), tta=kwargs.get("tta", False)
+        )
+        for key in ("amp", "channels_last", "compile"):
+            kwargs.pop(key, None)
+        return Predictor(skeleton, _backend=backend, **kwargs)
+    from unetkit.modelfile import load_model
+
+    return Predictor(load_model(p), **kwargs)
+
+
+def megapixels(spatial: Sequence[int]) -> float:
+    """Image size in megapixels (megavoxels in 3D)."""
+    return math.prod(spatial) / 1e6

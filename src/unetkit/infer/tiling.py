@@ -1,0 +1,291 @@
+"""The tiler's pure parts: a grid of tiles, mirror indexing, blend windows and their normalisers.
+
+Nothing here runs a network or touches a file. A :class:`TilePlan` lays tiles over an image of any size:
+
+- ``valid`` nets (the paper's overlap-tile strategy): output tiles abut exactly, with no blending. The
+  output stride is the largest multiple of ``2**depth`` that fits in the output tile, so every tile sees
+  the pooling grid at the same phase as a single whole-image pass over the mirror-padded image would:
+  the tiled result equals that pass.
+- ``same`` nets: tiles overlap by a fraction of the tile and are blended with a window (``gaussian``,
+  ``hann``, ``linear``, ``constant``), or each pixel is taken from the tile whose centre is nearest
+  (``center``, no blending at all).
+
+The grid is a product of per-axis 1D layouts (:class:`Axis`), so one code path serves 2D and 3D.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from unetkit.errors import ConfigError
+
+BLEND_MODES = ("gaussian", "hann", "linear", "constant", "center")
+
+
+@dataclass(frozen=True)
+class Span:
+    """One tile along one axis.
+
+    ``in_start`` is where the network's input window starts (image coordinates, may be negative or run
+    past the image: those pixels come from mirroring); the tile's output covers image coordinates
+    ``[out_start, out_start + out_size)``; of that, ``[keep_start, keep_stop)`` is written (image
+    coordinates, inside the image).
+    """
+
+    in_start: int
+    out_start: int
+    keep_start: int
+    keep_stop: int
+
+
+@dataclass(frozen=True)
+class Axis:
+    """The 1D layout of tiles along one axis: input and output tile sizes and the spans."""
+
+    size: int
+    tile_in: int
+    tile_out: int
+    spans: tuple[Span, ...]
+    blended: bool
+
+    def overlapping(self, start: int, stop: int) -> list[int]:
+        """Indices of the spans whose kept range meets ``[start, stop)``."""
+        return [i for i, s in enumerate(self.spans) if s.keep_start < stop and s.keep_stop > start]
+
+
+def reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """Map coordinates (any integers) into ``[0, n)`` by mirroring without repeating the edge.
+
+    The same as ``np.pad(..., mode="reflect")``, however far outside the image a coordinate lies.
+
+    >>> reflect_index(np.arange(-3, 6), 4).tolist()
+    [3, 2, 1, 0, 1, 2, 3, 2, 1]
+    """
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    r = np.mod(idx, period)
+    return np.where(r < n, r, period - r)
+
+
+def read_reflected(image: object, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """Read the window ``[start, start + size)`` of ``image`` (``(C, *S)``) extended by mirroring.
+
+    Only the bounding box of the needed pixels is read, so lazily-read images stay lazy; ``image`` needs
+    only ``.shape`` and slicing with a tuple of slices.
+
+    Shape:
+        ``image (C, *S) -> (C, *size)``
+
+    >>> a = np.arange(5)[None]
+    >>> read_reflected(a, (-2,), (9,)).tolist()
+    [[2, 1, 0, 1, 2, 3, 4, 3, 2]]
+    """
+    shape = tuple(image.shape)  # type: ignore[attr-defined]
+    idx = [reflect_index(np.arange(a, a + n), dim) for a, n, dim in zip(start, size, shape[1:], strict=True)]
+    box = (slice(None), *(slice(int(i.min()), int(i.max()) + 1) for i in idx))
+    block = np.asarray(image[box])  # type: ignore[index]
+    for ax, (i, sl) in enumerate(zip(idx, box[1:], strict=True)):
+        local = i - sl.start
+        if not (local[0] == 0 and len(local) == block.shape[ax + 1] and np.all(np.diff(local) == 1)):
+            block = np.take(block, local, axis=ax + 1)
+    return block
+
+
+def window_1d(n: int, mode: str) -> np.ndarray:
+    """A strictly positive 1D blend window of length ``n`` (sampled at pixel centres).
+
+    ``gaussian``: sigma = n / 8 (as nnU-Net and MONAI); ``hann``: sin^2; ``linear``: a tent;
+    ``constant`` and ``center``: ones.
+
+    >>> window_1d(4, "linear").tolist()
+    [0.25, 0.75, 0.75, 0.25]
+    """
+    x = (np.arange(n, dtype=np.float64) + 0.5) / n  # in (0, 1)
+    if mode == "gaussian":
+        w = np.exp(-0.5 * ((x - 0.5) * n / (n / 8.0)) ** 2)
+    elif mode == "hann":
+        w = np.sin(np.pi * x) ** 2
+    elif mode == "linear":
+        w = 1.0 - np.abs(2.0 * x - 1.0)
+    elif mode in ("constant", "center"):
+        w = np.ones(n)
+    else:
+        raise ConfigError(f"blend: unknown mode {mode!r}; choose one of {', '.join(BLEND_MODES)}")
+    return np.maximum(w, 1e-6).astype(np.float32)
+
+
+def _same_axis(size: int, tile: int, overlap: float, blend: str) -> Axis:
+    """Overlapping tiles of a same-padded net along one axis (``tile`` already legal)."""
+    step = max(1, tile - round(overlap * tile))
+    if size <= tile:
+        starts = [0]
+    else:
+        count = math.ceil((size - tile) / step) + 1
+        starts = [i * step for i in range(count - 1)] + [size - tile]
+    if blend == "center":
+        # Each pixel comes from the tile whose centre is nearest: cut halfway through each overlap.
+        cuts = [0] + [(starts[i] + tile + starts[i + 1]) // 2 for i in range(len(starts) - 1)] + [size]
+        spans = tuple(Span(a, a, cuts[i], cuts[i + 1]) for i, a in enumerate(starts))
+        return Axis(size, tile, tile, spans, blended=False)
+    spans = tuple(Span(a, a, a, min(a + tile, size)) for a in starts)
+    return Axis(size, tile, tile, spans, blended=len(spans) > 1)
+
+
+def _valid_axis(size: int, tile_in: int, tile_out: int, margin: int, step: int) -> Axis:
+    """Abutting tiles of a valid-padded net along one axis: stride = multiple of ``step`` (2**depth)."""
+    stride = (tile_out // step) * step
+    if stride < 1:
+        raise ConfigError(f"tile: output tile {tile_out} is smaller than 2**depth = {step}; use a larger --tile")
+    count = math.ceil(size / stride)
+    spans = tuple(Span(k * stride - margin, k * stride, k * stride, min((k + 1) * stride, size)) for k in range(count))
+    return Axis(size, tile_in, tile_out, spans, blended=False)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tiles over an image of spatial shape ``shape``: a product of per-axis layouts.
+
+    Build one with :func:`plan_tiles`. ``weights()`` is the blend window of every tile, and
+    ``normaliser(region)`` the sum of all windows over a region, so ``sum(w * p) / normaliser`` is the
+    blended result with no weight buffer.
+
+    Examples:
+        >>> p = plan_tiles((100, 70), padding="same", tile=(64, 64), overlap=0.25, blend="gaussian")
+        >>> [len(a.spans) for a in p.axes], p.tile_in
+        ([2, 2], (64, 64))
+        >>> p3 = plan_tiles((9, 9, 9), padding="valid", tile=(44,) * 3, tile_out=(4,) * 3, margin=20, step=4)
+        >>> [len(a.spans) for a in p3.axes]
+        [3, 3, 3]
+    """
+
+    shape: tuple[int, ...]
+    axes: tuple[Axis, ...]
+    blend: str
+    _windows: tuple[np.ndarray, ...] = field(repr=False, default=())
+    _norms: tuple[np.ndarray, ...] = field(repr=False, default=())
+
+    @property
+    def tile_in(self) -> tuple[int, ...]:
+        return tuple(a.tile_in for a in self.axes)
+
+    @property
+    def tile_out(self) -> tuple[int, ...]:
+        return tuple(a.tile_out for a in self.axes)
+
+    @property
+    def blended(self) -> bool:
+        """Whether tiles overlap in their kept output (then they must be accumulated and normalised)."""
+        return any(a.blended for a in self.axes)
+
+    @property
+    def num_tiles(self) -> int:
+        return math.prod(len(a.spans) for a in self.axes)
+
+    def tiles(self, region: Sequence[tuple[int, int]] | None = None) -> Iterator[tuple[int, ...]]:
+        """Tile indices (one span index per axis) in raster order, optionally only those meeting ``region``."""
+        per_axis = [
+            a.overlapping(*r) if region is not None else range(len(a.spans))
+            for a, r in zip(self.axes, region or [(0, 0)] * len(self.axes), strict=True)
+        ]
+        yield from itertools.product(*per_axis)
+
+    def weights(self) -> np.ndarray | None:
+        """The blend window of every tile (``tile_out`` shaped, float32), or None when tiles do not overlap."""
+        if not self.blended:
+            return None
+        return _outer(self._windows)
+
+    def normaliser(self, region: Sequence[tuple[int, int]]) -> np.ndarray:
+        """The sum of every tile's window over ``region`` (an outer product of per-axis sums)."""
+        return _outer(tuple(n[a:b] for n, (a, b) in zip(self._norms, region, strict=True)))
+
+
+def _outer(vectors: Sequence[np.ndarray]) -> np.ndarray:
+    out = vectors[0]
+    for v in vectors[1:]:
+        out = np.multiply.outer(out, v)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def plan_tiles(
+    shape: Sequence[int],
+    *,
+    padding: str,
+    tile: Sequence[int],
+    tile_out: Sequence[int] | None = None,
+    margin: int = 0,
+    step: int = 1,
+    overlap: float = 0.25,
+    blend: str = "gaussian",
+) -> TilePlan:
+    """Lay tiles over an image of spatial ``shape``.
+
+    Args:
+        shape: the image's spatial size.
+        padding: the network's ``"same"`` or ``"valid"``.
+        tile: the network's input window per axis, already legal (see :func:`choose_tile`).
+        tile_out: the network's output for ``tile`` (valid nets; same nets: ``tile``).
+        margin: pixels lost per side (valid nets).
+        step: ``2**depth``: valid tiles advance by a multiple of it.
+        overlap: fraction of the tile shared by neighbours (same nets), in ``[0, 1)``.
+        blend: ``gaussian``, ``hann``, ``linear``, ``constant`` or ``center`` (same nets).
+
+    Returns:
+        The plan.
+    """
+    if blend not in BLEND_MODES:
+        raise ConfigError(f"blend: unknown mode {blend!r}; choose one of {', '.join(BLEND_MODES)}")
+    if not 0.0 <= overlap < 1.0:
+        raise ConfigError(f"overlap: {overlap} is not a fraction in [0, 1); try 0.25")
+    shape = tuple(int(n) for n in shape)
+    if padding == "valid":
+        if tile_out is None:
+            raise ConfigError("plan_tiles: valid nets need tile_out")
+        axes = tuple(
+            _valid_axis(n, t, o, margin, step) for n, t, o in zip(shape, tile, tile_out, strict=True)
+        )  # fmt: skip
+        return TilePlan(shape, axes, "center")
+    axes = tuple(_same_axis(n, t, overlap, blend) for n, t in zip(shape, tile, strict=True))
+    # An axis with a single tile needs no window: p * w / w would only add rounding.
+    windows = tuple(window_1d(a.tile_out, blend if a.blended else "constant") for a in axes)
+    norms = []
+    for a, w in zip(axes, windows, strict=True):
+        total = np.zeros(max(a.size, max(s.out_start for s in a.spans) + a.tile_out), np.float32)
+        for s in a.spans:
+            total[s.out_start : s.out_start + a.tile_out] += w
+        norms.append(total[: a.size])
+    return TilePlan(shape, axes, blend, windows, tuple(norms))
+
+
+def choose_tile(model: object, requested: Sequence[int] | int | None, shape: Sequence[int]) -> tuple[int, ...]:
+    """The legal input tile per axis for ``model`` (DESIGN.md): requested (or 256 in 2D, 96 in 3D) ...
+
+    ... rounded to the nearest legal size for valid nets and up to a multiple of ``2**depth`` for same
+    nets, and for same nets never larger than the image needs (``shape`` rounded up to a legal size).
+
+    >>> from unetkit import create_model
+    >>> choose_tile(create_model("unet_paper"), 570, (1000, 1000))
+    (572, 572)
+    >>> choose_tile(create_model("unet2d_small"), 500, (100, 1000))
+    (104, 504)
+    """
+    dims = int(model.spatial_dims)  # type: ignore[attr-defined]
+    if requested is None:
+        requested = 256 if dims == 2 else 96
+    req = (int(requested),) * dims if isinstance(requested, int) else tuple(int(t) for t in requested)
+    if len(req) != dims:
+        raise ConfigError(f"tile: {len(req)} sizes given for a {dims}D network; give one size or {dims}")
+    if any(t < 1 for t in req):
+        raise ConfigError(f"tile: sizes must be positive, got {req}")
+    if model.padding == "valid":  # type: ignore[attr-defined]
+        return tuple(model.legal_size(t, "nearest") for t in req)  # type: ignore[attr-defined]
+    return tuple(
+        model.legal_size(min(t, n), "ceil")  # type: ignore[attr-defined]
+        for t, n in zip(req, shape, strict=True)
+    )

@@ -1,0 +1,108 @@
+"""Streaming prediction on files: formats, naming, atomicity, never overwriting inputs, bounded slabs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from unetkit.data.io import open_image, read_image, write_image
+from unetkit.errors import DataError
+from unetkit.infer import Predictor, expand_inputs, predict_file
+from unetkit.infer.files import plan_outputs
+from unetkit.infer.writers import open_target
+from unetkit.modelfile import load_model, save_model
+from unetkit.models import UNet
+
+
+@pytest.fixture
+def net2d(tmp_path: Path) -> UNet:
+    net = UNet(2, 1, 3, depth=2, width=4).eval()
+    save_model(tmp_path / "m.safetensors", net, class_names=["bg", "a", "b"], tile_size=[32, 32])
+    return load_model(tmp_path / "m.safetensors")  # type: ignore[return-value]
+
+
+def test_tiff_in_tiff_out_streams_labels_probabilities_and_overlay(tmp_path: Path, net2d: UNet) -> None:
+    image = (np.random.default_rng(0).random((150, 90)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "big.tif", image, tile=(64, 64))
+    pred = Predictor(net2d, device="cpu", overlap=0.5)
+    res = predict_file(pred, tmp_path / "big.tif", tmp_path / "out", probabilities=True, overlay=True)
+    assert [p.name for p in res.outputs.all()] == ["big.tif", "big_prob.tif", "big_overlay.png"]
+    labels = tifffile.imread(tmp_path / "out" / "big.tif")
+    expected = pred.predict(image[None])
+    assert labels.dtype == np.uint8 and np.array_equal(labels, expected)
+    proba = tifffile.imread(tmp_path / "out" / "big_prob.tif")
+    assert proba.shape == (3, 150, 90) and proba.dtype == np.float16
+    np.testing.assert_allclose(proba.astype(np.float32), pred.predict_proba(image[None]), atol=1e-3)
+    assert sum(res.class_counts) == 150 * 90
+    overlay = read_image(tmp_path / "out" / "big_overlay.png").array
+    assert overlay.shape[0] == 3 and overlay.shape[1] > 150  # image plus legend strip
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".npy", ".png"])
+def test_output_format_follows_input(tmp_path: Path, net2d: UNet, suffix: str) -> None:
+    image = (np.random.default_rng(1).random((1, 40, 70)) * 255).astype(np.uint8)
+    write_image(tmp_path / f"x{suffix}", image)
+    pred = Predictor(net2d, device="cpu")
+    res = predict_file(pred, tmp_path / f"x{suffix}", tmp_path / "out", probabilities=suffix == ".zarr")
+    assert res.outputs.labels.name == f"x{suffix}"
+    got = open_image(res.outputs.labels).read()
+    assert np.array_equal(got.reshape(40, 70), pred.predict(image))
+    if suffix == ".zarr":
+        assert res.outputs.probabilities is not None and res.outputs.probabilities.name == "x_prob.zarr"
+
+
+def test_nifti_volume_with_valid_3d_net(tmp_path: Path) -> None:
+    net = UNet(3, 1, 2, depth=1, width=2, padding="valid").eval()
+    vol = np.random.default_rng(2).random((1, 9, 14, 11)).astype(np.float32)
+    write_image(tmp_path / "v.nii.gz", vol, spacing=(2.0, 1.0, 1.0))
+    pred = Predictor(net, device="cpu", tile=24)
+    res = predict_file(pred, tmp_path / "v.nii.gz", tmp_path / "out", overlay=True)
+    out = read_image(res.outputs.labels)
+    assert res.outputs.labels.name == "v.nii.gz" and res.outputs.overlay is None
+    assert out.spacing == (2.0, 1.0, 1.0) and np.array_equal(out.array[0], pred.predict(vol))
+
+
+def test_never_overwrites_an_input(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.tif", np.zeros((1, 8, 8), np.uint8))
+    with pytest.raises(DataError, match="overwrite the input"):
+        plan_outputs([tmp_path / "a.tif"], tmp_path, probabilities=False, overlay=False)
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    for d in ("d1", "d2"):
+        write_image(tmp_path / d / "s.png", np.zeros((1, 8, 8), np.uint8))
+    with pytest.raises(DataError, match="both write"):
+        plan_outputs(
+            expand_inputs([tmp_path / "d1", tmp_path / "d2"]), tmp_path / "o", probabilities=False, overlay=False
+        )
+
+
+def test_expand_inputs_files_folders_globs(tmp_path: Path) -> None:
+    for name in ("b.png", "a.tif", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in expand_inputs([tmp_path])] == ["a.tif", "b.png"]
+    assert [p.name for p in expand_inputs([str(tmp_path / "*.png"), tmp_path / "b.png"])] == ["b.png"]
+    with pytest.raises(DataError, match="no such file"):
+        expand_inputs([tmp_path / "missing.tif"])
+
+
+def test_failed_run_leaves_destination_untouched(tmp_path: Path) -> None:
+    dest = tmp_path / "l.tif"
+    dest.write_bytes(b"old")
+    target = open_target(dest, (10, 10), np.uint8)
+    target.write(0, np.ones((5, 10), np.uint8))
+    target.abort()
+    assert dest.read_bytes() == b"old" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_slabs_stay_bounded_on_a_tall_image() -> None:
+    """Memory grows with the width, never the height: no slab exceeds a row of tiles plus its overlap."""
+    net = UNet(2, 1, 2, depth=2, width=2).eval()
+    image = np.zeros((1, 3000, 40), np.float32)
+    for blend, limit in (("gaussian", 64), ("center", 64)):
+        pred = Predictor(net, device="cpu", tile=64, overlap=0.25, blend=blend, batch_size=8)
+        rows = [s.proba.shape[1] for s in pred.iter_slabs(image)]
+        assert sum(rows) == 3000 and max(rows) <= limit and len(rows) > 40
