@@ -51,14 +51,14 @@ def _shift(xp: torch.Tensor, offset: tuple[int, ...], pad: int, spatial: tuple[i
 
 
 def _prepare(probs: Any, image: Any | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    p = torch.as_tensor(np.asarray(probs) if not isinstance(probs, torch.Tensor) else probs).float().cpu()
+    p = torch.as_tensor(np.array(probs, np.float32) if not isinstance(probs, torch.Tensor) else probs).float().cpu()
     if p.ndim < 3:
         raise DataError(f"probabilities have shape {tuple(p.shape)}; pass (K, *spatial) with K >= 2 classes")
     if p.shape[0] < 2:
         raise DataError("probabilities have one channel; pass (K, *spatial) with K >= 2 (e.g. [1 - p, p])")
     if image is None:
         return p, None
-    img = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image).float().cpu()
+    img = torch.as_tensor(np.array(image, np.float32) if not isinstance(image, torch.Tensor) else image).float().cpu()
     if img.ndim == p.ndim - 1:
         img = img.unsqueeze(0)
     if tuple(img.shape[1:]) != tuple(p.shape[1:]):
