@@ -1,7 +1,33 @@
-"""Visualisation: class colours, overlays and plots."""
+"""Visualisation: class colours, overlays, comparison panels, montages, 3D views, curves and HTML reports.
+
+Everything renders with matplotlib's Agg canvas or plain numpy (no display needed) and writes atomically.
+"""
 
 from __future__ import annotations
 
+from unetkit.viz.curves import plot_curves, read_metrics_csv
+from unetkit.viz.montage import montage, save_montage
+from unetkit.viz.overlay import colourise, error_map, overlay, to_display
 from unetkit.viz.palette import palette
+from unetkit.viz.panels import panel_figure, panel_png, save_panel
+from unetkit.viz.report import render_report, write_report
+from unetkit.viz.volume import max_projection, orthogonal_slices
 
-__all__ = ["palette"]
+__all__ = [
+    "colourise",
+    "error_map",
+    "max_projection",
+    "montage",
+    "orthogonal_slices",
+    "overlay",
+    "palette",
+    "panel_figure",
+    "panel_png",
+    "plot_curves",
+    "read_metrics_csv",
+    "render_report",
+    "save_montage",
+    "save_panel",
+    "to_display",
+    "write_report",
+]

@@ -1,0 +1,118 @@
+"""``unetkit evaluate``: score predictions against truths; write metrics.csv, summary.json and report.html."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from unetkit.cli._common import console, setup_logging
+from unetkit.errors import ConfigError
+
+
+def _parse_spacing(text: str | None) -> tuple[float, ...] | None:
+    if not text:
+        return None
+    try:
+        values = tuple(float(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError as exc:
+        raise ConfigError(f"--spacing {text!r}: give numbers separated by commas, e.g. 4,4 or 50,4,4") from exc
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"--spacing {text!r}: every voxel size must be > 0")
+    return values
+
+
+def evaluate_cmd(
+    truth: Path = typer.Option(..., "--truth", help="Folder of true masks (paired with predictions by stem)."),
+    out: Path = typer.Option(..., "--out", help="Folder for metrics.csv, summary.json and report.html."),
+    pred: Path = typer.Option(None, "--pred", help="Folder of predicted masks or probability files (.npy/.tif)."),
+    model: Path = typer.Option(None, "--model", help="Predict first with this model file (needs --images)."),
+    images: Path = typer.Option(None, "--images", help="Folder of the images: report panels, crf, --model."),
+    num_classes: int = typer.Option(None, "--num-classes", help="Number of classes (default: inferred)."),
+    ignore_index: int = typer.Option(None, "--ignore-index", help="Truth label left out of every metric."),
+    spacing: str = typer.Option(None, "--spacing", help="Voxel size per axis, e.g. 50,4,4 (default: files')."),
+    postprocess: str = typer.Option(
+        "", "--postprocess", help="Steps, e.g. 'remove-islands:50,fill-holes:20@1,keep-largest,crf'."
+    ),
+    instances: str = typer.Option(
+        "components",
+        "--instances",
+        help="Object separation for instance metrics: components, distance, probability or none.",
+    ),
+    no_isbi: bool = typer.Option(False, "--no-isbi", help="Skip the ISBI 2012 pixel/Rand/warping errors."),
+    no_warping: bool = typer.Option(False, "--no-warping", help="Skip only the warping error (the slowest)."),
+    no_surface: bool = typer.Option(False, "--no-surface", help="Skip Hausdorff 95 / mean surface distance."),
+    include_background: bool = typer.Option(False, "--include-background", help="Count class 0 in means."),
+    panels: int = typer.Option(12, "--panels", help="Pictures in the report (worst cases first)."),
+    tile: int = typer.Option(None, "--tile", help="With --model: network input window."),
+    device: str = typer.Option("auto", "--device", help="With --model: auto, cpu, cuda or cuda:N."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only."),
+) -> None:
+    """Score predicted masks against true masks, per image and overall.
+
+    Pairs files of --pred and --truth by stem; writes OUT/metrics.csv (one row per image, worst first),
+    OUT/summary.json (means; per class where it applies) and OUT/report.html (tables and panels, one
+    self-contained file). Masks {0,255} count as classes {0,1}. ISBI 2012 metrics and instance metrics are
+    computed for binary problems only. With --model, images are predicted first into OUT/predictions.
+
+    Example: unetkit evaluate --pred preds --truth data/masks --images data/images --out eval
+    """
+    from unetkit.metrics.evaluate import EvaluateOptions, evaluate_folders
+    from unetkit.postprocess.instances import INSTANCE_METHODS
+    from unetkit.postprocess.pipeline import parse_postprocess
+
+    setup_logging(verbose, quiet)
+    if instances not in (*INSTANCE_METHODS, "none"):
+        raise ConfigError(f"--instances {instances!r}: use one of {', '.join(INSTANCE_METHODS)} or none")
+    parse_postprocess(postprocess)  # fail on a bad pipeline before any work
+    if pred is None and model is None:
+        raise ConfigError("give --pred DIR (predictions to score) or --model FILE --images DIR (predict first)")
+    options = EvaluateOptions(
+        num_classes=num_classes, ignore_index=ignore_index, spacing=_parse_spacing(spacing),
+        postprocess=postprocess, instances=instances, isbi=not no_isbi, warping=not no_warping,
+        surface=not no_surface, include_background=include_background, panels=panels,
+    )  # fmt: skip
+    predict = None
+    if model is not None:
+        from unetkit.infer import load_predictor
+
+        predictor = load_predictor(str(model), tile=tile, device=device)
+        predict = predictor.predict_proba
+    pred_dir = pred if pred is not None else out / "predictions"
+    with console.status("evaluating...", spinner="dots") as status:
+        result = evaluate_folders(
+            pred_dir, truth, out, options, image_dir=images, predict=predict,
+            progress=None if quiet else lambda name: status.update(f"evaluating {name}"),
+        )  # fmt: skip
+    if not quiet:
+        _print_summary(result.summary, result.notes)
+        console.print(f"wrote {out / 'metrics.csv'}, {out / 'summary.json'}, {out / 'report.html'}")
+
+
+def _print_summary(summary: dict, notes: list[str]) -> None:
+    table = Table(title=f"unetkit evaluate: {summary['num_images']} images, {summary['num_classes']} classes")
+    table.add_column("metric")
+    table.add_column("mean over images", justify="right")
+    for key, value in summary.items():
+        if key in ("num_images", "num_classes", "pooled"):
+            continue
+        if isinstance(value, list):
+            shown = "  ".join("-" if not math.isfinite(v) else f"{v:.4f}" for v in value)
+        elif isinstance(value, float):
+            shown = "-" if math.isnan(value) else f"{value:.4g}"
+        else:
+            shown = str(value)
+        table.add_row(key, shown)
+    pooled = summary.get("pooled", {})
+    if pooled:
+        table.add_row("pooled dice (all pixels)", f"{pooled['dice']:.4f}")
+    console.print(table)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate_cmd)

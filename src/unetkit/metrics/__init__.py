@@ -1,0 +1,38 @@
+"""Segmentation metrics from streaming counts: overlap (Dice, IoU), ISBI 2012, surface distances, instances."""
+
+from __future__ import annotations
+
+from unetkit.metrics.confusion import ConfusionMatrix, confusion_matrix, scores_from_matrix
+from unetkit.metrics.instance import DSB_THRESHOLDS, InstanceCounts, instance_iou, instance_scores
+from unetkit.metrics.isbi import (
+    RandScore,
+    pixel_error,
+    rand_error,
+    rand_score,
+    segments,
+    variation_of_information,
+    warp_labels,
+    warping_error,
+)
+from unetkit.metrics.surface import SurfaceDistances, surface_distances, surface_distances_per_class
+
+__all__ = [
+    "DSB_THRESHOLDS",
+    "ConfusionMatrix",
+    "InstanceCounts",
+    "RandScore",
+    "SurfaceDistances",
+    "confusion_matrix",
+    "instance_iou",
+    "instance_scores",
+    "pixel_error",
+    "rand_error",
+    "rand_score",
+    "scores_from_matrix",
+    "segments",
+    "surface_distances",
+    "surface_distances_per_class",
+    "variation_of_information",
+    "warp_labels",
+    "warping_error",
+]

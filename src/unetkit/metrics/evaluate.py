@@ -1,0 +1,322 @@
+"""Evaluate folders of predictions against truths: per-image rows, a summary, and the HTML report.
+
+Used by ``unetkit evaluate``; everything here is plain library code (logging, no printing).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unetkit.errors import DataError
+from unetkit.metrics.confusion import ConfusionMatrix, confusion_matrix, scores_from_matrix
+from unetkit.metrics.files import Labels, pair_files, read_labels
+from unetkit.metrics.instance import InstanceCounts
+from unetkit.metrics.isbi import pixel_error, rand_error, warping_error
+from unetkit.metrics.surface import surface_distances_per_class
+from unetkit.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvaluateOptions", "EvaluationResult", "evaluate_arrays", "evaluate_folders"]
+
+_SCORES = ("dice", "iou", "precision", "recall")
+
+
+@dataclass
+class EvaluateOptions:
+    """What to compute. ``None`` for ``num_classes`` means: infer from the labels (max + 1 over all images).
+
+    Attributes:
+        num_classes: number of classes ``K``.
+        ignore_index: truth label left out of every metric.
+        spacing: voxel size per axis, for surface distances and physical post-processing sizes (default: the
+            truth file's spacing, else 1).
+        postprocess: a pipeline string (see :mod:`unetkit.postprocess.pipeline`) applied to predictions.
+        instances: instance separation of the prediction for the object metrics (``components``,
+            ``distance``, ``probability``) or ``none``; binary problems only.
+        isbi: compute the ISBI 2012 metrics (binary problems only).
+        warping: compute the warping error (the slowest ISBI metric).
+        surface: compute Hausdorff 95 / mean surface distance per class.
+        include_background: include class 0 in the mean scores.
+        panels: how many worst cases get a picture in the report.
+    """
+
+    num_classes: int | None = None
+    ignore_index: int | None = None
+    spacing: tuple[float, ...] | None = None
+    postprocess: str = ""
+    instances: str = "components"
+    isbi: bool = True
+    warping: bool = True
+    surface: bool = True
+    include_background: bool = False
+    panels: int = 12
+
+
+@dataclass
+class EvaluationResult:
+    """``rows`` (one dict per image, worst first), ``summary`` (means), ``notes`` (what was skipped)."""
+
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def _instances_of(labels: Labels, method: str, spacing: Sequence[float] | None) -> np.ndarray:
+    from unetkit.postprocess.instances import separate_instances
+
+    if labels.instances is not None:
+        return labels.instances
+    fg: np.ndarray = labels.classes == 1
+    if method == "probability" and labels.probs is not None:
+        fg = labels.probs[1]
+    elif method == "probability":
+        method = "components"
+    return separate_instances(fg, method, spacing=spacing)  # type: ignore[arg-type]
+
+
+def evaluate_arrays(
+    pred: Labels,
+    truth: Labels,
+    options: EvaluateOptions,
+    *,
+    num_classes: int,
+    spacing: Sequence[float] | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics of one prediction/truth pair: ``(row, confusion matrix [K, K])``.
+
+    ``pred.classes`` must already be post-processed. The row holds the per-image scores; ISBI, instance and
+    surface metrics appear only where they apply (binary problems; classes present).
+    """
+    t, p = truth.classes, pred.classes
+    if t.shape != p.shape:
+        raise DataError(f"prediction shape {p.shape} differs from truth shape {t.shape}")
+    matrix = confusion_matrix(p, t, num_classes, options.ignore_index)
+    scores = scores_from_matrix(matrix)
+    first = 0 if options.include_background or num_classes == 1 else 1
+    row: dict[str, Any] = {}
+    for name in _SCORES:
+        values = scores[name][first:]
+        row[name] = float(np.nanmean(values)) if not np.all(np.isnan(values)) else math.nan
+    total = matrix.sum()
+    row["accuracy"] = float(np.trace(matrix) / total) if total else math.nan
+    for name in ("dice", "iou"):
+        row[f"{name}_per_class"] = [float(v) for v in scores[name]]
+    valid = t != options.ignore_index if options.ignore_index is not None else None
+    binary = num_classes == 2
+    if binary and options.isbi:
+        pt = p if valid is None else np.where(valid, p, t)  # ignored pixels count as agreeing
+        row["pixel_error"] = pixel_error(pt, t == 1)
+        row["rand_error"] = rand_error(pt, t == 1)
+        if options.warping:
+            row["warping_error"] = warping_error(pt, t == 1)
+    if binary and options.instances != "none":
+        pred_ids = _instances_of(pred, options.instances, spacing)
+        counts = InstanceCounts().update(pred_ids, _instances_of(truth, "components", spacing))
+        row["ap"] = counts.mean_image_ap()
+        row["instance_precision"] = float(counts.precision()[0])
+        row["instance_recall"] = float(counts.recall()[0])
+        row["instance_f1"] = float(counts.f1()[0])
+    if options.surface:
+        dists = surface_distances_per_class(p, t, num_classes, spacing, options.ignore_index)
+        # classes absent from both truth and prediction have no surface: leave them out of the mean
+        present = [d for c, d in enumerate(dists) if c >= first and (matrix[c].sum() or matrix[:, c].sum())]
+        row["hd95"] = float(np.mean([d.hd95 for d in present])) if present else math.nan
+        row["msd"] = float(np.mean([d.msd for d in present])) if present else math.nan
+    return row, matrix
+
+
+def _mean(values: list[Any]) -> float:
+    finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _summarise(rows: list[dict[str, Any]], total: ConfusionMatrix, options: EvaluateOptions) -> dict[str, Any]:
+    summary: dict[str, Any] = {"num_images": len(rows), "num_classes": total.num_classes}
+    keys = [k for k in rows[0] if k != "name"]
+    for key in keys:
+        values = [r.get(key) for r in rows]
+        if isinstance(values[0], list):
+            per_class = np.array(values, dtype=np.float64)
+            with np.errstate(all="ignore"):
+                means = [float(v) for v in np.nanmean(np.where(np.isnan(per_class), np.nan, per_class), axis=0)]
+            summary[key] = [m if math.isfinite(m) else math.nan for m in means]
+        else:
+            summary[key] = _mean(values)
+            infinite = sum(1 for v in values if isinstance(v, float) and math.isinf(v))
+            if infinite:
+                summary[f"{key}_infinite_images"] = infinite
+    pooled = total.summary(options.include_background)
+    summary["pooled"] = {k: pooled[k] for k in ("dice", "iou", "dice_per_class", "iou_per_class", "accuracy")}
+    return summary
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _flat_row(row: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if isinstance(v, list):
+            out.update({f"{k.replace('_per_class', '')}_c{i}": x for i, x in enumerate(v)})
+        else:
+            out[k] = v
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    flat = [_flat_row(r) for r in rows]
+    columns = list(dict.fromkeys(c for r in flat for c in r))
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for r in flat:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def evaluate_folders(
+    pred_dir: Path,
+    truth_dir: Path,
+    out_dir: Path,
+    options: EvaluateOptions | None = None,
+    *,
+    image_dir: Path | None = None,
+    predict: Callable[[np.ndarray], np.ndarray] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> EvaluationResult:
+    """Evaluate every prediction of ``pred_dir`` against the truth of the same stem in ``truth_dir``.
+
+    Writes ``metrics.csv`` (one row per image, worst Dice first), ``summary.json`` (means over images, per
+    class where it applies, and ``pooled`` scores from the summed confusion matrix) and ``report.html``
+    into ``out_dir``.
+
+    Args:
+        pred_dir: predicted masks (or probability files); with ``predict`` it is where the predictions are
+            written (and may start empty).
+        truth_dir: true masks.
+        out_dir: output folder.
+        options: what to compute.
+        image_dir: the images (for report panels, the CRF step and ``predict``).
+        predict: a function ``image (C, *S) -> probabilities (K, *S)``; when given, every image of
+            ``image_dir`` with a truth is predicted first and saved to ``pred_dir`` as ``.npy`` probabilities.
+        progress: called with each image's name.
+    """
+    from unetkit.data.io import read_image
+    from unetkit.postprocess.pipeline import apply_postprocess, parse_postprocess
+
+    options = options or EvaluateOptions()
+    steps = parse_postprocess(options.postprocess)
+    out_dir = Path(out_dir)
+    if predict is not None:
+        _predict_folder(predict, image_dir, truth_dir, Path(pred_dir))
+    pairs = pair_files(Path(pred_dir), Path(truth_dir), image_dir)
+    if any(s.name == "crf" for s in steps) and image_dir is None:
+        raise DataError("the crf post-processing step needs the images: pass --images DIR")
+    loaded = []
+    for name, pred_path, truth_path, image_path in pairs:
+        truth = read_labels(truth_path, num_classes=options.num_classes, ignore_index=options.ignore_index)
+        pred = read_labels(
+            pred_path, spatial_dims=truth.classes.ndim, num_classes=options.num_classes, allow_probs=True
+        )
+        loaded.append((name, pred, truth, image_path))
+    k = options.num_classes or _infer_num_classes([lab for _, p, t, _ in loaded for lab in (p, t)], options)
+    notes = []
+    if k != 2:
+        notes.append(f"{k} classes: ISBI 2012 and instance metrics apply to binary problems only and were skipped")
+    total = ConfusionMatrix(k, options.ignore_index)
+    rows: list[dict[str, Any]] = []
+    pictures: dict[str, tuple[np.ndarray | None, np.ndarray, np.ndarray]] = {}
+    for name, pred, truth, image_path in loaded:
+        if progress is not None:
+            progress(name)
+        spacing = options.spacing or truth.spacing
+        image = read_image(image_path, spatial_dims=truth.classes.ndim).array if image_path is not None else None
+        if steps:
+            pred.classes = apply_postprocess(
+                pred.classes, steps, num_classes=k, probs=pred.probs, image=image, spacing=spacing
+            )
+            pred.instances = None  # the file's instance ids no longer match the cleaned labels
+        if pred.classes.shape != truth.classes.shape:
+            raise DataError(
+                f"{name}: prediction shape {pred.classes.shape} differs from truth shape {truth.classes.shape}"
+            )
+        row, matrix = evaluate_arrays(pred, truth, options, num_classes=k, spacing=spacing)
+        total.add_matrix(matrix)
+        rows.append({"name": name, **row})
+        pictures[name] = (image, truth.classes, pred.classes)
+    rows.sort(key=lambda r: (math.isnan(r["dice"]), r["dice"]))
+    summary = _summarise(rows, total, options)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_csv(out_dir / "metrics.csv", rows)
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(_json_safe(summary), indent=2))
+    _write_html(out_dir / "report.html", rows, summary, pictures, options, notes)
+    return EvaluationResult(rows, summary, notes)
+
+
+def _infer_num_classes(labels: list[Labels], options: EvaluateOptions) -> int:
+    """Max class + 1 over all labels (ignored pixels aside), at least 2; the probabilities' K counts too."""
+    k = 2
+    for lab in labels:
+        values = lab.classes if options.ignore_index is None else lab.classes[lab.classes != options.ignore_index]
+        k = max(k, int(values.max(initial=0)) + 1, lab.probs.shape[0] if lab.probs is not None else 0)
+    return k
+
+
+def _write_html(
+    path: Path,
+    rows: list[dict[str, Any]],
+    summary: dict[str, Any],
+    pictures: dict[str, tuple[np.ndarray | None, np.ndarray, np.ndarray]],
+    options: EvaluateOptions,
+    notes: list[str],
+) -> None:
+    from unetkit.viz.panels import panel_png
+    from unetkit.viz.report import write_report
+
+    panels = []
+    for r in rows[: options.panels]:
+        image, truth, pred = pictures[r["name"]]
+        caption = f"{r['name']}: dice {r['dice']:.4f}"
+        panels.append((caption, panel_png(image, truth, pred, title=r["name"], ignore_index=options.ignore_index)))
+    shown = [_flat_row(r) for r in rows]
+    scalars = {k: v for k, v in summary.items() if k != "pooled"}
+    if options.postprocess:
+        notes = [*notes, f"post-processing: {options.postprocess}"]
+    write_report(path, scalars, shown, panels, notes=notes)
+
+
+def _predict_folder(
+    predict: Callable[[np.ndarray], np.ndarray], image_dir: Path | None, truth_dir: Path, pred_dir: Path
+) -> None:
+    from unetkit.data.io import read_image, write_image
+    from unetkit.metrics.files import _listing
+
+    if image_dir is None:
+        raise DataError("evaluating a model needs the images: pass --images DIR")
+    images = _listing(Path(image_dir), "image")
+    truths = _listing(Path(truth_dir), "truth")
+    todo = sorted(images.keys() & truths.keys())
+    if not todo:
+        raise DataError(f"no image of {image_dir} has a truth of the same stem in {truth_dir}")
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    for name in todo:
+        proba = predict(read_image(images[name]).array)
+        write_image(pred_dir / f"{name}.npy", proba.astype(np.float32))
+        log.info("predicted %s", name)

@@ -1,0 +1,82 @@
+"""Training curves from the ``metrics.csv`` a training run writes (one row per epoch)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from unetkit.errors import DataError
+from unetkit.viz._save import figure, save_figure
+
+__all__ = ["plot_curves", "read_metrics_csv"]
+
+
+def read_metrics_csv(path: str | os.PathLike[str]) -> dict[str, list[float]]:
+    """Read a metrics CSV into ``{column: values}``; empty cells become nan. Needs an ``epoch`` column.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.csv"
+    >>> _ = p.write_text("epoch,train_loss,val_dice\\n1,0.9,\\n2,0.5,0.7\\n")
+    >>> read_metrics_csv(p)["val_dice"]
+    [nan, 0.7]
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such metrics file; give the metrics.csv a training run wrote")
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "epoch" not in rows[0]:
+        raise DataError(f"{path}: expected a CSV with a header that has an 'epoch' column and one row per epoch")
+    out: dict[str, list[float]] = {}
+    for col in rows[0]:
+        values = []
+        for r in rows:
+            cell = (r.get(col) or "").strip()
+            try:
+                values.append(float(cell) if cell else math.nan)
+            except ValueError:
+                values.append(math.nan)
+        if not all(math.isnan(v) for v in values):
+            out[col] = values
+    return out
+
+
+def plot_curves(csv_path: str | os.PathLike[str], out_png: str | os.PathLike[str]) -> Path:
+    """Plot losses (columns with ``loss`` in their name) and every other metric per epoch; write a PNG.
+
+    Left panel: the losses (log scale when all positive); right panel: the other metrics (Dice, IoU, learning
+    rate on its own axis if present, ...). Returns the written path.
+    """
+    data = read_metrics_csv(csv_path)
+    epochs = data.pop("epoch")
+    losses = {k: v for k, v in data.items() if "loss" in k}
+    lr = {k: v for k, v in data.items() if k in ("lr", "learning_rate")}
+    others = {k: v for k, v in data.items() if k not in losses and k not in lr and k not in ("time", "seconds")}
+    fig = figure(10, 3.8)
+    ax_loss, ax_metric = fig.subplots(1, 2)
+
+    def draw(ax: Any, series: dict[str, list[float]]) -> None:
+        for name, values in series.items():
+            ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, ms=3, label=name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(fontsize=8)
+
+    draw(ax_loss, losses)
+    ax_loss.set_title("loss")
+    if losses and all(v > 0 for vals in losses.values() for v in vals if not math.isnan(v)):
+        ax_loss.set_yscale("log")
+    draw(ax_metric, others)
+    ax_metric.set_title("metrics")
+    if lr:
+        ax_lr = ax_metric.twinx()
+        for name, values in lr.items():
+            ax_lr.plot(epochs, values, color="grey", ls="--", lw=1, label=name)
+        ax_lr.set_ylabel("learning rate", fontsize=8)
+    out = Path(out_png)
+    save_figure(fig, out)
+    return out
