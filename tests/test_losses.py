@@ -52,9 +52,13 @@ def test_weighted_ce_is_ce_times_weight() -> None:
 
 
 def test_soft_dice_hand_computed() -> None:
-    # probabilities 0.5 everywhere, 2 classes, foreground = half the pixels: Dice_fg = 2*2 / (4 + 2) = 2/3
+    # probabilities 0.5 everywhere, 2 classes, foreground = 2 of 4 pixels:
+    # Dice_fg = 2 * (0.5 + 0.5) / (4 * 0.5 + 2) = 0.5
     target = torch.tensor([[[0, 0, 1, 1]]])
-    assert math.isclose(float(soft_dice(torch.zeros(1, 2, 1, 4), target)), 1 - 2 / 3, rel_tol=1e-4)
+    assert math.isclose(float(soft_dice(torch.zeros(1, 2, 1, 4), target)), 0.5, rel_tol=1e-4)
+    # a confident, correct prediction: Dice_fg -> 1
+    logits = torch.tensor([[[[9.0, 9.0, -9.0, -9.0]], [[-9.0, -9.0, 9.0, 9.0]]]])
+    assert float(soft_dice(logits, target)) < 1e-4
 
 
 def test_unknown_loss() -> None:
@@ -69,7 +73,7 @@ def test_weight_map_peaks_in_gap_between_touching_squares() -> None:
     w = weight_map(mask, 2, w0=10, sigma=5)
     wc = class_balance(mask, 2)
     gap = w[20, 29]
-    assert gap > wc[0] + 9  # d1 + d2 = 1 + 2 -> 10 * exp(-9/50) ~ 8.4 above w_c
+    assert gap > wc[0] + 8  # d1 + d2 = 1 + 2 -> 10 * exp(-9/50) ~ 8.35 above w_c
     assert gap == pytest.approx(wc[0] + 10 * np.exp(-((1 + 2) ** 2) / 50), rel=1e-4)
     far = w[2, 2]
     assert gap > far + 5

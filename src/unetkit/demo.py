@@ -78,7 +78,6 @@ def run_demo(
     from unetkit.modelfile import load_model
     from unetkit.synthetic import synthetic_cells
     from unetkit.train import train
-    from unetkit.viz.overlay import save_overlay
 
     out = Path(out)
     if (out / "checkpoints").exists():
@@ -96,23 +95,24 @@ def run_demo(
     result = train(cfg, out, callbacks=callbacks)
     train_seconds = time.perf_counter() - t0
 
+    # The held-out image goes through the same path as `unetkit predict`: model file -> tiler -> files.
+    from unetkit.data.io import read_image, write_image
+    from unetkit.infer.files import predict_file
+
     test = synthetic_cells((test_size, test_size), seed=seed * 1000 + 999)
+    test_dir = out / "test"
+    write_image(test_dir / "cells_test.tif", test.image)
+    write_image(test_dir / "cells_test_truth.png", (test.mask * 255).astype(np.uint8))
     model = load_model(result.model_path)
     t0 = time.perf_counter()
-    labels = Predictor(model).predict(test.image[None])
+    pred = predict_file(Predictor(model), test_dir / "cells_test.tif", test_dir / "prediction", overlay=True)
     predict_seconds = time.perf_counter() - t0
+    labels = read_image(pred.outputs.labels).array[0]
     cm = ConfusionMatrix(model.num_classes)
     cm.update(labels, test.mask)
-    overlay = save_overlay(out / "test_overlay.png", test.image, labels,
-                           colours=model.description.class_colours,
-                           class_names=model.description.class_names)  # fmt: skip
-    from unetkit.data.io import write_image
-
-    write_image(out / "test_image.png", test.image)
-    write_image(out / "test_truth.png", (test.mask * 255).astype(np.uint8))
-    write_image(out / "test_prediction.png", (labels * 255).astype(np.uint8))
+    overlay = pred.outputs.overlay
     return DemoResult(
         dice=float(cm.dice()[1]), iou=float(cm.iou()[1]), train_seconds=train_seconds,
         predict_seconds=predict_seconds, image_shape=test.image.shape, run_dir=out, model_path=result.model_path,
-        overlay_path=Path(overlay), curves_path=out / "curves.png",
+        overlay_path=Path(str(overlay)), curves_path=out / "curves.png",
     )  # fmt: skip

@@ -84,6 +84,14 @@ def legal_patch(model: SegmentationModel, patch: int | Sequence[int]) -> list[in
     return legal
 
 
+def prediction_tile(model: SegmentationModel, patch: Sequence[int]) -> list[int]:
+    """The tile recorded for prediction: at least the training patch, at least 256 (2D) or 96 (3D) output
+    pixels per axis, since larger tiles waste less on borders and halos."""
+    floor = (256 if model.spatial_dims == 2 else 96) + 2 * model.margin()
+    mode = "nearest" if model.padding == "valid" else "ceil"
+    return [model.legal_size(max(int(p), floor), mode) for p in patch]
+
+
 def _optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
     if t.optimizer == "sgd":
@@ -143,9 +151,11 @@ def train(
     if use_wm and t.loss in ("dice", "bce"):
         log.warning("the weight map is not used by the %s loss", t.loss)
     data = prepare_data(config.data, seed=t.seed, use_weight_map=use_wm, cache_dir=out / "cache")
+    torch.manual_seed(t.seed)  # the initial weights (DDP then broadcasts rank 0's anyway)
     model = _build_model(config, data)
     patch = legal_patch(model, config.data.patch_size)
     out_patch = list(model.output_shape(patch))
+    tile = prediction_tile(model, patch)
     sampler = PatchSampler(data.train, patch, output_size=out_patch,
                            foreground_fraction=config.data.foreground_fraction,
                            ignore_index=config.data.ignore_index)  # fmt: skip
@@ -173,6 +183,9 @@ def train(
     if start_epoch >= t.epochs:
         raise UnetkitError(f"{out}: already trained {start_epoch} epochs; raise --epochs to continue it")
     model, optimizer = fabric.setup(model, optimizer)
+    torch.manual_seed(t.seed * 7919 + fabric.global_rank)  # dropout draws from the global generator
+    if state is not None:
+        torch.set_rng_state(state["torch_rng"])
     raw_model: SegmentationModel = model.module
 
     if main:
@@ -186,13 +199,14 @@ def train(
     def snapshot(epoch: int, step: int) -> dict[str, Any]:
         return {
             "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "generator": gen.get_state(), "aug_generator": aug_gen.get_state(), "epoch": epoch, "step": step,
+            "generator": gen.get_state(), "aug_generator": aug_gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "epoch": epoch, "step": step,
             "history": history, "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
             "loss_sum": loss_sum, "loss_n": loss_n,
         }  # fmt: skip
 
     description = dict(
-        class_names=data.class_names, normalization=data.normalizer.to_dict(), tile_size=patch,
+        class_names=data.class_names, normalization=data.normalizer.to_dict(), tile_size=tile,
         spacing=list(data.spacing) if data.spacing else None,
         provenance={"dataset_digest": data.fingerprint.get("digest"), "config_digest": config.digest(),
                     "trained_with": f"unetkit {__version__}", "loss": t.loss, "weight_map": use_wm},
@@ -245,7 +259,7 @@ def train(
         if validated:
             shard = data.val[fabric.global_rank :: fabric.world_size]
             cm, nll, count = validate(raw_model, shard, num_classes=data.num_classes, class_names=data.class_names,
-                                      tile=patch, device=fabric.device, ignore_index=config.data.ignore_index,
+                                      tile=tile, device=fabric.device, ignore_index=config.data.ignore_index,
                                       tta=t.tta)  # fmt: skip
             if fabric.world_size > 1:
                 packed = fabric.all_reduce(torch.tensor([*cm.matrix.ravel().tolist(), nll, count], dtype=torch.float64,
