@@ -210,3 +210,37 @@ def test_unetr_bad_arguments() -> None:
         create_model("unetr2d_small", num_layers=3)
     with pytest.raises(UnetkitError, match="divisible by num_heads"):
         create_model("unetr2d_small", num_heads=3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", ["resunet2d_small", "attention_unet2d_small", "multires_unet2d_small", "unetr2d_small"]
+)
+def test_variants_learn_disks(name: str) -> None:
+    """Each 2D variant learns to segment noisy bright disks (Dice > 0.9 after 150 Adam steps; ~5 s each)."""
+    gen = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+
+    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        centres = torch.randint(8, 24, (n, 2), generator=gen)
+        radii = torch.randint(3, 7, (n,), generator=gen)
+        masks = (
+            (yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2 <= radii[:, None, None] ** 2
+        ).long()
+        return (masks.float() + 0.3 * torch.randn(n, 32, 32, generator=gen))[:, None], masks
+
+    extra = dict(img_size=32, hidden_size=32, mlp_dim=64) if name.startswith("unetr") else {}
+    net = create_model(name, width=4, **extra)
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    for _ in range(150):
+        x, y = batch(8)
+        loss = nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    x, y = batch(16)
+    with torch.no_grad():
+        pred = net(x).argmax(1)
+    dice = 2 * ((pred == 1) & (y == 1)).sum() / ((pred == 1).sum() + (y == 1).sum())
+    assert dice > 0.9, f"{name}: Dice {dice:.3f}"
