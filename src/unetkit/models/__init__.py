@@ -1,8 +1,13 @@
-"""Networks: the U-Net family, one implementation for 2D and 3D, and the preset registry."""
+"""Networks: the U-Net family, one implementation for 2D and 3D, and the preset registry.
+
+``UNet`` covers the Residual U-Net (``block="residual"``) and the Attention U-Net (``attention=True``);
+``MultiResUNet`` and ``UNETR`` are their own classes. Importing this package registers all of them.
+"""
 
 from __future__ import annotations
 
 from unetkit.models.base import SegmentationModel
+from unetkit.models.multires import MultiResUNet
 from unetkit.models.registry import (
     MODEL_CLASSES,
     create_model,
@@ -13,9 +18,12 @@ from unetkit.models.registry import (
     register_preset,
 )
 from unetkit.models.unet import UNet
+from unetkit.models.unetr import UNETR
 
 __all__ = [
     "MODEL_CLASSES",
+    "UNETR",
+    "MultiResUNet",
     "SegmentationModel",
     "UNet",
     "create_model",

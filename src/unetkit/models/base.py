@@ -37,7 +37,14 @@ class SegmentationModel(nn.Module):
     # ---- per-axis arithmetic -------------------------------------------------------------------------
     @property
     def _step(self) -> int:
+        """The stride of the legal sizes: the total down-sampling factor (``2**depth``)."""
         return 2**self.depth
+
+    def _size_rule(self) -> str:
+        """The legal-size rule in words, for error messages (subclasses may name their step's origin)."""
+        if self.padding == "same":
+            return f"a multiple of {self._step} (2**depth)"
+        return f"a size the valid convolutions reduce evenly (smallest {self.min_input_size()})"
 
     def _bottom_min(self) -> int:
         c, s = self.shrink, self._step
@@ -110,14 +117,9 @@ class SegmentationModel(nn.Module):
             lo, hi = self._neighbours(n)
             near = f"{lo} or {hi}" if lo is not None else f"{hi} (the smallest legal size)"
             parts.append(f"axis {ax}: {n} -> use {near}")
-        rule = (
-            f"a multiple of {self._step} (2**depth)"
-            if self.padding == "same"
-            else f"a size the valid convolutions reduce evenly (smallest {self.min_input_size()})"
-        )
         raise InputShapeError(
             f"input size {spatial} is not legal for this {self.padding}-padded network of depth "
-            f"{self.depth}: each size must be {rule}; " + "; ".join(parts) + ". Pad or crop the image, or "
+            f"{self.depth}: each size must be {self._size_rule()}; " + "; ".join(parts) + ". Pad or crop the image, or "
             "let the tiler pick the size (unetkit predict --tile)."
         )
 

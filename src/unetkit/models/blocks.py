@@ -1,4 +1,4 @@
-"""The U-Net's named parts: a double convolution, a contracting step and an expanding step."""
+"""The U-Net's named parts: a double convolution (or residual block), a contracting and an expanding step."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import torch
 from torch import nn
 
 from unetkit.models import layers
+from unetkit.models.attention import AttentionGate
+
+BLOCKS = ("basic", "residual")
 
 
 def center_crop(x: torch.Tensor, spatial: tuple[int, ...] | torch.Size) -> torch.Tensor:
@@ -50,32 +53,122 @@ class DoubleConv(nn.Sequential):
         super().__init__(*(p for p in parts if not isinstance(p, nn.Identity)))
 
 
+class ResidualBlock(nn.Module):
+    """conv-norm-act-conv-norm, plus a shortcut, then the activation (He et al. 2016, as in ResUNet).
+
+    The shortcut is a 1x1 convolution (+ norm) when the channel count changes, the identity otherwise; with
+    ``padding="valid"`` it is centre-cropped to the trimmed size, so the block keeps the shape contract of
+    :class:`DoubleConv`.
+
+    Shape:
+        ``(B, in_ch, *S) -> (B, out_ch, *S')`` with ``S' = S - 4`` (valid) or ``S' = S`` (same).
+
+    Examples:
+        >>> import torch
+        >>> ResidualBlock(2, 1, 4, padding="valid")(torch.zeros(1, 1, 12, 12)).shape
+        torch.Size([1, 4, 8, 8])
+        >>> ResidualBlock(3, 4, 4, norm="instance")(torch.zeros(1, 4, 8, 8, 8)).shape
+        torch.Size([1, 4, 8, 8, 8])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_ch: int,
+        out_ch: int,
+        padding: str = "same",
+        norm: str | None = None,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        pad = 1 if padding == "same" else 0
+        self.conv1 = layers.conv(spatial_dims, in_ch, out_ch, 3, padding=pad)
+        self.norm1 = layers.norm(norm, spatial_dims, out_ch)
+        self.act1 = layers.activation(activation)
+        self.conv2 = layers.conv(spatial_dims, out_ch, out_ch, 3, padding=pad)
+        self.norm2 = layers.norm(norm, spatial_dims, out_ch)
+        self.shortcut: nn.Module = (
+            nn.Identity()
+            if in_ch == out_ch
+            else nn.Sequential(layers.conv(spatial_dims, in_ch, out_ch, 1), layers.norm(norm, spatial_dims, out_ch))
+        )
+        self.act = layers.activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
+        if x.shape[2:] != h.shape[2:]:
+            x = center_crop(x, h.shape[2:])
+        return self.act(h + self.shortcut(x))
+
+
+def conv_block(
+    spatial_dims: int,
+    in_ch: int,
+    out_ch: int,
+    block: str = "basic",
+    padding: str = "same",
+    norm: str | None = None,
+    activation: str = "relu",
+) -> nn.Module:
+    """The two-convolution block of one level: ``basic`` (:class:`DoubleConv`) or ``residual``.
+
+    Shape:
+        ``(B, in_ch, *S) -> (B, out_ch, *S')`` with ``S' = S - 4`` (valid) or ``S' = S`` (same).
+    """
+    if block == "basic":
+        return DoubleConv(spatial_dims, in_ch, out_ch, padding=padding, norm=norm, activation=activation)
+    if block == "residual":
+        return ResidualBlock(spatial_dims, in_ch, out_ch, padding=padding, norm=norm, activation=activation)
+    raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
+
+
 class Down(nn.Sequential):
-    """One contracting step: 2x2 max-pool, then a double convolution with more channels."""
+    """One contracting step: 2x2 max-pool, then a two-convolution block with more channels."""
 
     def __init__(self, spatial_dims: int, in_ch: int, out_ch: int, **conv_kwargs: object) -> None:
         super().__init__(
             layers.max_pool(spatial_dims),
-            DoubleConv(spatial_dims, in_ch, out_ch, **conv_kwargs),  # type: ignore[arg-type]
+            conv_block(spatial_dims, in_ch, out_ch, **conv_kwargs),  # type: ignore[arg-type]
         )
 
 
 class Up(nn.Module):
-    """One expanding step: upsample halving channels, concatenate the (cropped) skip, double conv.
+    """One expanding step: upsample, (gate and) concatenate the (cropped) skip, two-convolution block.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_ch: channels of the coarse input.
+        out_ch: channels of the output.
+        upsample: see :func:`unetkit.models.layers.upsample`.
+        skip_ch: channels of the skip; the up-sampling maps ``in_ch`` to it (default ``in_ch // 2``).
+        attention: gate the skip with an :class:`~unetkit.models.attention.AttentionGate` driven by the
+            coarse input (Attention U-Net).
+        **conv_kwargs: ``block``, ``padding``, ``norm``, ``activation`` of :func:`conv_block`.
 
     Shape:
-        ``x (B, in_ch, *S)``, ``skip (B, in_ch // 2, *S_skip)`` -> ``(B, out_ch, *S_out)``
+        ``x (B, in_ch, *S)``, ``skip (B, skip_ch, *S_skip)`` -> ``(B, out_ch, *S_out)``
     """
 
     def __init__(
-        self, spatial_dims: int, in_ch: int, out_ch: int, upsample: str = "transpose", **conv_kwargs: object
+        self,
+        spatial_dims: int,
+        in_ch: int,
+        out_ch: int,
+        upsample: str = "transpose",
+        skip_ch: int | None = None,
+        attention: bool = False,
+        **conv_kwargs: object,
     ) -> None:
         super().__init__()
-        self.up = layers.upsample(spatial_dims, upsample, in_ch, in_ch // 2)
-        self.conv = DoubleConv(spatial_dims, in_ch // 2 * 2, out_ch, **conv_kwargs)  # type: ignore[arg-type]
+        skip_ch = in_ch // 2 if skip_ch is None else skip_ch
+        self.up = layers.upsample(spatial_dims, upsample, in_ch, skip_ch)
+        self.gate = AttentionGate(spatial_dims, skip_ch, in_ch) if attention else None
+        self.conv = conv_block(spatial_dims, skip_ch * 2, out_ch, **conv_kwargs)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = self.up(x)
+        g, x = x, self.up(x)
         if skip.shape[2:] != x.shape[2:]:
             skip = center_crop(skip, x.shape[2:])
+        if self.gate is not None:
+            skip = self.gate(skip, g)
         return self.conv(torch.cat([skip, x], dim=1))

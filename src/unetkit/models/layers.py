@@ -16,11 +16,19 @@ def _check_dims(spatial_dims: int) -> None:
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
 
 
-def conv(spatial_dims: int, in_ch: int, out_ch: int, kernel_size: int, padding: int = 0) -> nn.Module:
+def conv(
+    spatial_dims: int,
+    in_ch: int,
+    out_ch: int,
+    kernel_size: int,
+    padding: int = 0,
+    stride: int = 1,
+    bias: bool = True,
+) -> nn.Module:
     """A ``Conv2d`` or ``Conv3d``."""
     _check_dims(spatial_dims)
     cls = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-    return cls(in_ch, out_ch, kernel_size, padding=padding)
+    return cls(in_ch, out_ch, kernel_size, padding=padding, stride=stride, bias=bias)
 
 
 def transposed_conv(spatial_dims: int, in_ch: int, out_ch: int) -> nn.Module:
@@ -28,6 +36,12 @@ def transposed_conv(spatial_dims: int, in_ch: int, out_ch: int) -> nn.Module:
     _check_dims(spatial_dims)
     cls = nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
     return cls(in_ch, out_ch, kernel_size=2, stride=2)
+
+
+def linear_mode(spatial_dims: int) -> str:
+    """The ``interpolate`` mode for linear resampling: ``bilinear`` (2D) or ``trilinear`` (3D)."""
+    _check_dims(spatial_dims)
+    return "bilinear" if spatial_dims == 2 else "trilinear"
 
 
 def max_pool(spatial_dims: int) -> nn.Module:
@@ -86,7 +100,7 @@ def upsample(spatial_dims: int, mode: str, in_ch: int, out_ch: int) -> nn.Module
     if mode == "transpose":
         return transposed_conv(spatial_dims, in_ch, out_ch)
     if mode in ("nearest", "linear"):
-        interp = "nearest" if mode == "nearest" else ("bilinear" if spatial_dims == 2 else "trilinear")
+        interp = "nearest" if mode == "nearest" else linear_mode(spatial_dims)
         kwargs = {} if interp == "nearest" else {"align_corners": False}
         return nn.Sequential(nn.Upsample(scale_factor=2, mode=interp, **kwargs), conv(spatial_dims, in_ch, out_ch, 1))
     raise ValueError(f"upsample must be one of {UPSAMPLES}, got {mode!r}")

@@ -6,6 +6,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from unetkit.errors import UnetkitError
 from unetkit.models.base import SegmentationModel
 from unetkit.models.unet import UNet
@@ -59,6 +61,25 @@ register_preset(
 register_preset(
     "unet3d_medium", UNet, "3D, same padding, depth 4, width 32, instance norm: GPU work",
     spatial_dims=3, in_channels=1, num_classes=2, depth=4, width=32, padding="same", norm="instance",
+)  # fmt: skip
+# Residual and Attention U-Nets are UNet options (block=, attention=); MultiResUNet and UNETR register their
+# presets in their own modules.
+register_preset(
+    "resunet2d_small", UNet, "Residual U-Net 2D: residual blocks, same, depth 3, width 16, batch norm",
+    spatial_dims=2, in_channels=1, num_classes=2, depth=3, width=16, padding="same", norm="batch", block="residual",
+)  # fmt: skip
+register_preset(
+    "resunet3d_small", UNet, "Residual U-Net 3D: residual blocks, same, depth 3, width 8, instance norm",
+    spatial_dims=3, in_channels=1, num_classes=2, depth=3, width=8, padding="same", norm="instance",
+    block="residual",
+)  # fmt: skip
+register_preset(
+    "attention_unet2d_small", UNet, "Attention U-Net 2D (Oktay 2018): gated skips, same, depth 3, width 16, batch",
+    spatial_dims=2, in_channels=1, num_classes=2, depth=3, width=16, padding="same", norm="batch", attention=True,
+)  # fmt: skip
+register_preset(
+    "attention_unet3d_small", UNet, "Attention U-Net 3D (Oktay 2018): gated skips, same, depth 3, width 8, instance",
+    spatial_dims=3, in_channels=1, num_classes=2, depth=3, width=8, padding="same", norm="instance", attention=True,
 )  # fmt: skip
 
 
@@ -121,7 +142,8 @@ def model_info() -> list[dict[str, Any]]:
     rows = []
     for name in list_models():
         p = _PRESETS[name]
-        model = p.cls(**p.args)
+        with torch.device("meta"):  # shapes only: counting needs no memory and no initialisation
+            model = p.cls(**p.args)
         rows.append(
             dict(name=name, cls=p.cls.__name__, spatial_dims=p.args["spatial_dims"],
                  padding=model.padding, parameters=model.count_parameters(), description=p.description)

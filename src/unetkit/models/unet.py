@@ -1,13 +1,20 @@
-"""The original U-Net (Ronneberger et al., 2015), for 2D and 3D from one implementation."""
+"""The U-Net (Ronneberger et al., 2015), for 2D and 3D from one implementation.
+
+Two options turn it into a variant, alone or together: ``block="residual"`` (Residual U-Net: residual
+blocks at every level) and ``attention=True`` (Attention U-Net, Oktay et al. 2018: additive attention
+gates on the skips). Both keep the shape contract, valid padding included.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from unetkit.models import layers
 from unetkit.models.base import PADDINGS, SegmentationModel
-from unetkit.models.blocks import DoubleConv, Down, Up
+from unetkit.models.blocks import BLOCKS, Down, Up, conv_block
 
 
 class UNet(SegmentationModel):
@@ -27,6 +34,10 @@ class UNet(SegmentationModel):
             the paper.
         upsample: ``"transpose"`` (the paper's 2x2 up-convolution) or ``"nearest"``/``"linear"``
             interpolation followed by a 1x1 convolution.
+        block: ``"basic"`` (the paper's two conv-norm-act) or ``"residual"`` (conv-norm-act-conv-norm plus
+            a shortcut, then act: the Residual U-Net).
+        attention: gate each skip with an additive attention gate driven by the coarser decoder feature
+            (the Attention U-Net).
 
     Shape:
         ``(B, in_channels, *S) -> (B, num_classes, *model.output_shape(S))``
@@ -41,6 +52,9 @@ class UNet(SegmentationModel):
         (44, 44, 44)
         >>> net3d(torch.zeros(1, 1, *s)).shape
         torch.Size([1, 3, 4, 4, 4])
+        >>> res = UNet(2, 1, 2, depth=2, width=4, padding="valid", block="residual", attention=True)
+        >>> res(torch.zeros(1, 1, *res.input_shape_for((8, 8)))).shape
+        torch.Size([1, 2, 8, 8])
     """
 
     def __init__(
@@ -55,6 +69,8 @@ class UNet(SegmentationModel):
         activation: str = "relu",
         dropout: float = 0.0,
         upsample: str = "transpose",
+        block: str = "basic",
+        attention: bool = False,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -65,24 +81,27 @@ class UNet(SegmentationModel):
             raise ValueError("depth, width, in_channels and num_classes must all be >= 1")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
         norm = None if norm in (None, "none") else norm
         self.hparams = dict(
             spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes, depth=depth,
             width=width, padding=padding, norm=norm, activation=activation, dropout=dropout,
-            upsample=upsample,
+            upsample=upsample, block=block, attention=bool(attention),
         )  # fmt: skip
         self.spatial_dims, self.in_channels, self.num_classes = spatial_dims, in_channels, num_classes
         self.depth, self.padding = depth, padding
 
-        conv_kw = dict(padding=padding, norm=norm, activation=activation)
+        conv_kw: dict[str, Any] = dict(block=block, padding=padding, norm=norm, activation=activation)
         widths = [width * 2**i for i in range(depth + 1)]
-        self.stem = DoubleConv(spatial_dims, in_channels, widths[0], **conv_kw)  # type: ignore[arg-type]
+        self.stem = conv_block(spatial_dims, in_channels, widths[0], **conv_kw)
         self.down = nn.ModuleList(Down(spatial_dims, widths[i], widths[i + 1], **conv_kw) for i in range(depth))
         # The paper's dropout sits at the end of the contracting path: after the deepest level and the bridge.
         self.drop_deep = layers.dropout(spatial_dims, dropout)
         self.drop_bridge = layers.dropout(spatial_dims, dropout)
         self.up = nn.ModuleList(
-            Up(spatial_dims, widths[i + 1], widths[i], upsample=upsample, **conv_kw) for i in reversed(range(depth))
+            Up(spatial_dims, widths[i + 1], widths[i], upsample=upsample, attention=attention, **conv_kw)
+            for i in reversed(range(depth))
         )
         self.head = layers.conv(spatial_dims, widths[0], num_classes, 1)
         self.reset_parameters()
