@@ -10,6 +10,9 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
+    # One thread: tiny test tensors gain nothing from more, and OpenMP threads spinning against other
+    # processes on a busy 2-core machine make them up to 100x slower.
+    torch.set_num_threads(1)
     torch.manual_seed(0)
 
 
