@@ -97,3 +97,17 @@ def test_save_is_atomic_and_validates(tmp_path: Path) -> None:
         save_model(path, model, colour="red")
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_header_length_starting_with_pickle_byte_is_not_a_pickle(tmp_path: Path) -> None:
+    """A safetensors header of 0x..80 bytes starts with 0x80, the pickle opcode: it must still load."""
+    model = create_model("unet2d_small", width=2)
+    path = save_model(tmp_path / "m.safetensors", model)
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = data[8 : 8 + n].rstrip(b" ")
+    target = ((len(header) // 256) + 1) * 256 + 0x80  # low byte 0x80
+    crafted = tmp_path / "crafted.safetensors"
+    crafted.write_bytes(target.to_bytes(8, "little") + header.ljust(target, b" ") + data[8 + n :])
+    assert crafted.read_bytes()[0] == 0x80
+    assert torch.equal(load_model(crafted).stem[0].weight, model.stem[0].weight)

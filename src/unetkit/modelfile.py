@@ -123,7 +123,8 @@ def _check_header(path: Path) -> dict[str, Any]:
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
+        first = f.read(1)
+        if first != b"{" and (head[:2] == b"PK" or head[:1] == b"\x80"):  # a zip or a raw pickle stream
             raise ModelFileError(
                 f"{path}: this is a PyTorch pickle checkpoint, which unetkit never loads (unpickling can run "
                 "arbitrary code); save the model with unetkit.save_model to get a .safetensors model file"
@@ -131,9 +132,9 @@ def _check_header(path: Path) -> dict[str, Any]:
         if len(head) < 8:
             raise ModelFileError(f"{path}: empty or truncated file ({size} bytes); copy or download it again")
         n = int.from_bytes(head, "little")
-        if n <= 0 or n > 100_000_000:
+        if n <= 0 or n > 100_000_000 or first not in (b"{", b""):
             raise ModelFileError(f"{path}: not a safetensors model file (bad header); is this the right file?")
-        raw = f.read(n)
+        raw = first + f.read(n - 1)
     if len(raw) < n:
         raise ModelFileError(f"{path}: truncated file (header cut short); copy or download it again")
     try:
