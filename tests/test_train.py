@@ -135,3 +135,14 @@ def test_bad_inputs_fail_before_work(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", str(tmp_path / "nothing"), "--out", str(tmp_path / "r3"), "--quiet"])
     assert result.exit_code != 0
     assert not (tmp_path / "r3" / "checkpoints").exists()
+
+
+def test_time_budget_and_early_stopping(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "data", n=2)
+    result = train(_config(data, "train.epochs=50", "train.max_minutes=0.0001"), tmp_path / "budget")
+    assert result.stopped_early and len(result.history) == 1
+    assert (tmp_path / "budget" / "model.safetensors").is_file() and "val_dice" in result.history[0]
+    # a frozen model (lr ~ 0, no batch-norm statistics) never improves on epoch 1: stops after 2 more
+    result = train(_config(data, "train.epochs=10", "train.iterations_per_epoch=1", "train.lr=1e-12",
+                           "train.early_stopping=2", "model.args.norm=none"), tmp_path / "patience")  # fmt: skip
+    assert result.stopped_early and len(result.history) == 3

@@ -6,13 +6,19 @@ library errors (:class:`unetkit.errors.UnetkitError`) become one red line and ex
 
 from __future__ import annotations
 
-import logging
-import sys
+import os
 
-import typer
+# Before torch is imported: OpenMP threads that spin while waiting make every op up to 10x slower when other
+# processes share the cores (measured on 2 cores: 3.1 s vs 0.45 s per training step). Sleeping costs little.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from unetkit.cli._common import console, err_console
-from unetkit.errors import UnetkitError
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+import typer  # noqa: E402
+
+from unetkit.cli._common import console, err_console  # noqa: E402
+from unetkit.errors import UnetkitError  # noqa: E402
 
 app = typer.Typer(
     name="unetkit",

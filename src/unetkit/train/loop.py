@@ -213,7 +213,8 @@ def train(
     )  # fmt: skip
     if data.class_colours:
         description["class_colours"] = data.class_colours
-    stopped_early = False
+    stopped_early = out_of_time = False
+    deadline = time.monotonic() + t.max_minutes * 60 if t.max_minutes else math.inf
     model_path = out / "model.safetensors"
     for epoch in range(start_epoch, t.epochs):
         model.train()
@@ -250,6 +251,11 @@ def train(
                 if main:
                     save_checkpoint(last_path, snapshot(epoch, step + 1))
                 fabric.barrier()
+            if deadline < math.inf:
+                # every process must stop at the same step, or DDP would wait forever: rank 0 decides
+                out_of_time = bool(fabric.broadcast(time.monotonic() > deadline))
+                if out_of_time:
+                    break
         elapsed = time.perf_counter() - t0
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(loss_n, 1),
                                "lr": optimizer.param_groups[0]["lr"], "seconds": elapsed,
@@ -288,6 +294,10 @@ def train(
             for cb in listeners:
                 cb.on_epoch_end(epoch=epoch, row=row)
         fabric.barrier()
+        if out_of_time:
+            log.info("time budget of %.1f minutes used up after %d epochs", t.max_minutes, epoch + 1)
+            stopped_early = True
+            break
         if t.early_stopping and bad_epochs >= t.early_stopping:
             log.info("early stopping: no improvement of val_dice for %d validations", bad_epochs)
             stopped_early = True
