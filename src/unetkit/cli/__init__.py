@@ -25,9 +25,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from unetkit.cli import augment, demo, models
+    from unetkit.cli import augment, data, demo, models
 
-    for module in (models, demo, augment):
+    for module in (models, demo, data, augment):
         module.register(app)
 
 
