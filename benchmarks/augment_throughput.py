@@ -106,13 +106,16 @@ def monai_pipeline(
     return pipeline  # type: ignore[return-value]
 
 
-def timed(step: Callable[[], object], repeats: int) -> list[float]:
-    step()  # warm-up
-    times = []
+def timed_round_robin(steps: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Time each step ``repeats`` times, interleaved, so load changes on a shared machine hit all sides alike."""
+    for step in steps.values():
+        step()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
     return times
 
 
@@ -121,15 +124,17 @@ def run_case(spatial_dims: int, size: int, batch: int, repeats: int) -> dict[str
     gen = torch.Generator().manual_seed(0)
     image = torch.rand((batch, 1, *shape), generator=gen)
     label = (torch.rand((batch, *shape), generator=gen) > 0.5).long()
+    items = [{"image": image[i], "label": label[i, None].float()} for i in range(batch)]
 
     augmenter = Augmenter(unetkit_config(spatial_dims), spatial_dims)
-    ours = timed(lambda: augmenter(image, label, generator=gen), repeats)
-
-    items = [{"image": image[i], "label": label[i, None].float()} for i in range(batch)]
-    rates = {"unetkit": batch / statistics.median(ours)}
-    for name, fused in (("monai", False), ("monai_fused", True)):
-        pipeline = monai_pipeline(spatial_dims, size, fused)
-        rates[name] = batch / statistics.median(timed(lambda p=pipeline: [p(dict(item)) for item in items], repeats))
+    monai = monai_pipeline(spatial_dims, size, fused=False)
+    monai_fused = monai_pipeline(spatial_dims, size, fused=True)
+    steps: dict[str, Callable[[], object]] = {
+        "unetkit": lambda: augmenter(image, label, generator=gen),
+        "monai": lambda: [monai(dict(item)) for item in items],
+        "monai_fused": lambda: [monai_fused(dict(item)) for item in items],
+    }
+    rates = {name: batch / statistics.median(t) for name, t in timed_round_robin(steps, repeats).items()}
     best_peer = max(rates["monai"], rates["monai_fused"])
     return {
         "case": f"{spatial_dims}D {'x'.join(map(str, shape))} batch {batch}",

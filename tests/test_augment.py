@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from unetkit.augment import AugmentConfig, Augmenter
-from unetkit.augment.spatial import displacement_field, spatial_matrix, upsample_cubic
+from unetkit.augment.spatial import affine_grid, displacement_field, spatial_matrix, upsample_cubic
 from unetkit.errors import ConfigError, InputShapeError
 
 SPATIAL = AugmentConfig.SPATIAL_NAMES
@@ -218,6 +218,15 @@ def test_cubic_upsampling_matches_bicubic_interpolate() -> None:
     assert torch.allclose(ours, ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(7, 12), (5, 9, 6)])
+def test_affine_grid_matches_torch(shape: tuple[int, ...]) -> None:
+    n = len(shape)
+    theta = torch.randn(3, n, n)
+    torch_theta = torch.cat([theta.flip(1).flip(2), torch.zeros(3, n, 1)], dim=2)  # grid order + translation
+    ref = F.affine_grid(torch_theta, [3, 1, *shape], align_corners=False)
+    assert torch.allclose(affine_grid(theta, shape), ref, atol=1e-6)
+
+
 def test_label_linear_keeps_only_existing_labels_and_bicubic_runs() -> None:
     mask = blobs(2, (32, 32))
     mask[:, :4] = 255  # an ignore value must survive as itself
@@ -299,6 +308,8 @@ def test_blur_is_separable_gaussian_in_3d() -> None:
     expected = torch.exp(-0.5 * (torch.arange(2, 13) - 7.0) ** 2 / 1.5**2)
     assert torch.allclose(profile / profile.max(), expected / expected.max(), atol=1e-4)
     assert torch.allclose(y, y.permute(0, 1, 4, 3, 2), atol=1e-7)  # isotropic
+    flat = gaussian_blur(torch.full((2, 1, 3, 4), 5.0), torch.tensor([0.5, 4.0]))  # kernel wider than the image
+    assert torch.allclose(flat, torch.full_like(flat, 5.0))  # mirrored borders keep a constant constant
 
 
 @pytest.mark.gpu

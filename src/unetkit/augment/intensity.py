@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 
 from unetkit.augment.config import AugmentConfig
 
@@ -102,28 +101,45 @@ def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
     return k / k.sum(1, keepdim=True)
 
 
+def blur_matrices(sigma: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-sample Gaussian blur along one axis of length ``size`` as a matrix, mirrored borders folded in.
+
+    Row ``i`` holds the kernel centred on ``i``; taps beyond the border land on their mirror voxel (edge
+    repeated, as in patch sampling and ``grid_sample``'s reflection), so any sigma works on any size.
+
+    Shape:
+        ``sigma (b,) -> (b, size, size)``; each row sums to 1.
+
+    >>> blur_matrices(torch.tensor([1.0]), 4).sum(2).round(decimals=5).tolist()
+    [[1.0, 1.0, 1.0, 1.0]]
+    """
+    radius = max(1, math.ceil(3.0 * float(sigma.max())))
+    kernels = gaussian_kernels(sigma, radius)  # (b, 2r+1)
+    src = torch.arange(size, device=sigma.device)[:, None] + torch.arange(-radius, radius + 1, device=sigma.device)
+    src = src % (2 * size)
+    src = torch.where(src >= size, 2 * size - 1 - src, src)
+    b = sigma.shape[0]
+    out = torch.zeros(b, size, size, dtype=kernels.dtype, device=sigma.device)
+    return out.scatter_add_(2, src.expand(b, -1, -1), kernels[:, None, :].expand(-1, size, -1))
+
+
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur with one sigma per sample, mirrored borders, any number of spatial dims.
 
-    One grouped convolution per spatial axis (``groups = b * C``), so the whole batch runs at once.
+    One batched matrix product per spatial axis (:func:`blur_matrices`): on CPU this is several times faster
+    than grouped 3-D convolutions with per-sample kernels, and border handling needs no padding.
 
     Shape:
         ``(b, C, *S) -> (b, C, *S)``; ``sigma (b,)`` in pixels.
     """
-    b, c, *spatial = x.shape
-    n = len(spatial)
-    radius = max(1, math.ceil(3.0 * float(sigma.max())))
-    kernels = gaussian_kernels(sigma, radius).to(x.dtype).repeat_interleave(c, dim=0)  # (b*C, 2r+1)
-    conv = (F.conv1d, F.conv2d, F.conv3d)[n - 1]
-    y = x.reshape(1, b * c, *spatial)
-    for axis in range(n):
-        shape = [b * c, 1] + [1] * n
-        shape[2 + axis] = 2 * radius + 1
-        pad = [0, 0] * n
-        pad[2 * (n - 1 - axis)] = pad[2 * (n - 1 - axis) + 1] = radius
-        mode = "reflect" if spatial[axis] > radius else "replicate"
-        y = conv(F.pad(y, pad, mode=mode), kernels.view(shape), groups=b * c)
-    return y.reshape(x.shape)
+    b, _, *spatial = x.shape
+    y = x
+    for axis, size in enumerate(spatial):
+        m = blur_matrices(sigma.to(x.device), size).to(x.dtype).transpose(1, 2)
+        y = y.movedim(2 + axis, -1)
+        moved = y.shape
+        y = torch.bmm(y.reshape(b, -1, size), m).reshape(moved).movedim(-1, 2 + axis)
+    return y.contiguous()
 
 
 def brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:

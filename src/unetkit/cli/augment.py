@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -19,6 +20,11 @@ def augment_preview_cmd(
         None, "--patch-size", min=1, help="Patch size per axis (default: image size, at most 256 in 2D, 64 in 3D)."
     ),
     spatial_dims: int | None = typer.Option(None, "--spatial-dims", help="2 or 3 (default: from the files)."),
+    normalize: str = typer.Option(
+        "zscore",
+        "--normalize",
+        help="Normalisation applied before augmenting, as in training: zscore|percentile|range|none.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Write a PNG of random training patches: original, augmented, and augmented with the mask overlaid.
@@ -31,13 +37,17 @@ def augment_preview_cmd(
     setup_logging(verbose)
     from unetkit.augment.config import AugmentConfig
     from unetkit.augment.preview import render_preview
+    from unetkit.data.normalize import Normalizer
 
     cfg = AugmentConfig.from_yaml(config) if config is not None else AugmentConfig()  # fail before any work
+    normalizer = Normalizer(normalize)
     from unetkit.data.datasets import load_dataset
 
     dataset = load_dataset(data, spatial_dims=spatial_dims)
+    normalizer.fit(dataset.samples)
+    samples = [dataclasses.replace(s, image=normalizer(s.image)) for s in dataset.samples]
     path = render_preview(
-        dataset.samples,
+        samples,
         out,
         config=cfg,
         n=n,
