@@ -27,9 +27,15 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gb, 1), "python": sys.version.split()[0],
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gb, 1),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:
@@ -46,3 +52,17 @@ def peak_rss_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def monai_items(pairs: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
+    """MONAI dictionary items ``{"image": (1, *S) float32, "label": (1, *S) float32}`` from (image, mask) arrays."""
+    import numpy as np
+    import torch
+
+    return [
+        {
+            "image": torch.from_numpy(np.asarray(i, np.float32)[None]),
+            "label": torch.from_numpy(np.asarray(m, np.float32)[None]),
+        }
+        for i, m in pairs
+    ]

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, write_result  # noqa: E402
-from augment_throughput import monai_pipeline, unetkit_config  # noqa: E402
+from _common import machine, monai_items, write_result
+from augment_throughput import monai_pipeline, unetkit_config
 
-from unetkit.config import load_config  # noqa: E402
-from unetkit.data.io import write_image  # noqa: E402
-from unetkit.synthetic import synthetic_cells  # noqa: E402
-from unetkit.train import train  # noqa: E402
+from unetkit.config import load_config
+from unetkit.data.io import write_image
+from unetkit.synthetic import synthetic_cells
+from unetkit.train import train
 
 SETTINGS = {
     2: {"image": (384, 384), "n": 6, "patch": 256, "batch": 8, "width": 16, "norm": "batch", "radius": 14},
@@ -52,44 +52,66 @@ def make_data(root: Path, dims: int, s: dict[str, Any]) -> list[tuple[np.ndarray
 
 
 def run_unetkit(root: Path, dims: int, s: dict[str, Any], steps: int) -> float:
-    cfg = load_config(overrides=[
-        f"data.path={root}", "data.mask_kind=instances", f"data.patch_size={s['patch']}", "data.val_fraction=0",
-        "data.foreground_fraction=0.33", "data.weight_map.enabled=true",
-        f"model.name={'unet2d_small' if dims == 2 else 'unet3d_small'}", "model.args.depth=4",
-        f"model.args.width={s['width']}", f"model.args.norm={s['norm']}", "train.loss=dice_ce", "train.epochs=2",
-        f"train.iterations_per_epoch={steps}", f"train.batch_size={s['batch']}", "train.device=cpu",
-    ])  # fmt: skip
+    cfg = load_config(
+        overrides=[
+            f"data.path={root}",
+            "data.mask_kind=instances",
+            f"data.patch_size={s['patch']}",
+            "data.val_fraction=0",
+            "data.foreground_fraction=0.33",
+            "data.weight_map.enabled=true",
+            f"model.name={'unet2d_small' if dims == 2 else 'unet3d_small'}",
+            "model.args.depth=4",
+            f"model.args.width={s['width']}",
+            f"model.args.norm={s['norm']}",
+            "train.loss=dice_ce",
+            "train.epochs=2",
+            f"train.iterations_per_epoch={steps}",
+            f"train.batch_size={s['batch']}",
+            "train.device=cpu",
+        ]
+    )
     cfg.augment = unetkit_config(dims)
     with tempfile.TemporaryDirectory() as run:
         result = train(cfg, Path(run) / "run")
     return float(result.history[-1]["images_per_s"])  # the second epoch: warm caches
 
 
-def run_monai(pairs: list[tuple[np.ndarray, np.ndarray]], dims: int, s: dict[str, Any], steps: int,
-              workers: int) -> float:  # fmt: skip
+def run_monai(
+    pairs: list[tuple[np.ndarray, np.ndarray]], dims: int, s: dict[str, Any], steps: int, workers: int
+) -> float:
     import monai.transforms as mt
     from monai.data import DataLoader, Dataset
     from monai.losses import DiceCELoss
     from monai.networks.nets import BasicUNet
 
     patch = [s["patch"]] * dims
-    crop = mt.RandCropByPosNegLabeld(("image", "label"), label_key="label", spatial_size=patch, pos=1, neg=2,
-                                     num_samples=1)  # fmt: skip
+    crop = mt.RandCropByPosNegLabeld(
+        ("image", "label"), label_key="label", spatial_size=patch, pos=1, neg=2, num_samples=1
+    )
     scale = mt.NormalizeIntensityd("image")
     augment = monai_pipeline(dims, s["patch"])
 
     def transform(d: dict[str, Any]) -> dict[str, Any]:
         return augment(crop(scale(d))[0])
 
-    items = [{"image": torch.from_numpy(img[None].astype(np.float32)), "label": torch.from_numpy(m[None].astype(np.float32))}
-             for img, m in pairs]  # fmt: skip
+    items = monai_items(pairs)
     n = (steps * 2 + 1) * s["batch"]
-    loader = DataLoader(Dataset([items[i % len(items)] for i in range(n)], transform=transform),
-                        batch_size=s["batch"], num_workers=workers, shuffle=True)  # fmt: skip
+    loader = DataLoader(
+        Dataset([items[i % len(items)] for i in range(n)], transform=transform),
+        batch_size=s["batch"],
+        num_workers=workers,
+        shuffle=True,
+    )
     torch.manual_seed(0)
-    net = BasicUNet(spatial_dims=dims, in_channels=1, out_channels=2,
-                    features=tuple(s["width"] * 2**i for i in range(5)) + (s["width"],),
-                    norm=s["norm"], dropout=0.0)  # fmt: skip
+    net = BasicUNet(
+        spatial_dims=dims,
+        in_channels=1,
+        out_channels=2,
+        features=(*tuple(s["width"] * 2**i for i in range(5)), s["width"]),
+        norm=s["norm"],
+        dropout=0.0,
+    )
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     net.train()
@@ -128,11 +150,19 @@ def main() -> None:
             monai = {w: run_monai(pairs, dims, s, steps, w) for w in (0, 1)}
         best_w = max(monai, key=lambda w: monai[w])
         key = f"{dims}d"
-        results[key] = {"patch": s["patch"], "batch": s["batch"], "unetkit_images_per_s": ours,
-                        "monai_images_per_s": monai[best_w], "monai_workers": best_w, "monai_all": monai,
-                        "ratio": ours / monai[best_w]}  # fmt: skip
-        print(f"{key}: patch {s['patch']}, batch {s['batch']}: unetkit {ours:.2f} img/s, MONAI {monai[best_w]:.2f} "
-              f"img/s ({best_w} workers) -> ratio {ours / monai[best_w]:.2f}")  # fmt: skip
+        results[key] = {
+            "patch": s["patch"],
+            "batch": s["batch"],
+            "unetkit_images_per_s": ours,
+            "monai_images_per_s": monai[best_w],
+            "monai_workers": best_w,
+            "monai_all": monai,
+            "ratio": ours / monai[best_w],
+        }
+        print(
+            f"{key}: patch {s['patch']}, batch {s['batch']}: unetkit {ours:.2f} img/s, MONAI {monai[best_w]:.2f} "
+            f"img/s ({best_w} workers) -> ratio {ours / monai[best_w]:.2f}"
+        )
     path = write_result("train_throughput", {"quick": args.quick, "steps": steps, "results": results})
     print(f"wrote {path}")
 

@@ -47,8 +47,9 @@ def test_weighted_ce_is_ce_times_weight() -> None:
     logits = torch.randn(1, 2, 5, 5)
     target = torch.randint(0, 2, (1, 5, 5))
     assert torch.allclose(cross_entropy(logits, target, torch.full((1, 5, 5), 3.0)), 3 * cross_entropy(logits, target))
-    assert math.isclose(float(cross_entropy(torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long))),
-                        math.log(2), rel_tol=1e-6)  # fmt: skip
+    assert math.isclose(
+        float(cross_entropy(torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long))), math.log(2), rel_tol=1e-6
+    )
 
 
 def test_soft_dice_hand_computed() -> None:

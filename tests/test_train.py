@@ -34,19 +34,36 @@ def _dataset(root: Path, n: int = 4, shape: tuple[int, ...] = (64, 64)) -> Path:
 
 
 def _config(data: Path, *extra: str):
-    return load_config(overrides=[
-        f"data.path={data}", "data.mask_kind=instances", "data.patch_size=32", "data.val_fraction=0.25",
-        "model.name=unet2d_small", "model.args.width=4", "train.epochs=2", "train.iterations_per_epoch=3",
-        "train.batch_size=2", "train.device=cpu", "train.loss=weighted_ce", *extra,
-    ])  # fmt: skip
+    return load_config(
+        overrides=[
+            f"data.path={data}",
+            "data.mask_kind=instances",
+            "data.patch_size=32",
+            "data.val_fraction=0.25",
+            "model.name=unet2d_small",
+            "model.args.width=4",
+            "train.epochs=2",
+            "train.iterations_per_epoch=3",
+            "train.batch_size=2",
+            "train.device=cpu",
+            "train.loss=weighted_ce",
+            *extra,
+        ]
+    )
 
 
 def test_train_writes_the_run_folder(tmp_path: Path) -> None:
     data = _dataset(tmp_path / "data")
     result = train(_config(data), tmp_path / "run")
     run = tmp_path / "run"
-    for name in ("config.yaml", "metrics.csv", "model.safetensors", "curves.png", "checkpoints/last.safetensors",
-                 "checkpoints/best.safetensors"):  # fmt: skip
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "model.safetensors",
+        "curves.png",
+        "checkpoints/last.safetensors",
+        "checkpoints/best.safetensors",
+    ):
         assert (run / name).is_file(), name
     assert any((run / "tensorboard").iterdir())
     rows = list(csv.DictReader((run / "metrics.csv").open()))
@@ -63,8 +80,18 @@ def test_train_writes_the_run_folder(tmp_path: Path) -> None:
 
 def test_valid_padding_and_sgd(tmp_path: Path) -> None:
     data = _dataset(tmp_path / "data", n=2)
-    cfg = _config(data, "model.args.padding=valid", "model.args.depth=2", "train.optimizer=sgd", "train.lr=0.01",
-                  "data.patch_size=44", "train.epochs=1", "train.iterations_per_epoch=2", "train.schedule=cosine", "train.warmup_epochs=0.5")
+    cfg = _config(
+        data,
+        "model.args.padding=valid",
+        "model.args.depth=2",
+        "train.optimizer=sgd",
+        "train.lr=0.01",
+        "data.patch_size=44",
+        "train.epochs=1",
+        "train.iterations_per_epoch=2",
+        "train.schedule=cosine",
+        "train.warmup_epochs=0.5",
+    )
     result = train(cfg, tmp_path / "run")
     assert np.isfinite(result.history[0]["train_loss"])
     tile = load_model(result.model_path).description.tile_size
@@ -94,7 +121,7 @@ def test_killed_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
                 if epoch == 1 and step == 2:  # mid-epoch 2, after the step-2 checkpoint
                     os.kill(os.getpid(), signal.SIGKILL)
 
-        cfg = load_config({str(tmp_path / 'c.yaml')!r})
+        cfg = load_config({str(tmp_path / "c.yaml")!r})
         train(cfg, sys.argv[1], callbacks=[Kill()])
     """)
     cfg = _config(data, *extra)
@@ -116,9 +143,29 @@ def test_killed_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
 
 def test_cli_train_and_resume_extends(tmp_path: Path) -> None:
     data = _dataset(tmp_path / "data", n=2)
-    args = ["train", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", "--model", "unet2d_small",
-            "--patch", "32", "--batch", "2", "--device", "cpu", "--quiet", "--set", "model.args.width=4",
-            "--set", "train.iterations_per_epoch=2", "--set", "data.mask_kind=instances"]  # fmt: skip
+    args = [
+        "train",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "1",
+        "--model",
+        "unet2d_small",
+        "--patch",
+        "32",
+        "--batch",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--set",
+        "model.args.width=4",
+        "--set",
+        "train.iterations_per_epoch=2",
+        "--set",
+        "data.mask_kind=instances",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--quiet"])
@@ -143,6 +190,57 @@ def test_time_budget_and_early_stopping(tmp_path: Path) -> None:
     assert result.stopped_early and len(result.history) == 1
     assert (tmp_path / "budget" / "model.safetensors").is_file() and "val_dice" in result.history[0]
     # a frozen model (lr ~ 0, no batch-norm statistics) never improves on epoch 1: stops after 2 more
-    result = train(_config(data, "train.epochs=10", "train.iterations_per_epoch=1", "train.lr=1e-12",
-                           "train.early_stopping=2", "model.args.norm=none"), tmp_path / "patience")  # fmt: skip
+    result = train(
+        _config(
+            data,
+            "train.epochs=10",
+            "train.iterations_per_epoch=1",
+            "train.lr=1e-12",
+            "train.early_stopping=2",
+            "model.args.norm=none",
+        ),
+        tmp_path / "patience",
+    )
     assert result.stopped_early and len(result.history) == 3
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
+    """DDP through Fabric with 2 CPU processes (gloo): the launcher re-runs the command for rank 1."""
+    data = _dataset(tmp_path / "data", n=3)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "unetkit",
+        "train",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "2",
+        "--model",
+        "unet2d_small",
+        "--patch",
+        "32",
+        "--batch",
+        "2",
+        "--device",
+        "cpu",
+        "--devices",
+        "2",
+        "--quiet",
+        "--set",
+        "model.args.width=4",
+        "--set",
+        "train.iterations_per_epoch=3",
+        "--set",
+        "data.mask_kind=instances",
+        "--set",
+        "data.val_fraction=0.34",
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[-1]["val_dice"]) >= 0
+    assert load_model(tmp_path / "run" / "model.safetensors").num_classes == 2

@@ -74,7 +74,7 @@ class TrainConfig(_Section):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     devices: int = Field(1, ge=1, description="processes/GPUs per node (DDP when > 1)")
     num_nodes: int = Field(1, ge=1)
-    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    strategy: Literal["auto", "ddp"] = Field("auto", description="ddp across devices/nodes (torchrun, SLURM)")
     seed: int = 0
     val_every: int = Field(1, ge=1, description="validate every N epochs")
     early_stopping: int | None = Field(None, ge=1, description="stop after N validations without improvement")
@@ -108,11 +108,14 @@ def _format_error(exc: ValidationError, source: str) -> ConfigError:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown key (check the spelling; `unetkit config init` lists all keys)" if err[
-            "type"
-        ] == "extra_forbidden" else err["msg"]
-        lines.append(f"  {loc}: {msg} (given: {err.get('input')!r})" if err["type"] != "extra_forbidden"
-                     else f"  {loc}: {msg}")  # fmt: skip
+        msg = (
+            "unknown key (check the spelling; `unetkit config init` lists all keys)"
+            if err["type"] == "extra_forbidden"
+            else err["msg"]
+        )
+        lines.append(
+            f"  {loc}: {msg} (given: {err.get('input')!r})" if err["type"] != "extra_forbidden" else f"  {loc}: {msg}"
+        )
     return ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines))
 
 

@@ -85,12 +85,22 @@ def run_demo(
     data_dir = make_demo_data(out / "data", n_train, size, seed)
     cfg = load_config(
         overrides=[
-            f"data.path={data_dir}", "data.mask_kind=instances", "data.patch_size=128", "data.val_fraction=0.25",
-            "data.foreground_fraction=0.5", "model.name=unet2d_small", "train.loss=weighted_ce",
-            f"train.epochs={epochs}", f"train.iterations_per_epoch={iterations_per_epoch}", "train.batch_size=8",
-            "train.lr=0.003", "train.schedule=poly", "train.device=cpu", f"train.seed={seed}",
+            f"data.path={data_dir}",
+            "data.mask_kind=instances",
+            "data.patch_size=128",
+            "data.val_fraction=0.25",
+            "data.foreground_fraction=0.5",
+            "model.name=unet2d_small",
+            "train.loss=weighted_ce",
+            f"train.epochs={epochs}",
+            f"train.iterations_per_epoch={iterations_per_epoch}",
+            "train.batch_size=8",
+            "train.lr=0.003",
+            "train.schedule=poly",
+            "train.device=cpu",
+            f"train.seed={seed}",
         ]
-    )  # fmt: skip
+    )
     t0 = time.perf_counter()
     result = train(cfg, out, callbacks=callbacks)
     train_seconds = time.perf_counter() - t0
@@ -112,7 +122,13 @@ def run_demo(
     cm.update(labels, test.mask)
     overlay = pred.outputs.overlay
     return DemoResult(
-        dice=float(cm.dice()[1]), iou=float(cm.iou()[1]), train_seconds=train_seconds,
-        predict_seconds=predict_seconds, image_shape=test.image.shape, run_dir=out, model_path=result.model_path,
-        overlay_path=Path(str(overlay)), curves_path=out / "curves.png",
-    )  # fmt: skip
+        dice=float(cm.dice()[1]),
+        iou=float(cm.iou()[1]),
+        train_seconds=train_seconds,
+        predict_seconds=predict_seconds,
+        image_shape=test.image.shape,
+        run_dir=out,
+        model_path=result.model_path,
+        overlay_path=Path(str(overlay)),
+        curves_path=out / "curves.png",
+    )

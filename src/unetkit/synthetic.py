@@ -108,9 +108,9 @@ def write_dataset(root: str, n: int = 8, shape: tuple[int, ...] = (256, 256), se
 
     The instance labels go to ``root/instances/`` (uint16 TIFF).
     """
-    import tifffile
-
     from pathlib import Path
+
+    import tifffile
 
     base = Path(root)
     for sub in ("images", "masks", "instances"):

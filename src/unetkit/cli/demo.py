@@ -32,8 +32,10 @@ def demo_cmd(
         table.add_column(col, justify="right")
     table.add_row(f"{r.dice:.4f}", f"{r.iou:.4f}", f"{r.train_seconds:.0f} s", f"{r.predict_seconds:.2f} s")
     console.print(table)
-    console.print(f"model:   {r.model_path}\noverlay: {r.overlay_path}\ncurves:  {r.curves_path}\n"
-                  f"metrics: {r.run_dir / 'metrics.csv'}")  # fmt: skip
+    console.print(
+        f"model:   {r.model_path}\noverlay: {r.overlay_path}\ncurves:  {r.curves_path}\n"
+        f"metrics: {r.run_dir / 'metrics.csv'}"
+    )
 
 
 def register(app: typer.Typer) -> None:

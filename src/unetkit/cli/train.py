@@ -21,24 +21,38 @@ class RichProgress(BaseCallback):
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("val dice {task.fields[dice]}"),
-            TextColumn("{task.fields[rate]:.1f} img/s"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), console=console, disable=quiet,
-        )  # fmt: skip
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("val dice {task.fields[dice]}"),
+            TextColumn("{task.fields[rate]:.1f} img/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+        )
         self.task: Any = None
         self.dice = "-"
 
     def on_train_start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int) -> None:
         self.epochs = epochs
         self.progress.start()
-        self.task = self.progress.add_task("train", total=epochs * steps_per_epoch,
-                                           completed=start_epoch * steps_per_epoch + start_step,
-                                           epoch=f"{start_epoch + 1}/{epochs}", loss=0.0, dice="-", rate=0.0)  # fmt: skip
+        self.task = self.progress.add_task(
+            "train",
+            total=epochs * steps_per_epoch,
+            completed=start_epoch * steps_per_epoch + start_step,
+            epoch=f"{start_epoch + 1}/{epochs}",
+            loss=0.0,
+            dice="-",
+            rate=0.0,
+        )
 
     def on_step(self, *, epoch: int, step: int, loss: float, images_per_s: float) -> None:
-        self.progress.update(self.task, advance=1, epoch=f"{epoch + 1}/{self.epochs}", loss=loss, rate=images_per_s,
-                             dice=self.dice)  # fmt: skip
+        self.progress.update(
+            self.task, advance=1, epoch=f"{epoch + 1}/{self.epochs}", loss=loss, rate=images_per_s, dice=self.dice
+        )
 
     def on_epoch_end(self, *, epoch: int, row: dict[str, Any]) -> None:
         if "val_dice" in row:
@@ -78,8 +92,16 @@ def train_cmd(
     from unetkit.train import train
 
     setup_logging(verbose=verbose, quiet=quiet)
-    flags = {"data.path": data, "train.epochs": epochs, "model.name": model, "data.patch_size": patch,
-             "train.batch_size": batch, "train.device": device, "train.devices": devices, "train.loss": loss}  # fmt: skip
+    flags = {
+        "data.path": data,
+        "train.epochs": epochs,
+        "model.name": model,
+        "data.patch_size": patch,
+        "train.batch_size": batch,
+        "train.device": device,
+        "train.devices": devices,
+        "train.loss": loss,
+    }
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_)
     if resume is not None:
         if out is not None and Path(out) != resume:

@@ -26,8 +26,12 @@ def _flatten(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
         tensors[key] = obj.detach().cpu().contiguous().clone()
         return {"__tensor__": key}
     if isinstance(obj, dict):
-        return {"__dict__": [[_flatten(k, f"{prefix}.k{i}", tensors), _flatten(v, f"{prefix}.{i}", tensors)]
-                             for i, (k, v) in enumerate(obj.items())]}  # fmt: skip
+        return {
+            "__dict__": [
+                [_flatten(k, f"{prefix}.k{i}", tensors), _flatten(v, f"{prefix}.{i}", tensors)]
+                for i, (k, v) in enumerate(obj.items())
+            ]
+        }
     if isinstance(obj, list | tuple):
         items = [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
         return {"__tuple__": items} if isinstance(obj, tuple) else items
@@ -74,7 +78,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as exc:
-        raise UnetkitError(f"{path}: unreadable checkpoint ({exc}); resume from best.safetensors or start anew") from None
+        raise UnetkitError(
+            f"{path}: unreadable checkpoint ({exc}); resume from best.safetensors or start anew"
+        ) from None
     if "unetkit_checkpoint" not in meta:
         raise UnetkitError(f"{path}: not a unetkit checkpoint")
     payload = json.loads(meta["unetkit_checkpoint"])

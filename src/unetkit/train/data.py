@@ -15,6 +15,7 @@ from unetkit.data.datasets import Sample, SegmentationDataset, load_dataset
 from unetkit.data.normalize import Normalizer
 from unetkit.errors import ConfigError
 from unetkit.train.weightmap import balance_from_counts, class_counts, weight_map
+from unetkit.utils import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +59,27 @@ def _attach_weight_maps(samples: list[Sample], cfg: DataConfig, num_classes: int
     wc = balance_from_counts(np.asarray(counts)) if wm.balance_classes else np.ones(num_classes)
     for s in samples:
         key = hashlib.sha256(
-            s.mask.tobytes() + (s.instances.tobytes() if s.instances is not None else b"")
+            s.mask.tobytes()
+            + (s.instances.tobytes() if s.instances is not None else b"")
             + repr((wm.w0, wm.sigma, wc.round(6).tolist(), cfg.ignore_index)).encode()
-        ).hexdigest()[:16]  # fmt: skip
+        ).hexdigest()[:16]
         cached = cache / f"{s.name}-{key}.npy" if cache is not None else None
         if cached is not None and cached.exists():
             s.weight = np.load(cached)
             continue
         s.weight = weight_map(
-            s.mask, num_classes, s.instances, w0=wm.w0, sigma=wm.sigma, class_weights=wc,
-            ignore_index=cfg.ignore_index, spacing=None,
-        )  # fmt: skip
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cached, s.weight)
+            s.mask,
+            num_classes,
+            s.instances,
+            w0=wm.w0,
+            sigma=wm.sigma,
+            class_weights=wc,
+            ignore_index=cfg.ignore_index,
+            spacing=None,
+        )
+        if cached is not None:  # atomic: DDP processes may write the same file at once
+            with atomic_path(cached) as tmp, tmp.open("wb") as f:
+                np.save(f, s.weight)
 
 
 def prepare_data(
@@ -93,7 +101,14 @@ def prepare_data(
         _attach_weight_maps(train, cfg, ds.num_classes, cache_dir)
     fingerprint = ds.fingerprint.to_dict()
     return TrainingData(
-        train=train, val=val, num_classes=ds.num_classes, in_channels=ds.in_channels, spatial_dims=ds.spatial_dims,
-        class_names=list(ds.class_names), class_colours=ds.class_colours, normalizer=normalizer,
-        fingerprint=fingerprint, spacing=train[0].spacing if train else None,
-    )  # fmt: skip
+        train=train,
+        val=val,
+        num_classes=ds.num_classes,
+        in_channels=ds.in_channels,
+        spatial_dims=ds.spatial_dims,
+        class_names=list(ds.class_names),
+        class_colours=ds.class_colours,
+        normalizer=normalizer,
+        fingerprint=fingerprint,
+        spacing=train[0].spacing if train else None,
+    )

@@ -1,7 +1,7 @@
 """The training loop on Lightning Fabric: one readable function, CPU or CUDA, one process or DDP.
 
-    data (check, load, normalise, weight maps) -> patches -> augmentation -> network -> loss -> step
-                                                  validation: whole images through the tiler -> Dice / IoU
+data (check, load, normalise, weight maps) -> patches -> augmentation -> network -> loss -> step
+                                              validation: whole images through the tiler -> Dice / IoU
 """
 
 from __future__ import annotations
@@ -62,13 +62,19 @@ def _fabric(cfg: Config) -> Any:
     if precision == "auto":
         precision = "bf16-mixed" if accelerator == "cuda" and torch.cuda.is_bf16_supported() else "32"
     if precision != "32" and accelerator == "cpu":
-        log.warning("precision %s on CPU is slow here (no native bf16/fp16); consider --set train.precision=32",
-                    precision)  # fmt: skip
+        log.warning(
+            "precision %s on CPU is slow here (no native bf16/fp16); consider --set train.precision=32", precision
+        )
     strategy = t.strategy if (t.devices > 1 or t.num_nodes > 1) else "auto"
     if strategy == "auto" and (t.devices > 1 or t.num_nodes > 1):
         strategy = "ddp"
-    return Fabric(accelerator=accelerator, devices=devices, num_nodes=t.num_nodes, strategy=strategy,
-                  precision="32-true" if precision == "32" else precision)  # fmt: skip
+    return Fabric(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy,
+        precision="32-true" if precision == "32" else precision,
+    )
 
 
 def legal_patch(model: SegmentationModel, patch: int | Sequence[int]) -> list[int]:
@@ -76,7 +82,9 @@ def legal_patch(model: SegmentationModel, patch: int | Sequence[int]) -> list[in
     nearest legal size, same nets up to a multiple of ``2**depth``."""
     sizes = [int(patch)] * model.spatial_dims if isinstance(patch, int) else [int(p) for p in patch]
     if len(sizes) != model.spatial_dims:
-        raise ConfigError(f"data.patch_size {sizes}: needs {model.spatial_dims} values for a {model.spatial_dims}D model")
+        raise ConfigError(
+            f"data.patch_size {sizes}: needs {model.spatial_dims} values for a {model.spatial_dims}D model"
+        )
     mode = "nearest" if model.padding == "valid" else "ceil"
     legal = [model.legal_size(s, mode) for s in sizes]
     if legal != sizes:
@@ -95,8 +103,9 @@ def prediction_tile(model: SegmentationModel, patch: Sequence[int]) -> list[int]
 def _optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
     if t.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-                               nesterov=True)  # fmt: skip
+        return torch.optim.SGD(
+            model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, nesterov=True
+        )
     return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
@@ -156,9 +165,13 @@ def train(
     patch = legal_patch(model, config.data.patch_size)
     out_patch = list(model.output_shape(patch))
     tile = prediction_tile(model, patch)
-    sampler = PatchSampler(data.train, patch, output_size=out_patch,
-                           foreground_fraction=config.data.foreground_fraction,
-                           ignore_index=config.data.ignore_index)  # fmt: skip
+    sampler = PatchSampler(
+        data.train,
+        patch,
+        output_size=out_patch,
+        foreground_fraction=config.data.foreground_fraction,
+        ignore_index=config.data.ignore_index,
+    )
     augmenter = Augmenter(config.augment, model.spatial_dims)
     optimizer = _optimizer(config, model)
     total_steps = t.epochs * t.iterations_per_epoch
@@ -193,24 +206,41 @@ def train(
         save_config(config, out / "config.yaml")
     listeners: list[BaseCallback] = [*callbacks, TensorBoardLogger(out / "tensorboard")] if main else []
     for cb in listeners:
-        cb.on_train_start(epochs=t.epochs, steps_per_epoch=t.iterations_per_epoch, start_epoch=start_epoch,
-                          start_step=start_step)  # fmt: skip
+        cb.on_train_start(
+            epochs=t.epochs, steps_per_epoch=t.iterations_per_epoch, start_epoch=start_epoch, start_step=start_step
+        )
 
     def snapshot(epoch: int, step: int) -> dict[str, Any]:
         return {
-            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "generator": gen.get_state(), "aug_generator": aug_gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "epoch": epoch, "step": step,
-            "history": history, "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-            "loss_sum": loss_sum, "loss_n": loss_n,
-        }  # fmt: skip
+            "model": raw_model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "generator": gen.get_state(),
+            "aug_generator": aug_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": epoch,
+            "step": step,
+            "history": history,
+            "best": best,
+            "best_epoch": best_epoch,
+            "bad_epochs": bad_epochs,
+            "loss_sum": loss_sum,
+            "loss_n": loss_n,
+        }
 
-    description = dict(
-        class_names=data.class_names, normalization=data.normalizer.to_dict(), tile_size=tile,
+    description: dict[str, Any] = dict(
+        class_names=data.class_names,
+        normalization=data.normalizer.to_dict(),
+        tile_size=tile,
         spacing=list(data.spacing) if data.spacing else None,
-        provenance={"dataset_digest": data.fingerprint.get("digest"), "config_digest": config.digest(),
-                    "trained_with": f"unetkit {__version__}", "loss": t.loss, "weight_map": use_wm},
-    )  # fmt: skip
+        provenance={
+            "dataset_digest": data.fingerprint.get("digest"),
+            "config_digest": config.digest(),
+            "trained_with": f"unetkit {__version__}",
+            "loss": t.loss,
+            "weight_map": use_wm,
+        },
+    )
     if data.class_colours:
         description["class_colours"] = data.class_colours
     stopped_early = out_of_time = False
@@ -257,19 +287,32 @@ def train(
                 if out_of_time:
                     break
         elapsed = time.perf_counter() - t0
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / max(loss_n, 1),
-                               "lr": optimizer.param_groups[0]["lr"], "seconds": elapsed,
-                               "images_per_s": seen / max(elapsed, 1e-9)}  # fmt: skip
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(loss_n, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": elapsed,
+            "images_per_s": seen / max(elapsed, 1e-9),
+        }
         loss_sum, loss_n = 0.0, 0
         validated = bool(data.val) and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs)
         if validated:
             shard = data.val[fabric.global_rank :: fabric.world_size]
-            cm, nll, count = validate(raw_model, shard, num_classes=data.num_classes, class_names=data.class_names,
-                                      tile=tile, device=fabric.device, ignore_index=config.data.ignore_index,
-                                      tta=t.tta)  # fmt: skip
+            cm, nll, count = validate(
+                raw_model,
+                shard,
+                num_classes=data.num_classes,
+                class_names=data.class_names,
+                tile=tile,
+                device=fabric.device,
+                ignore_index=config.data.ignore_index,
+                tta=t.tta,
+            )
             if fabric.world_size > 1:
-                packed = fabric.all_reduce(torch.tensor([*cm.matrix.ravel().tolist(), nll, count], dtype=torch.float64,
-                                                        device=fabric.device), reduce_op="sum")  # fmt: skip
+                packed = fabric.all_reduce(
+                    torch.tensor([*cm.matrix.ravel().tolist(), nll, count], dtype=torch.float64, device=fabric.device),
+                    reduce_op="sum",
+                )
                 packed = packed.cpu().numpy()
                 k = data.num_classes
                 cm.matrix[...] = packed[: k * k].reshape(k, k).astype(cm.matrix.dtype)
@@ -285,8 +328,11 @@ def train(
         if main:
             write_metrics_csv(out / "metrics.csv", history)
             if improved or not model_path.exists():
-                provenance = {**description["provenance"], "epoch": epoch + 1,
-                              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+                provenance = {
+                    **description["provenance"],
+                    "epoch": epoch + 1,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
                 save_model(model_path, raw_model, **{**description, "provenance": provenance})
                 save_checkpoint(best_path, {"model": raw_model.state_dict(), "epoch": epoch + 1, "score": score})
             save_checkpoint(last_path, snapshot(epoch + 1, 0))

@@ -31,6 +31,4 @@ def make_scheduler(
     optimizer: torch.optim.Optimizer, total_steps: int, kind: str, warmup_steps: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step ``LambdaLR`` following :func:`lr_factor`."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, kind, warmup_steps)
-    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, kind, warmup_steps))

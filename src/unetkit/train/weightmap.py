@@ -46,9 +46,9 @@ def instance_labels(mask: np.ndarray, background: int = 0) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def border_distances(instances: np.ndarray, cutoff: float, spacing: tuple[float, ...] | None = None) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def border_distances(
+    instances: np.ndarray, cutoff: float, spacing: tuple[float, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Distances ``d1``/``d2`` to the nearest and second-nearest object, capped at ``cutoff``.
 
     Each object's distance transform is computed only inside its bounding box grown by ``cutoff``, so the
