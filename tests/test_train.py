@@ -244,3 +244,18 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[-1]["val_dice"]) >= 0
     assert load_model(tmp_path / "run" / "model.safetensors").num_classes == 2
+
+
+def test_weight_map_cache_stays_in_the_run_folder(tmp_path: Path) -> None:
+    """A list file with absolute paths must not lead the cache out of RUN/cache."""
+    data = _dataset(tmp_path / "data", n=2)
+    listing = tmp_path / "pairs.csv"
+    listing.write_text(
+        "image,mask\n"
+        + "".join(f"{data / 'images' / f'im{i}.tif'},{data / 'masks' / f'im{i}.tif'}\n" for i in range(2))
+    )
+    before = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    train(_config(listing, "train.epochs=1", "train.iterations_per_epoch=1"), tmp_path / "run")
+    new = sorted(set(p for p in tmp_path.rglob("*") if p.is_file()) - set(before))
+    assert new and all(tmp_path / "run" in p.parents for p in new)
+    assert len(list((tmp_path / "run" / "cache").glob("*.npy"))) == 1  # one training image, one map

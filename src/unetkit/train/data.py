@@ -63,7 +63,10 @@ def _attach_weight_maps(samples: list[Sample], cfg: DataConfig, num_classes: int
             + (s.instances.tobytes() if s.instances is not None else b"")
             + repr((wm.w0, wm.sigma, wc.round(6).tolist(), cfg.ignore_index)).encode()
         ).hexdigest()[:16]
-        cached = cache / f"{s.name}-{key}.npy" if cache is not None else None
+        # The name is only a readable prefix: sample names can be paths (list files), so flatten them and let
+        # the content hash identify the file; the cache never leaves its folder.
+        readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(s.name).name)[:40]
+        cached = cache / f"{readable}-{key}.npy" if cache is not None else None
         if cached is not None and cached.exists():
             s.weight = np.load(cached)
             continue
