@@ -23,7 +23,9 @@ def predict_cmd(
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write <stem>_prob.tif (K, *S)."),
     prob_dtype: str = typer.Option("float16", "--prob-dtype", help="float16 or uint8 (probability x 255)."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png with a legend (2D)."),
-    backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime."),
+    backend: str = typer.Option(
+        "auto", "--backend", help="auto (onnxruntime on CPU, torch on CUDA), torch or onnxruntime."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(4, "--batch-size", help="Tiles per network call."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Channels-last memory layout (torch)."),
