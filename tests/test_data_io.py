@@ -229,3 +229,11 @@ def test_bool_and_spatial_only_arrays(tmp_path: Path) -> None:
     assert read_image(tmp_path / "v.tif", spatial_dims=3).spatial_dims == 3
     with pytest.raises(DataError, match="expected 2D"):
         read_image(tmp_path / "v.tif", spatial_dims=2)
+
+
+def test_three_page_tiff_forced_3d(tmp_path: Path) -> None:
+    vol = _img((3, 8, 8))
+    tifffile.imwrite(tmp_path / "v.tif", vol, photometric="rgb", planarconfig="separate")  # a planar "RGB" file
+    assert read_image(tmp_path / "v.tif").array.shape == (3, 8, 8)
+    np.testing.assert_array_equal(read_image(tmp_path / "v.tif", spatial_dims=3).array[0], vol)
+    np.testing.assert_array_equal(read_mask(tmp_path / "v.tif", spatial_dims=3), vol)

@@ -25,9 +25,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from unetkit.cli import demo, models, predict
+    from unetkit.cli import data, demo, models, predict
 
-    for module in (models, demo, predict):
+    for module in (models, demo, data, predict):
         module.register(app)
 
 

@@ -124,6 +124,8 @@ def layout_from_axes(shape: tuple[int, ...], axes: str, spatial_dims: int | None
             chan = [i]
         else:
             chan.append(i)
+    if spatial_dims == 3 and len(spat) == 2 and len(chan) == 1:
+        spat.append(chan.pop())  # e.g. a 3-page TIFF tifffile took for planar RGB: read as a 3-slice volume
     if len(chan) > 1:
         raise DataError(
             f"{path}: axes '{axes}' of shape {shape} have more than one channel-like axis; "

@@ -71,19 +71,11 @@ class _WithChannel:
 
 
 def _tile_normaliser(normalization: dict[str, Any], image: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """The per-tile normalisation function for ``image`` (statistics from the whole image when needed)."""
-    try:
-        from unetkit.data.normalize import Normalizer  # type: ignore[import-not-found]
-    except ImportError:
-        Normalizer = None
-    if Normalizer is not None:
-        fn = Normalizer.from_dict(normalization).for_image(image)
-        return lambda t: np.asarray(fn(t), dtype=np.float32)
-    if normalization.get("kind", "none") == "none":
-        return lambda t: np.asarray(t, dtype=np.float32)
-    raise ConfigError(
-        f"normalization kind {normalization.get('kind')!r} needs unetkit.data.normalize, which this install lacks"
-    )
+    """The per-tile normalisation function for ``image`` (image-level statistics from a strided subsample)."""
+    from unetkit.data.normalize import Normalizer
+
+    fn = Normalizer.from_dict(normalization).for_image(image)
+    return lambda t: np.asarray(fn(t), dtype=np.float32)
 
 
 class Predictor:

@@ -1,0 +1,189 @@
+"""Find a dataset's image/mask pairs: a folder with ``images/`` and ``masks/``, or a CSV/YAML list file.
+
+Folder layout: files in ``images/`` and ``masks/`` (or ``labels/``), subfolders allowed, pair up by their
+relative path without the suffix, so ``images/a/01.tif`` pairs with ``masks/a/01.png``.
+
+List file: a CSV with ``image`` and ``mask`` columns (or two columns without a header), or a YAML list of
+``{image: ..., mask: ...}`` mappings or ``[image, mask]`` pairs (optionally under a ``samples:`` key).
+Relative paths are resolved against the list file's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unetkit.data.io import IMAGE_SUFFIXES, is_image_file
+from unetkit.errors import DataError
+
+LIST_SUFFIXES = (".csv", ".yaml", ".yml")
+MASK_DIRS = ("masks", "labels")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset: the file, what is wrong, how to fix it."""
+
+    file: str
+    problem: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.problem} (fix: {self.fix})"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An image and its mask; either may be missing (reported as a problem)."""
+
+    name: str
+    image: Path | None
+    mask: Path | None
+
+
+def strip_suffix(name: str) -> str:
+    """File name without its image suffix (``a.nii.gz`` -> ``a``).
+
+    Example:
+        >>> strip_suffix("case1.nii.gz"), strip_suffix("x.y.png")
+        ('case1', 'x.y')
+    """
+    low = name.lower()
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if low.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def find_pairs(path: str | Path) -> tuple[list[Pair], list[Problem], Path]:
+    """Discover the pairs of a dataset folder or list file.
+
+    Returns:
+        ``(pairs, problems, root)``: pairs sorted by name (incomplete ones included, each also reported in
+        ``problems``), and the root that names are relative to.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: dataset not found; fix: give a folder with images/ and masks/ or a CSV/YAML list")
+    if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+        pairs, problems = _from_list(path)
+        return pairs, problems, path.parent
+    images_dir = path / "images"
+    masks_dir = next((path / d for d in MASK_DIRS if (path / d).is_dir()), None)
+    if not path.is_dir() or not images_dir.is_dir() or masks_dir is None:
+        raise DataError(
+            f"{path}: not a dataset; fix: give a folder holding images/ and masks/ (files sharing a name), "
+            "or a CSV/YAML file listing image,mask pairs"
+        )
+    problems = []
+    images = _index(images_dir, path, problems)
+    masks = _index(masks_dir, path, problems)
+    pairs = []
+    for name in sorted(set(images) | set(masks)):
+        img, msk = images.get(name), masks.get(name)
+        if msk is None and img is not None:
+            problems.append(
+                Problem(_rel(img, path), "image has no mask", f"add {masks_dir.name}/{name}.<ext> or remove the image")
+            )
+        if img is None and msk is not None:
+            problems.append(
+                Problem(_rel(msk, path), "mask has no image", f"add images/{name}.<ext> or remove the mask")
+            )
+        pairs.append(Pair(name, img, msk))
+    return pairs, problems, path
+
+
+def _rel(p: Path, root: Path) -> str:
+    try:
+        return p.relative_to(root).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def _index(folder: Path, root: Path, problems: list[Problem]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    stack = [folder]
+    while stack:
+        for p in sorted(stack.pop().iterdir()):
+            if p.name.startswith("."):
+                continue
+            if p.is_dir() and not p.name.lower().endswith(".zarr"):
+                stack.append(p)
+                continue
+            if not is_image_file(p):
+                problems.append(
+                    Problem(
+                        _rel(p, root),
+                        "not an image format unetkit reads",
+                        f"convert it to one of {', '.join(IMAGE_SUFFIXES)} or move it out of the dataset",
+                    )
+                )
+                continue
+            key = strip_suffix(p.relative_to(folder).as_posix())
+            if key in found:
+                problems.append(
+                    Problem(_rel(p, root), f"same name as {_rel(found[key], root)}", "keep one file per name")
+                )
+                continue
+            found[key] = p
+    return found
+
+
+def _from_list(path: Path) -> tuple[list[Pair], list[Problem]]:
+    rows = _read_list(path)
+    base = path.parent
+    pairs: list[Pair] = []
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, (img, msk) in enumerate(rows, start=1):
+        if not img or not msk:
+            problems.append(Problem(f"{path.name} row {i}", "row lacks an image or a mask", "give both paths"))
+            continue
+        image, mask = (p if p.is_absolute() else base / p for p in (Path(img), Path(msk)))
+        name = strip_suffix(Path(img).as_posix())
+        if name in seen:
+            name = f"{name}#{i}"
+        seen.add(name)
+        for p in (image, mask):
+            if not p.exists():
+                problems.append(Problem(f"{path.name} row {i}", f"{p} does not exist", "fix the path in the list"))
+        pairs.append(Pair(name, image if image.exists() else None, mask if mask.exists() else None))
+    if not rows:
+        problems.append(Problem(path.name, "the list holds no image/mask pairs", "add rows `image,mask`"))
+    return pairs, problems
+
+
+def _read_list(path: Path) -> list[tuple[str, str]]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".csv":
+        rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
+        if rows and {c.strip().lower() for c in rows[0]} >= {"image", "mask"}:
+            header = [c.strip().lower() for c in rows[0]]
+            i, m = header.index("image"), header.index("mask")
+            return [(_cell(r, i), _cell(r, m)) for r in rows[1:]]
+        return [(_cell(r, 0), _cell(r, 1)) for r in rows]
+    import yaml
+
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML ({exc}); fix: write a list of {{image: ..., mask: ...}}") from exc
+    if isinstance(data, dict):
+        data = data.get("samples", data.get("pairs"))
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a YAML list of {{image: ..., mask: ...}} entries (or under `samples:`)")
+    out = []
+    for entry in data:
+        if isinstance(entry, dict):
+            out.append((str(entry.get("image") or ""), str(entry.get("mask") or "")))
+        elif isinstance(entry, (list, tuple)) and len(entry) == 2:
+            out.append((str(entry[0]), str(entry[1])))
+        else:
+            out.append(("", ""))
+    return out
+
+
+def _cell(row: list[str], i: int) -> str:
+    return row[i].strip() if i < len(row) else ""
