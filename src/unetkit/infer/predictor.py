@@ -21,7 +21,7 @@ import torch
 
 from unetkit.errors import ConfigError, InputShapeError, UnetkitError
 from unetkit.infer.backends import BACKENDS, Backend, OnnxBackend, TorchBackend, passes_per_tile, resolve_backend
-from unetkit.infer.tiling import TilePlan, choose_tile, plan_tiles, read_reflected
+from unetkit.infer.tiling import Span, TilePlan, choose_tile, plan_tiles, read_reflected
 
 log = logging.getLogger(__name__)
 
@@ -231,13 +231,12 @@ class Predictor:
         # (rows left over from the previous row of tiles lie inside the next one's span).
         acc = np.zeros((k, min(axis0.tile_out, region[0][1] - lo), *rest_shape), np.float32)
 
-        def keep(axis: Any, span: Any, r: tuple[int, int]) -> tuple[int, int]:
-            stop = span.out_start + axis.tile_out if plan.blended else span.keep_stop
-            start = span.out_start if plan.blended else span.keep_start
-            return max(start, r[0]), min(stop, span.keep_stop if not plan.blended else axis.size, r[1])
+        def keep(span: Span, r: tuple[int, int]) -> tuple[int, int]:
+            """The image range a tile writes along one axis, inside ``r`` (blended tiles keep all their output)."""
+            return max(span.keep_start, r[0]), min(span.keep_stop, r[1])
 
         for ri, row in enumerate(rows):
-            _, b0 = keep(axis0, axis0.spans[row], region[0])
+            _, b0 = keep(axis0.spans[row], region[0])
             if b0 - lo > acc.shape[1]:  # not expected (see above); grow rather than fail
                 grow = np.zeros((k, b0 - lo - acc.shape[1], *rest_shape), np.float32)
                 acc = np.concatenate([acc, grow], axis=1)
@@ -250,8 +249,8 @@ class Predictor:
                 for p, sp in zip(proba, spans, strict=True):
                     dst: list[slice] = [slice(None)]
                     src: list[slice] = [slice(None)]
-                    for ax_i, (ax, s, r) in enumerate(zip(plan.axes, sp, region, strict=True)):
-                        a, b = keep(ax, s, r)
+                    for ax_i, (s, r) in enumerate(zip(sp, region, strict=True)):
+                        a, b = keep(s, r)
                         src.append(slice(a - s.out_start, b - s.out_start))
                         base = lo if ax_i == 0 else r[0]
                         dst.append(slice(a - base, b - base))
@@ -262,7 +261,7 @@ class Predictor:
                 if on_tiles is not None:
                     on_tiles(len(chunk))
             if ri + 1 < len(rows):
-                nxt = keep(axis0, axis0.spans[rows[ri + 1]], region[0])[0]
+                nxt = keep(axis0.spans[rows[ri + 1]], region[0])[0]
             else:
                 nxt = region[0][1]
             done = max(0, min(nxt, region[0][1]) - lo)
