@@ -53,7 +53,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_backend(backend: str, device: str | torch.device | None) -> str:
-    """``auto``: onnxruntime on CPU when it is installed (measured ~1.3-1.6x faster than PyTorch on this
+    """``auto``: onnxruntime on CPU when it is installed (1.3-2.4x faster than PyTorch eager on this
     project's CPU, see docs/prediction.md), PyTorch on CUDA (AMP, no export step).
 
     >>> resolve_backend("torch", "cpu")
