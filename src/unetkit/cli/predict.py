@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from unetkit.cli._common import console, setup_logging
+from unetkit.cli._common import console, err_console, setup_logging
 
 
 def predict_cmd(
@@ -55,6 +55,9 @@ def predict_cmd(
     )  # fmt: skip
     if dask is not None:
         from unetkit.infer.dask_predict import predict_files_dask
+
+        if probabilities or overlay:
+            err_console.print("[yellow]--dask writes labels only; --probabilities and --overlay are ignored[/]")
 
         results = predict_files_dask(str(model), files, out, address=None if dask == "local" else dask, **opts)
         for src, dst in results:
