@@ -15,7 +15,7 @@ from unetkit.cli._common import console, err_console, setup_logging
 def predict_cmd(
     model: Path = typer.Argument(..., help="Model file (.safetensors) or an exported .onnx file."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
-    out: Path = typer.Option(..., "--out", help="Folder for the results (never an input's folder file)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the results (writing over an input is refused)."),
     tile: int = typer.Option(None, "--tile", help="Network input window; default: the model file's, else 256/96."),
     overlap: float = typer.Option(0.25, "--overlap", help="Tile overlap fraction (same-padded nets)."),
     blend: str = typer.Option("gaussian", "--blend", help="gaussian, hann, linear, constant or center."),
