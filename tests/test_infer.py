@@ -173,3 +173,15 @@ def test_bad_input_and_options_raise_typed_errors() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA"):
             Predictor(net, device="cuda")
+
+
+def test_normalisation_uses_image_level_statistics_per_tile() -> None:
+    from unetkit.data.normalize import Normalizer
+
+    net = UNet(2, 1, 2, depth=2, width=4).eval()
+    image = (np.random.default_rng(6).random((1, 90, 70)) * 1000).astype(np.uint16)
+    norm = Normalizer("zscore")
+    expected_input = norm.for_image(image)(image)  # the whole image normalised with its own statistics
+    got = Predictor(net, tile=32, device="cpu", normalization=norm.to_dict()).predict_proba(image)
+    plain = Predictor(net, tile=32, device="cpu", normalization={"kind": "none"}).predict_proba(expected_input)
+    np.testing.assert_allclose(got, plain, atol=1e-5)

@@ -38,3 +38,23 @@ def test_dask_labels_equal_local_tiler(client, tmp_path, padding: str, options: 
     got = zarr.open_array(str(out))[:]
     assert len(client.scheduler_info()["workers"]) == 2
     assert np.array_equal(got, reference)
+
+
+def test_cli_predict_dask_on_a_scheduler_address(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import zarr
+    from typer.testing import CliRunner
+
+    from unetkit.cli import app
+    from unetkit.data.io import write_image
+    from unetkit.modelfile import load_model, save_model
+
+    net = UNet(2, 1, 2, depth=2, width=4, padding="valid").eval()
+    model = save_model(tmp_path / "m.safetensors", net)
+    image = (np.random.default_rng(1).random((1, 120, 90)) * 255).astype(np.uint8)
+    write_image(tmp_path / "img.zarr", image)
+    address = client.scheduler.address
+    args = ["predict", str(model), str(tmp_path / "img.zarr"), "--out", str(tmp_path / "o"), "--tile", "60"]
+    result = CliRunner().invoke(app, [*args, "--dask", address, "--backend", "torch"])
+    assert result.exit_code == 0, result.output
+    reference = Predictor(load_model(model), tile=60, device="cpu").predict(image)
+    assert np.array_equal(zarr.open_array(str(tmp_path / "o" / "img.zarr"))[:], reference)

@@ -9,13 +9,13 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from unetkit.cli._common import console, setup_logging
+from unetkit.cli._common import console, err_console, setup_logging
 
 
 def predict_cmd(
     model: Path = typer.Argument(..., help="Model file (.safetensors) or an exported .onnx file."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
-    out: Path = typer.Option(..., "--out", help="Folder for the results (never an input's folder file)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the results (writing over an input is refused)."),
     tile: int = typer.Option(None, "--tile", help="Network input window; default: the model file's, else 256/96."),
     overlap: float = typer.Option(0.25, "--overlap", help="Tile overlap fraction (same-padded nets)."),
     blend: str = typer.Option("gaussian", "--blend", help="gaussian, hann, linear, constant or center."),
@@ -23,7 +23,9 @@ def predict_cmd(
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write <stem>_prob.tif (K, *S)."),
     prob_dtype: str = typer.Option("float16", "--prob-dtype", help="float16 or uint8 (probability x 255)."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png with a legend (2D)."),
-    backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime."),
+    backend: str = typer.Option(
+        "auto", "--backend", help="auto (onnxruntime on CPU, torch on CUDA), torch or onnxruntime."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(4, "--batch-size", help="Tiles per network call."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Channels-last memory layout (torch)."),
@@ -53,6 +55,9 @@ def predict_cmd(
     )  # fmt: skip
     if dask is not None:
         from unetkit.infer.dask_predict import predict_files_dask
+
+        if probabilities or overlay:
+            err_console.print("[yellow]--dask writes labels only; --probabilities and --overlay are ignored[/]")
 
         results = predict_files_dask(str(model), files, out, address=None if dask == "local" else dask, **opts)
         for src, dst in results:

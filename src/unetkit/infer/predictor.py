@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from unetkit.errors import ConfigError, InputShapeError, UnetkitError
-from unetkit.infer.backends import BACKENDS, Backend, OnnxBackend, TorchBackend, passes_per_tile
-from unetkit.infer.tiling import TilePlan, choose_tile, plan_tiles, read_reflected
+from unetkit.infer.backends import BACKENDS, Backend, OnnxBackend, TorchBackend, passes_per_tile, resolve_backend
+from unetkit.infer.tiling import Span, TilePlan, choose_tile, plan_tiles, read_reflected
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +71,11 @@ class _WithChannel:
 
 
 def _tile_normaliser(normalization: dict[str, Any], image: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """The per-tile normalisation function for ``image`` (statistics from the whole image when needed)."""
-    try:
-        from unetkit.data.normalize import Normalizer  # type: ignore[import-not-found]
-    except ImportError:
-        Normalizer = None
-    if Normalizer is not None:
-        fn = Normalizer.from_dict(normalization).for_image(image)
-        return lambda t: np.asarray(fn(t), dtype=np.float32)
-    if normalization.get("kind", "none") == "none":
-        return lambda t: np.asarray(t, dtype=np.float32)
-    raise ConfigError(
-        f"normalization kind {normalization.get('kind')!r} needs unetkit.data.normalize, which this install lacks"
-    )
+    """The per-tile normalisation function for ``image`` (image-level statistics from a strided subsample)."""
+    from unetkit.data.normalize import Normalizer
+
+    fn = Normalizer.from_dict(normalization).for_image(image)
+    return lambda t: np.asarray(fn(t), dtype=np.float32)
 
 
 class Predictor:
@@ -99,7 +91,7 @@ class Predictor:
         blend: ``gaussian``, ``hann``, ``linear``, ``constant`` or ``center`` (``same`` nets only).
         batch_size: tiles per network call.
         tta: average all ``2**spatial_dims`` flips (costs that many passes per tile).
-        backend: ``torch`` or ``onnxruntime``.
+        backend: ``torch``, ``onnxruntime`` or ``auto`` (onnxruntime on CPU when installed, torch on CUDA).
         amp: mixed precision (default: on for CUDA only).
         channels_last: channels-last memory layout (torch).
         compile: ``torch.compile`` the network (torch).
@@ -158,6 +150,8 @@ class Predictor:
             log.info(
                 "overlap %.2f ignored: valid networks tile with abutting outputs (their halo is the margin)", overlap
             )
+        if _backend is None and backend in BACKENDS:
+            backend = resolve_backend(backend, device)
         if _backend is not None:
             self.backend: Backend = _backend
         elif backend == "torch":
@@ -233,16 +227,17 @@ class Predictor:
         rest_shape = tuple(b - a for a, b in region[1:])
         k = self.num_classes
         lo = region[0][0]
-        acc = np.zeros((k, 0, *rest_shape), np.float32)
+        # One buffer for the life of the run: a row of tiles spans at most one output tile along axis 0
+        # (rows left over from the previous row of tiles lie inside the next one's span).
+        acc = np.zeros((k, min(axis0.tile_out, region[0][1] - lo), *rest_shape), np.float32)
 
-        def keep(axis: Any, span: Any, r: tuple[int, int]) -> tuple[int, int]:
-            stop = span.out_start + axis.tile_out if plan.blended else span.keep_stop
-            start = span.out_start if plan.blended else span.keep_start
-            return max(start, r[0]), min(stop, span.keep_stop if not plan.blended else axis.size, r[1])
+        def keep(span: Span, r: tuple[int, int]) -> tuple[int, int]:
+            """The image range a tile writes along one axis, inside ``r`` (blended tiles keep all their output)."""
+            return max(span.keep_start, r[0]), min(span.keep_stop, r[1])
 
         for ri, row in enumerate(rows):
-            _, b0 = keep(axis0, axis0.spans[row], region[0])
-            if b0 - lo > acc.shape[1]:
+            _, b0 = keep(axis0.spans[row], region[0])
+            if b0 - lo > acc.shape[1]:  # not expected (see above); grow rather than fail
                 grow = np.zeros((k, b0 - lo - acc.shape[1], *rest_shape), np.float32)
                 acc = np.concatenate([acc, grow], axis=1)
             tiles = [(row, *t) for t in rest]
@@ -254,8 +249,8 @@ class Predictor:
                 for p, sp in zip(proba, spans, strict=True):
                     dst: list[slice] = [slice(None)]
                     src: list[slice] = [slice(None)]
-                    for ax_i, (ax, s, r) in enumerate(zip(plan.axes, sp, region, strict=True)):
-                        a, b = keep(ax, s, r)
+                    for ax_i, (s, r) in enumerate(zip(sp, region, strict=True)):
+                        a, b = keep(s, r)
                         src.append(slice(a - s.out_start, b - s.out_start))
                         base = lo if ax_i == 0 else r[0]
                         dst.append(slice(a - base, b - base))
@@ -266,16 +261,19 @@ class Predictor:
                 if on_tiles is not None:
                     on_tiles(len(chunk))
             if ri + 1 < len(rows):
-                nxt = keep(axis0, axis0.spans[rows[ri + 1]], region[0])[0]
+                nxt = keep(axis0.spans[rows[ri + 1]], region[0])[0]
             else:
                 nxt = region[0][1]
             done = max(0, min(nxt, region[0][1]) - lo)
             if done:
-                out = acc[:, :done]
                 if weights is not None:
-                    out = out / plan.normaliser([(lo, lo + done), *region[1:]])
+                    out = acc[:, :done] / plan.normaliser([(lo, lo + done), *region[1:]])
+                else:
+                    out = acc[:, :done].copy()
                 yield Slab((lo, *(r[0] for r in region[1:])), out)
-                acc = acc[:, done:].copy()
+                keep_rows = acc.shape[1] - done
+                acc[:, :keep_rows] = acc[:, done:]  # shift the unfinished rows to the front, in place
+                acc[:, keep_rows:] = 0.0
                 lo += done
 
     # ---- whole-image conveniences ----------------------------------------------------------------------
@@ -333,7 +331,7 @@ def load_predictor(path: str, **kwargs: Any) -> Predictor:
         from unetkit.modelfile import ModelDescription
         from unetkit.models.registry import MODEL_CLASSES, build
 
-        if kwargs.get("backend", "onnxruntime") != "onnxruntime":
+        if kwargs.get("backend", "onnxruntime") not in ("onnxruntime", "auto"):
             raise ConfigError(f"{p}: an ONNX file runs only with --backend onnxruntime")
         kwargs.pop("backend", None)
         desc = ModelDescription.model_validate(read_onnx_description(p))
