@@ -89,6 +89,20 @@ def image_format(path: str | os.PathLike[str]) -> str:
     raise DataError(f"{path}: unknown image format '{Path(path).suffix}'; fix: use one of {', '.join(IMAGE_SUFFIXES)}")
 
 
+def strip_suffix(name: str) -> str:
+    """File name without its image suffix (``a.nii.gz`` -> ``a``).
+
+    Example:
+        >>> strip_suffix("case1.nii.gz"), strip_suffix("x.y.png")
+        ('case1', 'x.y')
+    """
+    low = name.lower()
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if low.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def is_image_file(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` has a suffix unetkit reads (hidden files are not images)."""
     p = Path(path)
@@ -481,5 +495,6 @@ __all__ = [
     "open_image",
     "read_image",
     "read_mask",
+    "strip_suffix",
     "write_image",
 ]

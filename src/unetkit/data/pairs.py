@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unetkit.data.io import IMAGE_SUFFIXES, is_image_file
+from unetkit.data.io import IMAGE_SUFFIXES, is_image_file, strip_suffix
 from unetkit.errors import DataError
 
 LIST_SUFFIXES = (".csv", ".yaml", ".yml")
@@ -41,20 +41,6 @@ class Pair:
     name: str
     image: Path | None
     mask: Path | None
-
-
-def strip_suffix(name: str) -> str:
-    """File name without its image suffix (``a.nii.gz`` -> ``a``).
-
-    Example:
-        >>> strip_suffix("case1.nii.gz"), strip_suffix("x.y.png")
-        ('case1', 'x.y')
-    """
-    low = name.lower()
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def find_pairs(path: str | Path) -> tuple[list[Pair], list[Problem], Path]:

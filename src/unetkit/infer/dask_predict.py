@@ -202,10 +202,11 @@ def predict_files_dask(
 ) -> list[tuple[Path, Path]]:
     """Run :func:`predict_dask` on every file, one cluster for all; labels to ``OUT/<stem>.zarr``."""
     distributed: Any = require("distributed", "dask", "prediction with --dask")
-    from unetkit.infer.files import plan_outputs, stem_of
+    from unetkit.data.io import strip_suffix
+    from unetkit.infer.files import plan_outputs
 
     plan_outputs(files, out_dir, probabilities=False, overlay=False)  # refuses to overwrite inputs
-    targets = [out_dir / f"{stem_of(f)}.zarr" for f in files]
+    targets = [out_dir / f"{strip_suffix(f.name)}.zarr" for f in files]
     if any(t.resolve() == f.resolve() for t, f in zip(targets, files, strict=True)):
         raise ConfigError("--dask writes OUT/<stem>.zarr, which is an input here; choose another --out")
     cluster = None

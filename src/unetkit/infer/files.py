@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from unetkit.data.io import IMAGE_SUFFIXES, image_format, is_image_file, open_image
+from unetkit.data.io import IMAGE_SUFFIXES, image_format, is_image_file, open_image, strip_suffix
 from unetkit.errors import ConfigError, DataError
 from unetkit.infer.overlay import OverlayTarget
 from unetkit.infer.predictor import Predictor, class_labels
@@ -59,19 +59,10 @@ class PredictionResult:
         return float(np.prod(self.shape[1:])) / 1e6
 
 
-def stem_of(path: Path) -> str:
-    """The file name without its image suffix (``a.nii.gz`` -> ``a``)."""
-    name = path.name
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def output_paths(path: Path, out_dir: Path, *, probabilities: bool, overlay: bool) -> OutputPaths:
     """The output paths for one input (see the module docstring)."""
     fmt = image_format(path)
-    stem = stem_of(path)
+    stem = strip_suffix(path.name)
     return OutputPaths(
         labels=out_dir / f"{stem}{LABEL_SUFFIX[fmt]}",
         probabilities=(out_dir / f"{stem}_prob{'.zarr' if fmt == 'zarr' else '.tif'}") if probabilities else None,

@@ -22,33 +22,18 @@ import numpy as np
 
 from unetkit.errors import DataError
 
-__all__ = ["Labels", "pair_files", "read_labels", "stem", "to_classes"]
-
-
-def stem(path: Path) -> str:
-    """File name without its image suffix (``a.nii.gz`` -> ``a``).
-
-    >>> stem(Path("x/case_01.nii.gz")), stem(Path("b.png"))
-    ('case_01', 'b')
-    """
-    from unetkit.data.io import IMAGE_SUFFIXES
-
-    name = path.name
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+__all__ = ["Labels", "pair_files", "read_labels", "to_classes"]
 
 
 def _listing(folder: Path, what: str) -> dict[str, Path]:
-    from unetkit.data.io import is_image_file
+    from unetkit.data.io import is_image_file, strip_suffix
 
     if not folder.is_dir():
         raise DataError(f"{folder}: the {what} folder does not exist; give a folder of image files")
     files: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if is_image_file(p):
-            key = stem(p)
+            key = strip_suffix(p.name)
             if key in files:
                 raise DataError(f"{folder}: two {what} files share the stem {key!r} ({files[key].name}, {p.name})")
             files[key] = p
