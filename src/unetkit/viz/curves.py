@@ -45,35 +45,41 @@ def read_metrics_csv(path: str | os.PathLike[str]) -> dict[str, list[float]]:
 
 
 def plot_curves(csv_path: str | os.PathLike[str], out_png: str | os.PathLike[str]) -> Path:
-    """Plot losses (columns with ``loss`` in their name) and every other metric per epoch; write a PNG.
+    """Plot a training run's ``metrics.csv`` per epoch; write a PNG.
 
-    Left panel: the losses (log scale when all positive); right panel: the other metrics (Dice, IoU, learning
-    rate on its own axis if present, ...). Returns the written path.
+    Three panels: the losses (columns with ``loss`` in their name, log scale when all positive); the scores
+    (every column whose values lie in [0, 1]: Dice, IoU, per class thinner and dashed); the rest
+    (images/s, ...), with the learning rate on its own axis. Returns the written path.
     """
     data = read_metrics_csv(csv_path)
     epochs = data.pop("epoch")
     losses = {k: v for k, v in data.items() if "loss" in k}
     lr = {k: v for k, v in data.items() if k in ("lr", "learning_rate")}
-    others = {k: v for k, v in data.items() if k not in losses and k not in lr and k not in ("time", "seconds")}
-    fig = figure(10, 3.8)
-    ax_loss, ax_metric = fig.subplots(1, 2)
+    rest = {k: v for k, v in data.items() if k not in losses and k not in lr and k not in ("time", "seconds")}
+    scores = {k: v for k, v in rest.items() if all(0.0 <= x <= 1.0 for x in v if not math.isnan(x))}
+    others = {k: v for k, v in rest.items() if k not in scores}
+    fig = figure(14, 3.8)
+    ax_loss, ax_score, ax_other = fig.subplots(1, 3)
 
-    def draw(ax: Any, series: dict[str, list[float]]) -> None:
+    def draw(ax: Any, series: dict[str, list[float]], title: str) -> None:
         for name, values in series.items():
-            ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, ms=3, label=name)
+            main = not name.startswith(("dice_", "iou_"))
+            ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, ms=3 if main else 2, label=name,
+                    lw=1.6 if main else 0.9, ls="-" if main else "--")  # fmt: skip
         ax.set_xlabel("epoch")
+        ax.set_title(title)
         ax.grid(alpha=0.3)
         if series:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7)
 
-    draw(ax_loss, losses)
-    ax_loss.set_title("loss")
+    draw(ax_loss, losses, "loss")
     if losses and all(v > 0 for vals in losses.values() for v in vals if not math.isnan(v)):
         ax_loss.set_yscale("log")
-    draw(ax_metric, others)
-    ax_metric.set_title("metrics")
+    draw(ax_score, scores, "scores")
+    ax_score.set_ylim(0, 1)
+    draw(ax_other, others, "throughput")
     if lr:
-        ax_lr = ax_metric.twinx()
+        ax_lr = ax_other.twinx()
         for name, values in lr.items():
             ax_lr.plot(epochs, values, color="grey", ls="--", lw=1, label=name)
         ax_lr.set_ylabel("learning rate", fontsize=8)
