@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from unetkit.cli._common import console, err_console, setup_logging
+from unetkit.errors import UnetkitError
 
 
 def predict_cmd(
@@ -33,6 +34,12 @@ def predict_cmd(
     dask: str = typer.Option(
         None, "--dask", help="Run on a Dask cluster: an ADDRESS, or 'local' for a 2-worker LocalCluster; zarr out."
     ),
+    postprocess: str = typer.Option(
+        None, "--postprocess", help="Refine the labels, e.g. 'remove-islands:50,fill-holes,crf' (images in memory)."
+    ),
+    instances: str = typer.Option(
+        None, "--instances", help="Also write <stem>_instances.tif: components, distance or probability."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only, no progress bar."),
 ) -> None:
@@ -46,6 +53,13 @@ def predict_cmd(
     from unetkit.data.io import open_image
     from unetkit.infer import expand_inputs, load_predictor, predict_file
     from unetkit.infer.files import plan_outputs
+    from unetkit.postprocess.files import postprocess_file
+    from unetkit.postprocess.instances import INSTANCE_METHODS
+    from unetkit.postprocess.pipeline import parse_postprocess
+
+    if instances is not None and instances not in INSTANCE_METHODS:
+        raise UnetkitError(f"--instances {instances!r}: choose one of {', '.join(INSTANCE_METHODS)}")
+    parse_postprocess(postprocess)  # a bad pipeline fails before any work
 
     setup_logging(verbose, quiet)
     files = expand_inputs(inputs)
@@ -56,8 +70,11 @@ def predict_cmd(
     if dask is not None:
         from unetkit.infer.dask_predict import predict_files_dask
 
-        if probabilities or overlay:
-            err_console.print("[yellow]--dask writes labels only; --probabilities and --overlay are ignored[/]")
+        if probabilities or overlay or postprocess or instances:
+            err_console.print(
+                "[yellow]--dask writes labels only; --probabilities, --overlay, --postprocess and --instances "
+                "are ignored[/]"
+            )
 
         results = predict_files_dask(str(model), files, out, address=None if dask == "local" else dask, **opts)
         for src, dst in results:
@@ -73,6 +90,7 @@ def predict_cmd(
         for src, plan in zip(files, plans, strict=True):
             with open_image(src, spatial_dims=predictor.spatial_dims) as img:
                 spatial = tuple(int(s) for s in img.shape[1:])
+                spacing = img.spacing
             if not quiet:
                 progress.log(f"{src}: {predictor.describe(spatial)}")
             meter = _Meter(progress, src.name, predictor.tiles_for(spatial), math.prod(spatial) / 1e6)
@@ -83,6 +101,13 @@ def predict_cmd(
             progress.update(meter.task, rate=f"{res.megapixels / max(res.seconds, 1e-9):.2f} MP/s")
             for p in res.outputs.all():
                 console.print(f"  wrote {p}")
+            if postprocess or instances:
+                for p in postprocess_file(
+                    res.outputs.labels, postprocess or "", num_classes=predictor.num_classes, image_path=src,
+                    probabilities_path=res.outputs.probabilities, instances=instances,  # type: ignore[arg-type]
+                    spacing=spacing,
+                ):  # fmt: skip
+                    console.print(f"  wrote {p} (post-processed)" if p == res.outputs.labels else f"  wrote {p}")
 
 
 class _Meter:
