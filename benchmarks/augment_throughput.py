@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import sys
 import time
@@ -24,6 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_name
 
 from unetkit.augment import AugmentConfig, Augmenter
 
@@ -142,16 +144,6 @@ def run_case(spatial_dims: int, size: int, batch: int, repeats: int) -> dict[str
         "ratio_vs_best_monai": round(rates["unetkit"] / best_peer, 2),
         "repeats": repeats,
     }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

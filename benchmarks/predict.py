@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -27,19 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_name
+
 HERE = Path(__file__).resolve().parent
 TILE, OVERLAP, BATCH = 256, 0.25, 4
-
-
-def cpu_model() -> str:
-    """The CPU's model name (as lscpu shows it)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_model(path: Path | None = None) -> torch.nn.Module:
@@ -192,7 +183,7 @@ def main() -> None:
     big_size = 3000 if args.quick else 20000
     monai_sizes = (1024, 2048) if args.quick else (2048, 4096)
     results: dict[str, object] = {
-        "machine": cpu_model(), "cpus": os.cpu_count(),
+        "machine": cpu_name(), "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "quick": args.quick, "tile": TILE, "overlap": OVERLAP,
         "batch": BATCH, "model": "unet2d_small",
     }  # fmt: skip
