@@ -61,9 +61,9 @@ def dihedral_proba(predict: Any, image: np.ndarray, tta: bool) -> np.ndarray:
     acc = None
     for k in range(4):
         for flip in (False, True):
-            x = np.rot90(image[:, ::-1] if flip else image, k)
+            x = np.rot90(image[..., ::-1] if flip else image, k, axes=(1, 2))
             p = np.rot90(predict(np.ascontiguousarray(x)), -k, axes=(1, 2))
-            p = p[:, :, ::-1] if flip else p
+            p = p[..., ::-1] if flip else p
             acc = p if acc is None else acc + p
     assert acc is not None
     return acc / 8

@@ -52,6 +52,30 @@ def _config(data: Path, *extra: str):
     )
 
 
+def _cli_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """`unetkit train` arguments for a tiny CPU run on the synthetic dataset."""
+    return [
+        "train",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        "unet2d_small",
+        "--patch",
+        "32",
+        "--batch",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--set",
+        "model.args.width=4",
+        "--set",
+        "data.mask_kind=instances",
+        *extra,
+    ]
+
+
 def test_train_writes_the_run_folder(tmp_path: Path) -> None:
     data = _dataset(tmp_path / "data")
     result = train(_config(data), tmp_path / "run")
@@ -143,29 +167,7 @@ def test_killed_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
 
 def test_cli_train_and_resume_extends(tmp_path: Path) -> None:
     data = _dataset(tmp_path / "data", n=2)
-    args = [
-        "train",
-        str(data),
-        "--out",
-        str(tmp_path / "run"),
-        "--epochs",
-        "1",
-        "--model",
-        "unet2d_small",
-        "--patch",
-        "32",
-        "--batch",
-        "2",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--set",
-        "model.args.width=4",
-        "--set",
-        "train.iterations_per_epoch=2",
-        "--set",
-        "data.mask_kind=instances",
-    ]
+    args = _cli_args(data, tmp_path / "run", "--epochs", "1", "--set", "train.iterations_per_epoch=2")
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--quiet"])
@@ -213,31 +215,18 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "unetkit",
-        "train",
-        str(data),
-        "--out",
-        str(tmp_path / "run"),
-        "--epochs",
-        "2",
-        "--model",
-        "unet2d_small",
-        "--patch",
-        "32",
-        "--batch",
-        "2",
-        "--device",
-        "cpu",
-        "--devices",
-        "2",
-        "--quiet",
-        "--set",
-        "model.args.width=4",
-        "--set",
-        "train.iterations_per_epoch=3",
-        "--set",
-        "data.mask_kind=instances",
-        "--set",
-        "data.val_fraction=0.34",
+        *_cli_args(
+            data,
+            tmp_path / "run",
+            "--epochs",
+            "2",
+            "--devices",
+            "2",
+            "--set",
+            "train.iterations_per_epoch=3",
+            "--set",
+            "data.val_fraction=0.34",
+        ),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
