@@ -137,6 +137,8 @@ def test_killed_mid_epoch_resumes_exactly(tmp_path: Path) -> None:
     extra = ("train.epochs=2", "train.iterations_per_epoch=4", "train.checkpoint_every=2")
     script = textwrap.dedent(f"""
         import os, signal, sys
+        import torch
+        torch.set_num_threads(1)  # as the in-process runs it is compared with (conftest)
         from unetkit.config import load_config
         from unetkit.train import BaseCallback, train
 

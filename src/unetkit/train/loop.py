@@ -302,7 +302,6 @@ def train(
                 raw_model,
                 shard,
                 num_classes=data.num_classes,
-                class_names=data.class_names,
                 tile=tile,
                 device=fabric.device,
                 ignore_index=config.data.ignore_index,

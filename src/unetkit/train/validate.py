@@ -19,7 +19,6 @@ def validate(
     samples: list[Sample],
     *,
     num_classes: int,
-    class_names: list[str],
     tile: list[int] | None,
     device: torch.device,
     ignore_index: int | None = None,
