@@ -98,7 +98,7 @@ def test_anisotropic_3d_topology():
     assert kernels[0] == [1, 3, 3]
     rows = dict((r[0], r[2]) for r in plan.rows())
     assert "--dims 2" in rows["dimensionality"]
-    assert o["augment.rotate.plane_only"] is True
+    assert o["augment.rotate.axis"] == 0
 
 
 def test_dims_2_trains_slices():
@@ -188,3 +188,15 @@ def test_topology_helpers():
     assert plan_topology((8, 8)).depth == 1  # the feature map stays >= 4
     size, topo = fit_patch((100, 100))
     assert all(s % d == 0 for s, d in zip(size, topo.divisor, strict=True))
+
+
+def test_in_plane_rotation_about_one_axis():
+    import torch
+
+    from unetkit.augment.config import AugmentConfig
+    from unetkit.augment.spatial import sample_spatial
+
+    cfg = AugmentConfig.model_validate({"rotate": {"p": 1.0, "axis": 0}})
+    assert cfg.rotate.range_for(3) == (-180.0, 180.0)
+    params = sample_spatial(cfg, 3, 16, torch.Generator().manual_seed(0))
+    assert (params.angles[:, 1:] == 0).all() and (params.angles[:, 0] != 0).any()

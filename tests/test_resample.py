@@ -75,3 +75,22 @@ def test_boundary_target_round_trip_separates_touching_objects():
         assert overlap.max() / (inst == i).sum() > 0.9
     proba = np.stack([(target == k).astype(np.float32) for k in range(3)])
     assert instances_from_boundary(proba).max() == 3
+
+
+def test_ct_normalisation_uses_the_foreground():
+    from types import SimpleNamespace
+
+    from unetkit.data.normalize import Normalizer
+
+    rng = np.random.default_rng(0)
+    image = np.full((1, 32, 32), -1000.0)  # air
+    mask = np.zeros((32, 32), np.int64)
+    mask[8:24, 8:24] = 1
+    image[0, 8:24, 8:24] = rng.normal(50, 10, (16, 16))  # soft tissue
+    image[0, 0, 0] = 3000  # bone outlier
+    n = Normalizer("ct").fit([SimpleNamespace(image=image, mask=mask)])
+    out = n(image)
+    assert abs(float(out[0, 8:24, 8:24].mean())) < 0.2 and 0.7 < float(out[0, 8:24, 8:24].std()) < 1.3
+    assert out.max() < 4 and out.min() > -4  # air and bone are clipped to the foreground range
+    again = Normalizer.from_dict(n.to_dict())
+    assert np.allclose(again(image), out)

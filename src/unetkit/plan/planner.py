@@ -345,9 +345,9 @@ class _Planner:
             self.decide("rotation", "augment.rotate.degrees", [-180.0, 180.0], "2D slices: full in-plane rotation")
         elif self.anisotropic_axis is not None:
             self.decide(
-                "rotation", "augment.rotate.plane_only", True,
-                f"anisotropic volume: rotations only in the plane normal to axis {self.anisotropic_axis} (out-of-plane "
-                "ones would interpolate across distant slices)",
+                "rotation", "augment.rotate.axis", self.anisotropic_axis,
+                f"anisotropic volume: full rotation about axis {self.anisotropic_axis} only, i.e. in-plane (out-of-plane "
+                "rotations would interpolate across distant slices)",
             )  # fmt: skip
         else:
             self.decide("rotation", "augment.rotate.degrees", [-30.0, 30.0], "isotropic 3D: +-30 degrees about each axis")
