@@ -138,6 +138,7 @@ def test_touching_instances_choose_weighted_ce():
         grey2d(mask_kind="instances", touching_instances=0.4, instances_per_image=120), CPU, linear_timer(), budget_minutes=5
     ).overrides()
     assert o["train.loss"] == "weighted_ce" and o["data.weight_map.enabled"] is True
+    assert o["data.target"] == "boundary"
 
 
 def test_rare_class_oversamples_foreground():

@@ -183,7 +183,7 @@ class _Planner:
 
     def network_and_patch(self) -> None:
         f, m = self.f, self.m
-        self.num_classes = f.num_classes + (1 if self.instance_target() else 0)
+        self.num_classes = 3 if self.instance_target() else f.num_classes
         cuda = m.device == "cuda"
         base = int(self.fixed.get("model.args.width", 32 if cuda else (16 if self.spatial == 2 else 8)))
         cap = int(self.fixed.get("model.args.max_width", (512 if self.spatial == 2 else 320) if cuda else 256))
@@ -271,7 +271,20 @@ class _Planner:
         self.decide("padding", "model.args.padding", "same", "same padding: any patch the pooling divides is legal")
 
     def instance_target(self) -> bool:
-        return False
+        """Instance masks train interior/boundary classes (decided once, recorded by ``target``)."""
+        if not hasattr(self, "_instance_target"):
+            f = self.f
+            if f.mask_kind == "instances":
+                why = (
+                    f"instance labels ({f.instances_per_image:g} objects per image): the network learns background, "
+                    "interior and boundary, and predict splits objects by a seeded watershed from the interiors, so "
+                    "touching objects come out separate (a distance map would need a regression head)"
+                )
+                value = self.decide("target", "data.target", "boundary", why)
+            else:
+                value = self.decide("target", "data.target", "classes", f"class masks ({f.num_classes} classes)")
+            self._instance_target = value == "boundary"
+        return self._instance_target
 
     def normalisation(self) -> None:
         f = self.f
