@@ -37,3 +37,13 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
                 shutil.rmtree(tmp_path, ignore_errors=True)
             else:
                 tmp_path.unlink()
+
+
+def write_json(path: str | os.PathLike[str], data: object) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    import json
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    return path

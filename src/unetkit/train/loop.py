@@ -31,6 +31,7 @@ from unetkit.train.checkpoint import load_checkpoint, save_checkpoint
 from unetkit.train.data import TrainingData, prepare_data
 from unetkit.train.schedule import make_scheduler
 from unetkit.train.validate import scores, validate
+from unetkit.utils import write_json
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,12 @@ def _build_model(cfg: Config, data: TrainingData) -> SegmentationModel:
 
 
 def train(
-    config: Config, out: str | Path, *, resume: bool = False, callbacks: Sequence[BaseCallback] = ()
+    config: Config,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[BaseCallback] = (),
+    plan: Any = None,
 ) -> TrainResult:
     """Train a network as ``config`` says and write the run folder ``out``.
 
@@ -135,6 +141,8 @@ def train(
             (the best model), ``curves.png``, ``tensorboard/``.
         resume: continue from ``out/checkpoints/last.safetensors`` (epoch, step, optimizer, RNG states).
         callbacks: progress hooks, called on the main process.
+        plan: the :class:`~unetkit.plan.Plan` the config came from, saved as ``out/plan.yaml`` and (its
+            decisions) in the model file.
 
     Returns:
         A :class:`TrainResult`.
@@ -204,6 +212,9 @@ def train(
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
+        write_json(out / "split.json", data.split)
+        if plan is not None:
+            plan.save(out / "plan.yaml")
     listeners: list[BaseCallback] = [*callbacks, TensorBoardLogger(out / "tensorboard")] if main else []
     for cb in listeners:
         cb.on_train_start(
@@ -243,6 +254,9 @@ def train(
     )
     if data.class_colours:
         description["class_colours"] = data.class_colours
+    description["extra"] = {"target": data.target}
+    if plan is not None:
+        description["extra"]["plan"] = plan.to_dict()["decisions"]
     stopped_early = out_of_time = False
     deadline = time.monotonic() + t.max_minutes * 60 if t.max_minutes else math.inf
     model_path = out / "model.safetensors"
