@@ -43,7 +43,7 @@ class RunState:
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: Any
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator
     aug_generator: torch.Generator
     epoch: int = 0
