@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import inspect
 import math
+import re
+from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
 import torch
 
+from unetkit.config import DataConfig, TrainConfig, WeightMapConfig
 from unetkit.errors import ConfigError
-from unetkit.losses import LOSSES, SegmentationLoss, cross_entropy, soft_dice
+from unetkit.losses import LOSS_TABLE, LOSSES, LossName, SegmentationLoss, cross_entropy, soft_dice, use_weight_map
 from unetkit.train.weightmap import border_distances, class_balance, weight_map
 
 
@@ -65,6 +70,76 @@ def test_soft_dice_hand_computed() -> None:
 def test_unknown_loss() -> None:
     with pytest.raises(ConfigError, match="dice_ce"):
         SegmentationLoss("hinge")
+
+
+def test_the_table_is_the_list_of_choices() -> None:
+    assert set(get_args(LossName)) == set(LOSS_TABLE) == set(LOSSES)
+    assert get_args(TrainConfig.model_fields["loss"].annotation) == get_args(LossName)
+    assert all(name == spec.name for name, spec in LOSS_TABLE.items())
+    assert TrainConfig.model_fields["loss"].default in LOSS_TABLE
+    # the paper's loss is the one that turns the weight map on by itself; dice takes no per-pixel weight
+    assert [s.name for s in LOSS_TABLE.values() if s.weight_map_by_default] == ["weighted_ce"]
+    assert [s.name for s in LOSS_TABLE.values() if not s.accepts_weight] == ["dice"]
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_weight_changes_exactly_the_losses_the_table_says(name: str) -> None:
+    logits = torch.randn(2, 3, 6, 6)
+    target = torch.randint(0, 3, (2, 6, 6))
+    weight = torch.rand(2, 6, 6) * 4
+    loss = SegmentationLoss(name)
+    assert loss.accepts_weight == LOSS_TABLE[name].accepts_weight
+    changed = not torch.allclose(loss(logits, target, weight), loss(logits, target))
+    assert changed == loss.accepts_weight
+    if loss.accepts_weight and name in ("ce", "weighted_ce"):  # both are the paper's weighted cross-entropy
+        assert torch.allclose(loss(logits, target, weight), cross_entropy(logits, target, weight))
+
+
+def test_docstring_and_config_descriptions_come_from_the_table() -> None:
+    doc = inspect.getdoc(SegmentationLoss) or ""
+    wm_desc = WeightMapConfig.model_fields["enabled"].description or ""
+    loss_desc = TrainConfig.model_fields["loss"].description or ""
+    assert "\n" not in wm_desc and "\n" not in loss_desc  # `config init` writes them as one comment line
+    for name, spec in LOSS_TABLE.items():
+        line = next(ln for ln in doc.splitlines() if ln.strip().startswith(f"``{name}``:"))
+        assert spec.summary in line
+        assert ("ignores the per-pixel weight" in line) == (not spec.accepts_weight)
+        assert ("on by default" in line) == spec.weight_map_by_default
+        assert re.search(rf"\b{name}\b", loss_desc), name
+        assert re.search(rf"\b{name}\b", wm_desc), name
+    never = wm_desc.split("not with")[1]
+    assert [n for n in LOSSES if re.search(rf"\b{n}\b", never)] == [
+        n for n in LOSSES if not LOSS_TABLE[n].accepts_weight
+    ]
+    assert "Losses (from" in doc and "Shape:" in doc
+    assert DataConfig().weight_map.enabled == "auto"
+
+
+def test_the_docs_table_agrees_with_the_loss_table() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    section = page.split("## Losses (`train.loss`)")[1].split("\n## ")[0]
+    rows = [
+        [c.strip() for c in ln.strip().strip("|").split("|")] for ln in section.splitlines() if ln.startswith("| `")
+    ]
+    assert [r[0].strip("`") for r in rows] == list(LOSSES)
+    for name, what, weight, auto in rows:
+        spec = LOSS_TABLE[name.strip("`")]
+        assert what == spec.summary
+        assert weight == (spec.weight or "no")
+        assert auto == ("on" if spec.weight_map_by_default else "off")
+
+
+def test_use_weight_map_follows_the_table_and_refuses_what_would_be_dropped() -> None:
+    for name, spec in LOSS_TABLE.items():
+        assert use_weight_map(name, "auto") is spec.weight_map_by_default
+        assert use_weight_map(name, False) is False
+        if spec.accepts_weight:
+            assert use_weight_map(name, True) is True
+        else:
+            with pytest.raises(ConfigError, match=rf"data\.weight_map\.enabled.*{name}"):
+                use_weight_map(name, True)
+    with pytest.raises(ConfigError, match=r"train\.loss"):
+        use_weight_map("hinge", "auto")
 
 
 def test_weight_map_peaks_in_gap_between_touching_squares() -> None:

@@ -135,7 +135,10 @@ def test_override_wins_and_table_says_so():
 
 def test_touching_instances_choose_weighted_ce():
     o = plan_training(
-        grey2d(mask_kind="instances", touching_instances=0.4, instances_per_image=120), CPU, linear_timer(), budget_minutes=5
+        grey2d(mask_kind="instances", touching_instances=0.4, instances_per_image=120),
+        CPU,
+        linear_timer(),
+        budget_minutes=5,
     ).overrides()
     assert o["train.loss"] == "weighted_ce" and o["data.weight_map.enabled"] is True
     assert o["data.target"] == "boundary"

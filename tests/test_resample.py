@@ -27,7 +27,9 @@ def test_shapes_and_tolerance():
     assert needs_resampling((2.0, 1.0), (1.0, 1.0))
 
 
-@pytest.mark.parametrize("shape,spacing,target", [((16, 24), (2.0, 1.0), (1.0, 1.0)), ((8, 16, 16), (4.0, 1.0, 1.0), (2.0, 1.0, 1.0))])
+@pytest.mark.parametrize(
+    "shape,spacing,target", [((16, 24), (2.0, 1.0), (1.0, 1.0)), ((8, 16, 16), (4.0, 1.0, 1.0), (2.0, 1.0, 1.0))]
+)
 def test_image_round_trip(shape, spacing, target):
     img = smooth_volume(shape)
     up = resample_image(img, spacing, target)

@@ -20,7 +20,8 @@ from unetkit.data.io import write_image
 from unetkit.errors import ConfigError, UnetkitError
 from unetkit.synthetic import synthetic_cells
 from unetkit.train import train
-from unetkit.train.checkpoint import load_checkpoint
+from unetkit.train.checkpoint import load_checkpoint, save_checkpoint
+from unetkit.train.state import RunState
 
 runner = CliRunner()
 
@@ -193,6 +194,9 @@ def test_time_budget_and_early_stopping(tmp_path: Path) -> None:
     result = train(_config(data, "train.epochs=50", "train.max_minutes=0.0001"), tmp_path / "budget")
     assert result.stopped_early and len(result.history) == 1
     assert (tmp_path / "budget" / "model.safetensors").is_file() and "val_dice" in result.history[0]
+    # the epoch the budget ends is validated even when val_every would skip it
+    result = train(_config(data, "train.epochs=50", "train.max_minutes=0.0001", "train.val_every=5"), tmp_path / "b5")
+    assert result.stopped_early and len(result.history) == 1 and "val_dice" in result.history[0]
     # a frozen model (lr ~ 0, no batch-norm statistics) never improves on epoch 1: stops after 2 more
     result = train(
         _config(
@@ -250,3 +254,104 @@ def test_weight_map_cache_stays_in_the_run_folder(tmp_path: Path) -> None:
     new = sorted(set(p for p in tmp_path.rglob("*") if p.is_file()) - set(before))
     assert new and all(tmp_path / "run" in p.parents for p in new)
     assert len(list((tmp_path / "run" / "cache").glob("*.npy"))) == 1  # one training image, one map
+
+
+def test_weight_maps_only_for_losses_that_use_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _dataset(tmp_path / "data", n=2)
+    quick = ("train.epochs=1", "train.iterations_per_epoch=1")
+    import unetkit.train.data as train_data
+
+    real = train_data.weight_map
+    calls: list[int] = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_data, "weight_map", counting)
+    result = train(_config(data, *quick, "train.loss=dice"), tmp_path / "dice")
+    assert calls == [] and not (tmp_path / "dice" / "cache").exists()
+    assert load_model(result.model_path).description.provenance["weight_map"] is False
+    # asked for explicitly with a loss that would drop them: refused before any work
+    with pytest.raises(ConfigError, match=r"data\.weight_map\.enabled"):
+        train(_config(data, *quick, "train.loss=dice", "data.weight_map.enabled=true"), tmp_path / "dice_on")
+    assert calls == [] and not (tmp_path / "dice_on").exists()
+    # ce with the weight map on is the paper's weighted cross-entropy: the maps are computed and used
+    on = train(_config(data, *quick, "train.loss=ce", "data.weight_map.enabled=true"), tmp_path / "ce_on")
+    assert calls == [1] and len(list((tmp_path / "ce_on" / "cache").glob("*.npy"))) == 1
+    off = train(_config(data, *quick, "train.loss=ce"), tmp_path / "ce_off")
+    paper = train(_config(data, *quick, "train.loss=weighted_ce"), tmp_path / "weighted_ce")
+    assert on.history[0]["train_loss"] != off.history[0]["train_loss"]
+    assert on.history[0]["train_loss"] == paper.history[0]["train_loss"]
+
+
+def _run_state(seed: int) -> RunState:
+    torch.manual_seed(seed)
+    model = torch.nn.Conv2d(1, 2, 3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+    gen = torch.Generator().manual_seed(seed)
+    return RunState(model, optimizer, scheduler, gen, gen)
+
+
+def test_run_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+    # These are the keys every last.safetensors written so far holds; renaming one breaks resuming old runs.
+    assert set(RunState.KEYS) == {
+        "model",
+        "optimizer",
+        "scheduler",
+        "generator",
+        "aug_generator",
+        "torch_rng",
+        "epoch",
+        "step",
+        "history",
+        "best",
+        "best_epoch",
+        "bad_epochs",
+        "loss_sum",
+        "loss_n",
+    }
+    a = _run_state(0)
+    a.model(torch.rand(1, 1, 8, 8)).sum().backward()
+    a.optimizer.step()
+    a.scheduler.step()
+    torch.rand(3, generator=a.generator)
+    a.add_step(0.75)
+    assert a.end_epoch({"epoch": 1, "train_loss": 0.75, "val_dice": 0.5}) is True
+    a.add_step(0.25)
+    assert a.state_dict().keys() == set(RunState.KEYS)
+    save_checkpoint(tmp_path / "last.safetensors", a.state_dict())
+    expected_rng = torch.get_rng_state()
+    torch.manual_seed(123)
+
+    b = _run_state(1)
+    b.load_state_dict(load_checkpoint(tmp_path / "last.safetensors"))
+    assert torch.equal(torch.get_rng_state(), expected_rng)
+    assert (b.epoch, b.step, b.best, b.best_epoch, b.bad_epochs, b.loss_sum, b.loss_n) == (1, 1, 0.5, 1, 0, 0.25, 1)
+    assert b.history == a.history and b.history is not a.history
+    assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters(), strict=True))
+    assert b.scheduler.last_epoch == a.scheduler.last_epoch
+    assert b.optimizer.param_groups[0]["lr"] == a.optimizer.param_groups[0]["lr"]
+    assert torch.equal(torch.rand(4, generator=a.generator), torch.rand(4, generator=b.generator))
+    # a validation without improvement counts towards early stopping; an epoch without validation does not
+    assert b.end_epoch({"epoch": 2, "train_loss": 0.2, "val_dice": 0.4}) is False and b.bad_epochs == 1
+    assert b.end_epoch({"epoch": 3, "train_loss": 0.1}) is False and b.bad_epochs == 1
+
+    state = a.state_dict()
+    del state["loss_n"]
+    with pytest.raises(UnetkitError, match=r"old\.safetensors lacks loss_n"):
+        _run_state(2).load_state_dict(state, source="old.safetensors")
+
+
+@pytest.mark.gpu
+def test_resume_on_cuda(tmp_path: Path) -> None:
+    """The optimizer state of a resumed run lives on the GPU with the parameters it belongs to."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    data = _dataset(tmp_path / "data", n=3)
+    cfg = _config(data, "train.device=cuda", "train.epochs=1", "train.iterations_per_epoch=2")
+    train(cfg, tmp_path / "run")
+    cfg = _config(data, "train.device=cuda", "train.epochs=2", "train.iterations_per_epoch=2")
+    resumed = train(cfg, tmp_path / "run", resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2] and np.isfinite(resumed.history[1]["train_loss"])

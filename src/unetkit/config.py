@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from unetkit.augment import AugmentConfig
 from unetkit.errors import ConfigError
-from unetkit.losses import LossName
+from unetkit.losses import LossName, loss_description, weight_map_description
 from unetkit.utils import atomic_path
 
 
@@ -27,7 +27,7 @@ class _Section(BaseModel):
 class WeightMapConfig(_Section):
     """The paper's weight map (eq. 2): border term ``w0 * exp(-(d1 + d2)^2 / (2 sigma^2))`` + class balance."""
 
-    enabled: bool | Literal["auto"] = Field("auto", description="auto: on when the loss is weighted_ce")
+    enabled: bool | Literal["auto"] = Field("auto", description=weight_map_description())
     w0: float = Field(10.0, gt=0, description="amplitude of the border term (paper: 10)")
     sigma: float = Field(5.0, gt=0, description="width of the border term in pixels (paper: 5)")
     balance_classes: bool = Field(True, description="w_c: weight classes by inverse frequency")
@@ -51,7 +51,9 @@ class DataConfig(_Section):
         None, description="resample every image to this voxel spacing (images cubic, masks nearest); null: as stored"
     )
     slice_axis: int | None = Field(None, ge=0, le=2, description="train a 3D dataset as 2D slices along this axis")
-    fold: int | None = Field(None, ge=0, description="validate on fold K of num_folds (cross-validation); null: val_fraction")
+    fold: int | None = Field(
+        None, ge=0, description="validate on fold K of num_folds (cross-validation); null: val_fraction"
+    )
     num_folds: int = Field(5, ge=2, description="folds of the cross-validation (with fold)")
     patch_size: list[int] | int = Field(128, description="network input size per axis (rounded to legal)")
     foreground_fraction: float = Field(0.33, ge=0, le=1, description="share of patches forced on foreground")
@@ -71,7 +73,7 @@ class TrainConfig(_Section):
     epochs: int = Field(50, ge=1)
     iterations_per_epoch: int = Field(50, ge=1, description="optimizer steps per epoch")
     batch_size: int = Field(8, ge=1, description="patches per step and device")
-    loss: LossName = Field("dice_ce", description="ce | weighted_ce (the paper's) | bce | dice | dice_ce | focal")
+    loss: LossName = Field("dice_ce", description=loss_description())
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="sgd uses the paper's momentum 0.99")
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.99, ge=0, lt=1, description="SGD momentum (paper: 0.99)")

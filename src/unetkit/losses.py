@@ -1,11 +1,16 @@
 """Segmentation losses for any ``spatial_dims``: logits ``(B, K, *S)`` against class indices ``(B, *S)``.
 
-Every loss takes an optional per-pixel ``weight`` ``(B, *S)`` (the paper's weight map) and an
-``ignore_index`` whose pixels contribute nothing.
+:data:`LOSS_TABLE` is the one place that says, per loss name, what the loss is, whether it takes a per-pixel
+``weight`` ``(B, *S)`` (the paper's weight map) and whether the weight map is on by default; the
+:class:`SegmentationLoss` docstring, the config's ``train.loss`` and ``data.weight_map.enabled`` descriptions,
+docs/training.md's table (tested) and the training run's weight-map decision (:func:`use_weight_map`) all come
+from it. Every loss takes an ``ignore_index`` whose pixels contribute nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -15,7 +20,7 @@ from torch import nn
 from unetkit.errors import ConfigError
 
 LossName = Literal["ce", "weighted_ce", "bce", "dice", "dice_ce", "focal"]
-LOSSES: tuple[str, ...] = ("ce", "weighted_ce", "bce", "dice", "dice_ce", "focal")
+"""The names ``train.loss`` accepts: the keys of :data:`LOSS_TABLE` (a test keeps the two equal)."""
 
 
 def _valid_mask(target: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
@@ -128,13 +133,149 @@ def focal(
     return _weighted_mean(per_pixel, valid, weight)
 
 
-class SegmentationLoss(nn.Module):
-    """A loss by name, called as ``loss(logits, target, weight=None)``.
+_Compute = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, int | None, float], torch.Tensor]
 
-    Names: ``ce`` (softmax cross-entropy), ``weighted_ce`` (the paper's: cross-entropy times the weight map),
-    ``bce`` (sigmoid), ``dice`` (soft Dice), ``dice_ce`` (Dice + CE, nnU-Net's default), ``focal``.
-    Only ``weighted_ce`` and ``focal`` and ``ce`` use the per-pixel ``weight``; ``dice_ce`` applies it to its
-    CE term.
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One row of :data:`LOSS_TABLE`.
+
+    Attributes:
+        name: the ``train.loss`` value.
+        summary: what the loss is, one line.
+        weight: where a per-pixel ``weight`` enters (``"every pixel"``, ``"CE term"``); ``None``: nowhere, the
+            loss takes no per-pixel weight and the weight map cannot be turned on with it.
+        weight_map_by_default: ``data.weight_map.enabled: auto`` turns the weight map on.
+        compute: ``(logits, target, weight, ignore_index, focal_gamma) -> scalar``.
+    """
+
+    name: LossName
+    summary: str
+    weight: str | None
+    weight_map_by_default: bool
+    compute: _Compute
+
+    @property
+    def accepts_weight(self) -> bool:
+        """Whether a per-pixel ``weight`` changes the loss."""
+        return self.weight is not None
+
+
+LOSS_TABLE: dict[str, LossSpec] = {
+    s.name: s
+    for s in (
+        LossSpec(
+            "ce",
+            "softmax cross-entropy",
+            "every pixel",
+            False,
+            lambda x, y, w, ii, g: cross_entropy(x, y, w, ii),
+        ),
+        LossSpec(
+            "weighted_ce",
+            "the paper's: cross-entropy times the weight map",
+            "every pixel",
+            True,
+            lambda x, y, w, ii, g: cross_entropy(x, y, w, ii),
+        ),
+        LossSpec(
+            "bce",
+            "sigmoid binary cross-entropy (one-hot targets, multi-label targets as given)",
+            "every pixel",
+            False,
+            lambda x, y, w, ii, g: binary_cross_entropy(x, y, w, ii),
+        ),
+        LossSpec(
+            "dice",
+            "soft Dice (batch Dice over the foreground classes)",
+            None,
+            False,
+            lambda x, y, w, ii, g: soft_dice(x, y, ii),
+        ),
+        LossSpec(
+            "dice_ce",
+            "soft Dice + cross-entropy, nnU-Net's default (the default here)",
+            "CE term",
+            False,
+            lambda x, y, w, ii, g: soft_dice(x, y, ii) + cross_entropy(x, y, w, ii),
+        ),
+        LossSpec(
+            "focal",
+            "focal loss, gamma 2",
+            "every pixel",
+            False,
+            lambda x, y, w, ii, g: focal(x, y, w, ii, g),
+        ),
+    )
+}
+"""Every loss by name, in the order the docs list them."""
+
+LOSSES: tuple[str, ...] = tuple(LOSS_TABLE)
+
+
+def loss_spec(name: str) -> LossSpec:
+    """The :data:`LOSS_TABLE` row of ``name``; a :class:`ConfigError` naming the choices if there is none."""
+    if name not in LOSS_TABLE:
+        raise ConfigError(f"train.loss={name!r} is unknown; choose one of {', '.join(LOSSES)}")
+    return LOSS_TABLE[name]
+
+
+def use_weight_map(loss: str, enabled: bool | Literal["auto"]) -> bool:
+    """Whether a run computes weight maps: ``data.weight_map.enabled`` for the loss ``loss``.
+
+    ``auto`` follows the loss's default; ``True`` with a loss that takes no per-pixel weight is an error
+    (the maps would be computed and then dropped).
+
+    >>> use_weight_map("weighted_ce", "auto"), use_weight_map("ce", "auto"), use_weight_map("ce", True)
+    (True, False, True)
+    """
+    spec = loss_spec(loss)
+    if enabled == "auto":
+        return spec.weight_map_by_default
+    if enabled and not spec.accepts_weight:
+        takers = ", ".join(s.name for s in LOSS_TABLE.values() if s.accepts_weight)
+        raise ConfigError(
+            f"data.weight_map.enabled=true: the {loss} loss takes no per-pixel weights, so the weight map would "
+            f"be computed and ignored; set data.weight_map.enabled=auto or choose a loss that uses it ({takers})"
+        )
+    return bool(enabled)
+
+
+def loss_description() -> str:
+    """The ``train.loss`` field description (one line: ``unetkit config init`` writes it as a comment)."""
+    auto = ", ".join(s.name for s in LOSS_TABLE.values() if s.weight_map_by_default)
+    return f"{' | '.join(LOSSES)}; {auto} is the paper's (uses the weight map); see docs/training.md"
+
+
+def weight_map_description() -> str:
+    """The ``data.weight_map.enabled`` field description, one line."""
+    rows = LOSS_TABLE.values()
+    auto = ", ".join(s.name for s in rows if s.weight_map_by_default)
+    optional = ", ".join(
+        s.name + ("" if s.weight == "every pixel" else f" ({s.weight})")
+        for s in rows
+        if s.accepts_weight and not s.weight_map_by_default
+    )
+    never = ", ".join(s.name for s in rows if not s.accepts_weight)
+    return f"auto: on for {auto}; true: also for {optional}; not with {never} (no per-pixel weights)"
+
+
+def _table_doc(indent: str) -> str:
+    lines = [f"{indent}Losses (from :data:`LOSS_TABLE`):"]
+    for s in LOSS_TABLE.values():
+        weight = f"per-pixel weight: {s.weight}" if s.accepts_weight else "ignores the per-pixel weight"
+        default = "; weight map on by default" if s.weight_map_by_default else ""
+        lines.append(f"{indent}    ``{s.name}``: {s.summary}; {weight}{default}.")
+    return "\n".join(lines) + "\n"
+
+
+class SegmentationLoss(nn.Module):
+    """A loss by name (a row of :data:`LOSS_TABLE`), called as ``loss(logits, target, weight=None)``.
+
+    A loss that takes no per-pixel weight ignores ``weight``; :attr:`accepts_weight` says which.
+
+    Shape:
+        ``logits (B, K, *S)``, ``target (B, *S)``, ``weight (B, *S)`` -> scalar.
 
     >>> loss = SegmentationLoss("dice_ce")
     >>> logits = torch.randn(2, 3, 8, 8, 8); target = torch.randint(0, 3, (2, 8, 8, 8))
@@ -144,22 +285,18 @@ class SegmentationLoss(nn.Module):
 
     def __init__(self, name: str = "dice_ce", ignore_index: int | None = None, focal_gamma: float = 2.0) -> None:
         super().__init__()
-        if name not in LOSSES:
-            raise ConfigError(f"loss {name!r} is unknown; choose one of {', '.join(LOSSES)}")
+        self.spec = loss_spec(name)
         self.name, self.ignore_index, self.focal_gamma = name, ignore_index, focal_gamma
 
     @property
-    def uses_weight_map(self) -> bool:
-        return self.name == "weighted_ce"
+    def accepts_weight(self) -> bool:
+        """Whether the per-pixel ``weight`` (the weight map) changes this loss."""
+        return self.spec.accepts_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        ii = self.ignore_index
-        if self.name in ("ce", "weighted_ce"):
-            return cross_entropy(logits, target, weight if self.name == "weighted_ce" else None, ii)
-        if self.name == "bce":
-            return binary_cross_entropy(logits, target, weight, ii)
-        if self.name == "dice":
-            return soft_dice(logits, target, ii)
-        if self.name == "focal":
-            return focal(logits, target, weight, ii, self.focal_gamma)
-        return soft_dice(logits, target, ii) + cross_entropy(logits, target, weight, ii)
+        weight = weight if self.spec.accepts_weight else None
+        return self.spec.compute(logits, target, weight, self.ignore_index, self.focal_gamma)
+
+
+# The names section of the docstring is written from the table, so the two cannot disagree.
+SegmentationLoss.__doc__ = (SegmentationLoss.__doc__ or "").rstrip() + "\n\n" + _table_doc("    ")

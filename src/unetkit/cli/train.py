@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from unetkit.cli._common import console, setup_logging
 from unetkit.errors import UnetkitError
+from unetkit.losses import LOSSES
 from unetkit.train.callbacks import BaseCallback
 
 config_app = typer.Typer(help="Write or show training configurations.", no_args_is_help=True)
@@ -92,7 +93,7 @@ def train_cmd(
     batch: int = typer.Option(None, "--batch", help="Patches per step (train.batch_size)."),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
     devices: int = typer.Option(None, "--devices", help="Processes/GPUs per node; > 1 trains with DDP."),
-    loss: str = typer.Option(None, "--loss", help="ce | weighted_ce | bce | dice | dice_ce | focal."),
+    loss: str = typer.Option(None, "--loss", help=" | ".join(LOSSES) + "."),
     set_: list[str] = typer.Option([], "--set", help="Any field: --set section.key=value (repeatable)."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder where it stopped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (for CI and logs)."),
@@ -148,9 +149,7 @@ def train_cmd(
                 raise UnetkitError("--plan trains a saved plan; plan again with unetkit plan --budget/--dims instead")
             plan = load_plan(plan_file)
         else:
-            plan = plan_dataset(
-                path, budget=budget, device=str(device or "auto"), fixed=flatten(user), dims=dims
-            )
+            plan = plan_dataset(path, budget=budget, device=str(device or "auto"), fixed=flatten(user), dims=dims)
         cfg = planned_config(plan, user, str(plan_file or "the plan"))
         out = out or Path("runs") / Path(str(path)).name
         if not quiet:

@@ -140,7 +140,9 @@ class Normalizer:
             raise ConfigError("normalization 'ct': the training masks hold no foreground to fit it on; use zscore")
         low, high = np.percentile(pooled, [0.5, 99.5], axis=1)
         clipped = np.clip(pooled, low[:, None], high[:, None])
-        self.params.update(low=low.tolist(), high=high.tolist(), mean=clipped.mean(1).tolist(), std=clipped.std(1).tolist())
+        self.params.update(
+            low=low.tolist(), high=high.tolist(), mean=clipped.mean(1).tolist(), std=clipped.std(1).tolist()
+        )
         return self
 
     def to_dict(self) -> dict[str, Any]:

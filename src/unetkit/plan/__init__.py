@@ -89,9 +89,7 @@ def plan_dataset(
     facts = facts_of(path)
     machine = detect_machine(device)
     minutes = parse_duration(budget) if budget is not None else None
-    plan = plan_training(
-        facts, machine, timer or measure_step(machine), budget_minutes=minutes, fixed=fixed, dims=dims
-    )
+    plan = plan_training(facts, machine, timer or measure_step(machine), budget_minutes=minutes, fixed=fixed, dims=dims)
     plan.facts["path"] = str(path)
     return plan
 

@@ -74,7 +74,11 @@ class Plan:
     def rows(self) -> list[tuple[str, str, str]]:
         """``(choice, value, why)`` rows for the table; values the user set say so."""
         return [
-            (d.choice, d.shown_value(), ("set by you" + (f"; {d.why}" if d.why else "")) if d.source == "you" else d.why)
+            (
+                d.choice,
+                d.shown_value(),
+                ("set by you" + (f"; {d.why}" if d.why else "")) if d.source == "you" else d.why,
+            )
             for d in self.decisions
         ]
 
@@ -104,7 +108,9 @@ class Plan:
                 raise ConfigError(f"{source}: decisions[{i}] needs 'choice' and 'value'")
             src = d.get("source", "plan")
             decisions.append(
-                Decision(str(d["choice"]), d["value"], str(d.get("why", "")), d.get("key"), "you" if src == "you" else "plan")
+                Decision(
+                    str(d["choice"]), d["value"], str(d.get("why", "")), d.get("key"), "you" if src == "you" else "plan"
+                )
             )
         return cls(decisions, dict(data.get("facts") or {}), dict(data.get("machine") or {}))
 
@@ -152,4 +158,3 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-

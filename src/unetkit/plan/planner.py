@@ -123,8 +123,12 @@ class _Planner:
         if self.slices:
             axis = self.anisotropic_axis if self.anisotropic_axis is not None else 0
             self.plan.add(
-                "dimensionality", axis, f"2D slices along axis {axis} of each volume (--dims 2)", "data.slice_axis", "you"
-            )  # fmt: skip
+                "dimensionality",
+                axis,
+                f"2D slices along axis {axis} of each volume (--dims 2)",
+                "data.slice_axis",
+                "you",
+            )
             self.slice_axis = axis
             self.spatial = 2
         elif f.spatial_dims == 3:
@@ -132,7 +136,7 @@ class _Planner:
             if self.anisotropic_axis is not None:
                 why += (
                     f"; anisotropic (axis {self.anisotropic_axis} spacing {ratio:.1f}x the finest): the network pools "
-                    "that axis later; alternative: --dims 2 trains slice by slice, often as good when slices are far apart"
+                    "that axis later; alternative: --dims 2 trains slice by slice (often as good for distant slices)"
                 )
             self.note("dimensionality", "3D", why)
         else:
@@ -239,11 +243,13 @@ class _Planner:
         while batch < batch_cap(self.patch) and per_sample * (batch + 1) <= step_budget:
             batch += 1
         chosen_batch = self.decide(
-            "batch", "train.batch_size", batch,
+            "batch",
+            "train.batch_size",
+            batch,
             f"{measured.seconds:.2f} s per step of 2 measured on this {m.device}; as many patches as fit "
             f"{step_budget:.2f} s per step (the budget buys about {self.total_steps_target} steps), at least 2, at "
             f"most {batch_cap(self.patch)} ({BATCH_DATA_SHARE:.0%} of the dataset's voxels)",
-        )  # fmt: skip
+        )
         self.batch = int(chosen_batch)
         self.step_seconds = per_sample * self.batch
         name = "unet2d" if self.spatial == 2 else "unet3d"
@@ -255,13 +261,17 @@ class _Planner:
         )
         self.decide("patch", "data.patch_size", list(self.patch), why_patch)
         self.decide(
-            "topology", "model.args.pool_sizes", model_args["pool_sizes"],
+            "topology",
+            "model.args.pool_sizes",
+            model_args["pool_sizes"],
             "an axis is pooled while its spacing is within 2x of the finest and its feature map stays >= 4 voxels",
-        )  # fmt: skip
+        )
         self.decide(
-            "kernels", "model.args.kernel_sizes", model_args["kernel_sizes"],
+            "kernels",
+            "model.args.kernel_sizes",
+            model_args["kernel_sizes"],
             "3 per axis, 1 on an axis still over 2x coarser than the finest (no mixing across distant slices)",
-        )  # fmt: skip
+        )
         self.decide("depth", "model.args.depth", topo.depth, "one level per pooling")
         ws = widths(base, topo.depth, cap)
         self.decide("width", "model.args.width", base, f"channels {', '.join(map(str, ws))}: doubling, capped at {cap}")
@@ -295,7 +305,9 @@ class _Planner:
         fg = f.foreground_intensity
         if (ct_named or hu_like) and fg:
             why = "CT-like intensities (" + ("a channel named CT" if ct_named else "a Hounsfield range") + "): "
-            why += "clip to the foreground 0.5-99.5 percentiles, z-score with the foreground mean and std of the dataset"
+            why += (
+                "clip to the foreground 0.5-99.5 percentiles, z-score with the foreground mean and std of the dataset"
+            )
             self.decide("normalisation", "data.normalization", "ct", why)
             return
         if f.in_channels == 3 and f.image_dtype == "uint8":
@@ -310,10 +322,12 @@ class _Planner:
         f = self.f
         if f.mask_kind == "instances" and f.touching_instances > 0.05:
             self.decide(
-                "loss", "train.loss", "weighted_ce",
+                "loss",
+                "train.loss",
+                "weighted_ce",
                 f"instance labels, {f.touching_instances:.0%} of the objects touch another: the paper's weighted "
                 "cross-entropy with its weight map, which makes the thin gaps between touching objects count",
-            )  # fmt: skip
+            )
             self.decide("weight map", "data.weight_map.enabled", True, "the paper's w0 = 10, sigma = 5 px")
         else:
             why = "Dice + cross-entropy: robust to class imbalance without tuning"
@@ -337,33 +351,44 @@ class _Planner:
         epochs = max(1, steps // iters)
         src = "your --budget" if self.budget_given is not None else f"the default for {self.m.device} (set --budget)"
         self.decide(
-            "budget", "train.max_minutes", round(self.budget, 2),
+            "budget",
+            "train.max_minutes",
+            round(self.budget, 2),
             f"{src}: training stops, validated and saved, when it is spent",
-        )  # fmt: skip
+        )
         self.decide(
-            "epochs", "train.epochs", epochs,
-            f"{steps} steps of {self.step_seconds:.2f} s fit {budget_s / 60:.1f} min ({OVERHEAD:.0%} kept for validation "
+            "epochs",
+            "train.epochs",
+            epochs,
+            f"{steps} steps of {self.step_seconds:.2f} s fit {budget_s / 60:.1f} min ({OVERHEAD:.0%} kept for "
+            "validation "
             "and saving)",
-        )  # fmt: skip
+        )
         self.decide("iterations per epoch", "train.iterations_per_epoch", iters, "about 20 validations over the run")
         self.decide("schedule", "train.schedule", "poly", "polynomial decay (power 0.9) to zero at the last step")
 
     def augmentation(self) -> None:
         if self.spatial == 2 and not self.slices:
             self.decide(
-                "rotation", "augment.rotate.degrees", [-180.0, 180.0],
+                "rotation",
+                "augment.rotate.degrees",
+                [-180.0, 180.0],
                 "2D images have no preferred orientation: full in-plane rotation",
-            )  # fmt: skip
+            )
         elif self.slices:
             self.decide("rotation", "augment.rotate.degrees", [-180.0, 180.0], "2D slices: full in-plane rotation")
         elif self.anisotropic_axis is not None:
             self.decide(
-                "rotation", "augment.rotate.axis", self.anisotropic_axis,
-                f"anisotropic volume: full rotation about axis {self.anisotropic_axis} only, i.e. in-plane (out-of-plane "
+                "rotation",
+                "augment.rotate.axis",
+                self.anisotropic_axis,
+                f"anisotropic volume: full rotation about axis {self.anisotropic_axis} only, in-plane (out-of-plane "
                 "rotations would interpolate across distant slices)",
-            )  # fmt: skip
+            )
         else:
-            self.decide("rotation", "augment.rotate.degrees", [-30.0, 30.0], "isotropic 3D: +-30 degrees about each axis")
+            self.decide(
+                "rotation", "augment.rotate.degrees", [-30.0, 30.0], "isotropic 3D: +-30 degrees about each axis"
+            )
 
     def split(self) -> None:
         n = self.f.num_images
@@ -371,6 +396,8 @@ class _Planner:
             self.decide("validation", "data.val_fraction", 0.2, "one image: patches of it validate (no held-out image)")
         else:
             self.decide(
-                "validation", "data.val_fraction", 0.2,
+                "validation",
+                "data.val_fraction",
+                0.2,
                 f"{max(1, round(n * 0.2))} of {n} images held out; the split is written to split.json",
-            )  # fmt: skip
+            )

@@ -1,7 +1,9 @@
 """Pickle-free training checkpoints: every tensor in safetensors, everything else as JSON in its header.
 
 A checkpoint holds the model weights, the optimizer and scheduler state, the sampling generator's state,
-the epoch/step counters and the metric history, so ``--resume`` continues exactly where a run stopped.
+the epoch/step counters and the metric history, so ``--resume`` continues exactly where a run stopped. What
+``last.safetensors`` holds, key by key, is :class:`unetkit.train.state.RunState`'s to say; this module only
+stores and reads nested structures.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ def _split(
     samples: list[Sample], fraction: float, seed: int, fold: int | None = None, num_folds: int = 5
 ) -> tuple[list[Sample], list[Sample]]:
     """Hold out ``fraction`` of the samples (seeded), or fold ``fold`` of a ``num_folds``-fold split."""
+    order = np.random.default_rng(seed).permutation(len(samples))
     if fold is not None:
         if fold >= num_folds:
             raise ConfigError(f"data.fold={fold}: folds are numbered 0..{num_folds - 1} (data.num_folds={num_folds})")
@@ -51,16 +52,13 @@ def _split(
             raise ConfigError(
                 f"data.num_folds={num_folds}: the dataset has only {len(samples)} images; use fewer folds"
             )
-        order = np.random.default_rng(seed).permutation(len(samples))
         val_idx = set(np.array_split(order, num_folds)[fold].tolist())
-        return [s for i, s in enumerate(samples) if i not in val_idx], [s for i, s in enumerate(samples) if i in val_idx]
-    if fraction <= 0 or len(samples) < 2:
+    elif fraction <= 0 or len(samples) < 2:
         if fraction > 0:
             log.warning("only %d image(s): validating on the training image(s)", len(samples))
         return samples, list(samples) if fraction > 0 else []
-    order = np.random.default_rng(seed).permutation(len(samples))
-    n_val = max(1, round(len(samples) * fraction))
-    val_idx = set(order[:n_val].tolist())
+    else:
+        val_idx = set(order[: max(1, round(len(samples) * fraction))].tolist())
     return [s for i, s in enumerate(samples) if i not in val_idx], [s for i, s in enumerate(samples) if i in val_idx]
 
 

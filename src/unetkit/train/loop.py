@@ -1,7 +1,10 @@
-"""The training loop on Lightning Fabric: one readable function, CPU or CUDA, one process or DDP.
+"""The training run on Lightning Fabric, CPU or CUDA, one process or DDP: set it up, then epoch after epoch.
 
 data (check, load, normalise, weight maps) -> patches -> augmentation -> network -> loss -> step
                                               validation: whole images through the tiler -> Dice / IoU
+
+:func:`train` builds the run (:class:`~unetkit.train.epoch.RunSetup`) and its checkpointed state
+(:class:`~unetkit.train.state.RunState`); :mod:`unetkit.train.epoch` trains, validates and saves each epoch.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +22,17 @@ import torch
 from unetkit._version import __version__
 from unetkit.augment import Augmenter
 from unetkit.config import Config, save_config
-from unetkit.data.sampling import PatchSampler, crop_to_output
+from unetkit.data.sampling import PatchSampler
 from unetkit.errors import ConfigError, UnetkitError
-from unetkit.losses import SegmentationLoss
-from unetkit.modelfile import save_model
+from unetkit.losses import SegmentationLoss, use_weight_map
 from unetkit.models import create_model
 from unetkit.models.base import SegmentationModel
-from unetkit.train.callbacks import BaseCallback, TensorBoardLogger, write_metrics_csv
-from unetkit.train.checkpoint import load_checkpoint, save_checkpoint
+from unetkit.train.callbacks import BaseCallback, TensorBoardLogger
+from unetkit.train.checkpoint import load_checkpoint
 from unetkit.train.data import TrainingData, prepare_data
+from unetkit.train.epoch import RunSetup, save_epoch, train_epoch, validate_epoch
 from unetkit.train.schedule import make_scheduler
-from unetkit.train.validate import scores, validate
+from unetkit.train.state import RunState
 from unetkit.utils import write_json
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,10 @@ def train(
 ) -> TrainResult:
     """Train a network as ``config`` says and write the run folder ``out``.
 
+    Set up once (devices, data, network, patches, optimizer; the checkpoint when resuming), then per epoch:
+    train it, validate it (every ``train.val_every`` epochs, and the last one), save it, and stop at the last
+    epoch, when the time budget is used up, or after ``train.early_stopping`` validations without improvement.
+
     Args:
         config: the validated configuration (``unetkit.config.load_config``).
         out: the run folder: ``config.yaml``, ``metrics.csv``, ``checkpoints/``, ``model.safetensors``
@@ -151,11 +157,11 @@ def train(
     t = config.train
     if t.threads:
         torch.set_num_threads(t.threads)
-    ckpt_dir = out / "checkpoints"
-    last_path, best_path = ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors"
-    state: dict[str, Any] | None = None
+    use_wm = use_weight_map(t.loss, config.data.weight_map.enabled)  # before any work: may refuse the config
+    last_path = out / "checkpoints" / "last.safetensors"
+    checkpoint: dict[str, Any] | None = None
     if resume:
-        state = load_checkpoint(last_path)
+        checkpoint = load_checkpoint(last_path)
     elif last_path.exists():
         raise UnetkitError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
 
@@ -163,10 +169,6 @@ def train(
     fabric.launch()
     main = fabric.is_global_zero
     loss_fn = SegmentationLoss(t.loss, ignore_index=config.data.ignore_index)
-    wm = config.data.weight_map
-    use_wm = loss_fn.uses_weight_map if wm.enabled == "auto" else bool(wm.enabled)
-    if use_wm and t.loss in ("dice", "bce"):
-        log.warning("the weight map is not used by the %s loss", t.loss)
     data = prepare_data(config.data, seed=t.seed, use_weight_map=use_wm, cache_dir=out / "cache")
     torch.manual_seed(t.seed)  # the initial weights (DDP then broadcasts rank 0's anyway)
     model = _build_model(config, data)
@@ -186,28 +188,15 @@ def train(
     scheduler = make_scheduler(optimizer, total_steps, t.schedule, round(t.warmup_epochs * t.iterations_per_epoch))
     gen = torch.Generator().manual_seed(t.seed * 1_000_003 + fabric.global_rank)
     aug_gen = gen if fabric.device.type == "cpu" else torch.Generator(fabric.device).manual_seed(t.seed + 17)
-
-    history: list[dict[str, Any]] = []
-    start_epoch, start_step, best, best_epoch, bad_epochs = 0, 0, -math.inf, -1, 0
-    loss_sum, loss_n = 0.0, 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        if aug_gen is not gen:
-            aug_gen.set_state(state["aug_generator"])
-        start_epoch, start_step = int(state["epoch"]), int(state["step"])
-        history, best, best_epoch = list(state["history"]), float(state["best"]), int(state["best_epoch"])
-        bad_epochs, loss_sum, loss_n = int(state["bad_epochs"]), float(state["loss_sum"]), int(state["loss_n"])
-        log.info("resuming %s at epoch %d, step %d", out, start_epoch + 1, start_step)
-    if start_epoch >= t.epochs:
-        raise UnetkitError(f"{out}: already trained {start_epoch} epochs; raise --epochs to continue it")
-    model, optimizer = fabric.setup(model, optimizer)
+    fabric_model, optimizer = fabric.setup(model, optimizer)
     torch.manual_seed(t.seed * 7919 + fabric.global_rank)  # dropout draws from the global generator
-    if state is not None:
-        torch.set_rng_state(state["torch_rng"])
-    raw_model: SegmentationModel = model.module
+    run = RunState(model, optimizer, scheduler, gen, aug_gen)
+    if checkpoint is not None:
+        # after fabric.setup, so the optimizer state lands on the parameters' device
+        run.load_state_dict(checkpoint, source=str(last_path))
+        log.info("resuming %s at epoch %d, step %d", out, run.epoch + 1, run.step)
+    if run.epoch >= t.epochs:
+        raise UnetkitError(f"{out}: already trained {run.epoch} epochs; raise --epochs to continue it")
 
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -218,26 +207,8 @@ def train(
     listeners: list[BaseCallback] = [*callbacks, TensorBoardLogger(out / "tensorboard")] if main else []
     for cb in listeners:
         cb.on_train_start(
-            epochs=t.epochs, steps_per_epoch=t.iterations_per_epoch, start_epoch=start_epoch, start_step=start_step
+            epochs=t.epochs, steps_per_epoch=t.iterations_per_epoch, start_epoch=run.epoch, start_step=run.step
         )
-
-    def snapshot(epoch: int, step: int) -> dict[str, Any]:
-        return {
-            "model": raw_model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "generator": gen.get_state(),
-            "aug_generator": aug_gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "epoch": epoch,
-            "step": step,
-            "history": history,
-            "best": best,
-            "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs,
-            "loss_sum": loss_sum,
-            "loss_n": loss_n,
-        }
 
     description: dict[str, Any] = dict(
         class_names=data.class_names,
@@ -257,119 +228,42 @@ def train(
     description["extra"] = {"target": data.target}
     if plan is not None:
         description["extra"]["plan"] = plan.to_dict()["decisions"]
-    stopped_early = out_of_time = False
-    deadline = time.monotonic() + t.max_minutes * 60 if t.max_minutes else math.inf
-    model_path = out / "model.safetensors"
-    for epoch in range(start_epoch, t.epochs):
-        model.train()
-        t0, seen = time.perf_counter(), 0
-        for step in range(start_step if epoch == start_epoch else 0, t.iterations_per_epoch):
-            batch = sampler.sample(t.batch_size, gen)
-            image, mask = batch.image.to(fabric.device), batch.mask.to(fabric.device)
-            weight = batch.weight.to(fabric.device) if (use_wm and batch.weight is not None) else None
-            aug = augmenter(image, mask, weight, generator=aug_gen)
-            target, weight = aug.mask, aug.weight
-            if out_patch != patch:
-                target = crop_to_output(target, out_patch)
-                weight = crop_to_output(weight, out_patch) if weight is not None else None
-            logits = model(aug.image)
-            loss = loss_fn(logits, target, weight)
-            optimizer.zero_grad(set_to_none=True)
-            fabric.backward(loss)
-            if t.grad_clip:
-                fabric.clip_gradients(model, optimizer, max_norm=t.grad_clip, error_if_nonfinite=False)
-            optimizer.step()
-            scheduler.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise UnetkitError(
-                    f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; lower --set train.lr "
-                    f"(now {t.lr}) or check the data (unetkit check)"
-                )
-            loss_sum, loss_n = loss_sum + value, loss_n + 1
-            seen += t.batch_size * fabric.world_size
-            rate = seen / max(time.perf_counter() - t0, 1e-9)
-            for cb in listeners:
-                cb.on_step(epoch=epoch, step=step, loss=value, images_per_s=rate)
-            if t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and step + 1 < t.iterations_per_epoch:
-                if main:
-                    save_checkpoint(last_path, snapshot(epoch, step + 1))
-                fabric.barrier()
-            if deadline < math.inf:
-                # every process must stop at the same step, or DDP would wait forever: rank 0 decides
-                out_of_time = bool(fabric.broadcast(time.monotonic() > deadline))
-                if out_of_time:
-                    break
-        elapsed = time.perf_counter() - t0
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(loss_n, 1),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": elapsed,
-            "images_per_s": seen / max(elapsed, 1e-9),
-        }
-        loss_sum, loss_n = 0.0, 0
-        validated = bool(data.val) and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs)
-        if validated:
-            shard = data.val[fabric.global_rank :: fabric.world_size]
-            cm, nll, count = validate(
-                raw_model,
-                shard,
-                num_classes=data.num_classes,
-                tile=tile,
-                device=fabric.device,
-                ignore_index=config.data.ignore_index,
-                tta=t.tta,
-            )
-            if fabric.world_size > 1:
-                packed = fabric.all_reduce(
-                    torch.tensor([*cm.matrix.ravel().tolist(), nll, count], dtype=torch.float64, device=fabric.device),
-                    reduce_op="sum",
-                )
-                packed = packed.cpu().numpy()
-                k = data.num_classes
-                cm.matrix[...] = packed[: k * k].reshape(k, k).astype(cm.matrix.dtype)
-                nll, count = float(packed[-2]), int(packed[-1])
-            row.update(scores(cm, nll, count, data.class_names))
-        score = row.get("val_dice", math.nan) if validated else -row["train_loss"]
-        improved = math.isfinite(score) and score > best
-        if improved:
-            best, best_epoch, bad_epochs = score, epoch + 1, 0
-        elif validated:
-            bad_epochs += 1
-        history.append(row)
-        if main:
-            write_metrics_csv(out / "metrics.csv", history)
-            if improved or not model_path.exists():
-                provenance = {
-                    **description["provenance"],
-                    "epoch": epoch + 1,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                }
-                save_model(model_path, raw_model, **{**description, "provenance": provenance})
-                save_checkpoint(best_path, {"model": raw_model.state_dict(), "epoch": epoch + 1, "score": score})
-            save_checkpoint(last_path, snapshot(epoch + 1, 0))
-            _plot(out)
-            for cb in listeners:
-                cb.on_epoch_end(epoch=epoch, row=row)
-        fabric.barrier()
+    setup = RunSetup(
+        config=config,
+        fabric=fabric,
+        model=fabric_model,
+        data=data,
+        loss_fn=loss_fn,
+        sampler=sampler,
+        augmenter=augmenter,
+        patch=patch,
+        out_patch=out_patch,
+        tile=tile,
+        use_weight_map=use_wm,
+        out=out,
+        description=description,
+        listeners=listeners,
+        deadline=time.monotonic() + t.max_minutes * 60 if t.max_minutes else math.inf,
+    )
+    stopped_early = False
+    while run.epoch < t.epochs:
+        epoch = run.epoch
+        row, out_of_time = train_epoch(setup, run)
+        if data.val and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs or out_of_time):
+            row.update(validate_epoch(setup))
+        improved = run.end_epoch(row)
+        save_epoch(setup, run, improved)
+        for cb in listeners:
+            cb.on_epoch_end(epoch=epoch, row=row)
         if out_of_time:
-            log.info("time budget of %.1f minutes used up after %d epochs", t.max_minutes, epoch + 1)
+            log.info("time budget of %.1f minutes used up after %d epochs", t.max_minutes, run.epoch)
             stopped_early = True
             break
-        if t.early_stopping and bad_epochs >= t.early_stopping:
-            log.info("early stopping: no improvement of val_dice for %d validations", bad_epochs)
+        if t.early_stopping and run.bad_epochs >= t.early_stopping:
+            log.info("early stopping: no improvement of val_dice for %d validations", run.bad_epochs)
             stopped_early = True
             break
-    result = TrainResult(out, model_path, best_epoch, best, history, stopped_early)
+    result = TrainResult(out, setup.model_path, run.best_epoch, run.best, run.history, stopped_early)
     for cb in listeners:
         cb.on_train_end(result=result)
     return result
-
-
-def _plot(out: Path) -> None:
-    try:
-        from unetkit.viz.curves import plot_curves
-    except ImportError:  # pragma: no cover - the viz module ships with unetkit
-        return
-    plot_curves(out / "metrics.csv", out / "curves.png")
