@@ -224,7 +224,7 @@ def test_every_size_choice_goes_through_the_rule() -> None:
         assert tuple(tile) == c.round([max(572, 256 + 2 * m) for m in c.margin()], "tile")
     aniso = UNet(3, 1, 2, depth=2, width=2, padding="valid", pool_sizes=[(1, 2, 2), 2])
     assert legal_patch(aniso, (5, 50, 50)) == list(aniso.contract.round((5, 50, 50), "patch"))
-    with pytest.raises(ConfigError, match="data.patch_size"):
+    with pytest.raises(ConfigError, match=r"data\.patch_size"):
         legal_patch(aniso, (8, 8))
 
 
@@ -266,7 +266,7 @@ def test_shape_contract_bad_descriptions() -> None:
         shape_contract({"architecture": {"class": "Nope", "args": {}}})
     with pytest.raises(ModelFileError, match="architecture"):
         shape_contract({})
-    with pytest.raises(ModelFileError, match="m.onnx: .*depht"):
+    with pytest.raises(ModelFileError, match=r"m\.onnx: .*depht"):
         shape_contract({"architecture": {"class": "UNet", "args": {"spatial_dims": 2, "in_channels": 1,
                         "num_classes": 2, "depht": 3}}}, "m.onnx")  # fmt: skip
 

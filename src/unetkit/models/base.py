@@ -64,7 +64,10 @@ class SegmentationModel(nn.Module):
     """Base class: a network mapping ``(B, in_channels, *S)`` images to ``(B, num_classes, *S_out)`` logits.
 
     Subclasses set ``spatial_dims``, ``in_channels``, ``num_classes``, ``depth`` and ``padding`` in their
-    ``__init__``, and implement :meth:`_build_contract`. ``hparams`` and ``contract`` are set for them.
+    ``__init__``, and implement :meth:`_build_contract`. ``hparams`` and ``contract`` are set for them. A
+    subclass of a network that passes its parent's arguments through (the rest left at their defaults)
+    inherits its parent's contract rule; one that maps them otherwise (e.g. fixes ``depth``) must give its
+    own :meth:`_build_contract`, and constructing it says so.
 
     The shape methods below (``output_shape``, ``legal_size``, ...) delegate to ``self.contract``, the one
     implementation of the size arithmetic (see :mod:`unetkit.shapes`): for ``same`` nets a legal size is a
@@ -100,12 +103,22 @@ class SegmentationModel(nn.Module):
 
         @functools.wraps(init)
         def __init__(self: SegmentationModel, *args: Any, **kw: Any) -> None:
+            # the outermost constructor (the class built, or the nearest parent whose __init__ it inherits)
+            # checks and records; a parent's constructor, called by super().__init__, gives the contract
+            # of the network it builds, which the class built must agree with
+            owner = type(self) if type(self).__init__ is __init__ else cls
             bound = _bind(cls, signature, args, kw)
-            cls.check_arguments(bound)
+            owner.check_arguments(bound)
             init(self, *args, **kw)
-            # a subclass' wrapper runs last and so has the last word
+            contract = owner._build_contract(bound)
+            built = self.__dict__.get("contract")
+            if built is not None and built != contract:
+                raise TypeError(
+                    f"{owner.__name__}: its arguments give another shape contract than the network it builds "
+                    f"({contract} != {built}); give {owner.__name__} its own _build_contract"
+                )
+            self.contract = contract
             self.hparams = _plain(bound)
-            self.contract = cls._build_contract(bound)
 
         setattr(cls, "__init__", __init__)  # noqa: B010 (mypy refuses assigning to a method)
 
