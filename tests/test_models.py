@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from unetkit import InputShapeError, UNet, create_model, list_models
+from unetkit import InputShapeError, UNet, create_model, list_models, load_model, save_model
 from unetkit.errors import UnetkitError
+from unetkit.modelfile import read_description
+from unetkit.models import MODEL_CLASSES, UNETR, MultiResUNet
+from unetkit.shapes import ShapeContract
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -109,3 +114,78 @@ def test_bad_arguments() -> None:
         create_model("unet2d_small", padding="full")
     with pytest.raises(UnetkitError, match="norm"):
         create_model("unet2d_small", norm="layer")
+
+
+class GainUNet(UNet):
+    """A variant with one more constructor argument and no hand-written record of it."""
+
+    def __init__(
+        self, spatial_dims: int, in_channels: int, num_classes: int, depth: int = 2, padding: str = "valid",
+        gain: float = 1.0,
+    ) -> None:  # fmt: skip
+        super().__init__(spatial_dims, in_channels, num_classes, depth=depth, width=2, padding=padding)
+        self.gain = gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * self.gain
+
+
+def test_a_new_argument_reaches_the_model_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(MODEL_CLASSES, "GainUNet", GainUNet)
+    net = GainUNet(2, 1, 2, gain=3.0).eval()
+    assert net.hparams == dict(spatial_dims=2, in_channels=1, num_classes=2, depth=2, padding="valid", gain=3.0)
+    assert net.contract == UNet(2, 1, 2, depth=2, width=2, padding="valid").contract
+    assert GainUNet.contract_from_args(**net.hparams) == net.contract
+    path = save_model(tmp_path / "g.safetensors", net)
+    assert read_description(path).architecture.args["gain"] == 3.0
+    loaded = load_model(path)
+    assert isinstance(loaded, GainUNet) and loaded.gain == 3.0
+    x = torch.randn(1, 1, *net.input_shape_for((4, 4)))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+
+
+def test_a_subclass_that_remaps_arguments_must_say_its_contract() -> None:
+    class Shallow(UNet):
+        def __init__(self, spatial_dims: int, in_channels: int, num_classes: int) -> None:
+            super().__init__(spatial_dims, in_channels, num_classes, depth=1, width=1)
+
+    with pytest.raises(TypeError, match="Shallow: its arguments give another shape contract"):
+        Shallow(2, 1, 2)
+
+    class Fixed(Shallow):
+        @classmethod
+        def _build_contract(cls, args: dict) -> ShapeContract:  # type: ignore[override]
+            return ShapeContract.unet(args["spatial_dims"], 1)
+
+    assert Fixed(2, 1, 2).contract.steps() == (2, 2) == Fixed.contract_from_args(**Fixed(2, 1, 2).hparams).steps()
+
+
+def test_hparams_record_the_given_values() -> None:
+    net = UNet(3, 1, 2, depth=2, width=2, pool_sizes=[(1, 2, 2), 2], kernel_sizes=[(1, 3, 3), 3, 3], norm="none")
+    assert net.hparams["pool_sizes"] == [[1, 2, 2], 2] and net.hparams["kernel_sizes"] == [[1, 3, 3], 3, 3]
+    assert net.hparams["norm"] == "none" and net.hparams["max_width"] is None
+    assert UNet(**net.hparams).contract == net.contract
+
+
+@pytest.mark.parametrize("cls", [UNet, MultiResUNet, UNETR])
+def test_one_shared_argument_check(cls: type) -> None:
+    for bad, match in (
+        (dict(spatial_dims=4), "spatial_dims must be 2 or 3, got 4"),
+        (dict(in_channels=0), "in_channels must be an integer >= 1, got 0"),
+        (dict(num_classes=1.5), "num_classes must be an integer >= 1"),
+        (dict(width=True), "width must be an integer >= 1"),
+        (dict(activation="tanh"), "activation must be one of"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            cls(**{"spatial_dims": 2, "in_channels": 1, "num_classes": 2, **bad})
+        with pytest.raises(ValueError, match=match):
+            cls.contract_from_args(**{"spatial_dims": 2, "in_channels": 1, "num_classes": 2, **bad})
+    with pytest.raises(TypeError, match=f"{cls.__name__}: .*unexpected keyword"):
+        cls(2, 1, 2, nope=1)
+
+
+def test_dropout_range() -> None:
+    for p in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+            UNet(2, 1, 2, depth=1, width=1, dropout=p)

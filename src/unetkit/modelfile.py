@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from unetkit._version import __version__
 from unetkit.errors import ModelFileError, UnetkitError
 from unetkit.models.base import SegmentationModel
 from unetkit.models.registry import MODEL_CLASSES, build
+from unetkit.shapes import ShapeContract
 from unetkit.utils import atomic_path
 from unetkit.viz.palette import palette
 
@@ -62,6 +64,41 @@ class ModelDescription(BaseModel):
     spacing: list[float] | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+def shape_contract(description: ModelDescription | Mapping[str, Any], what: str = "model description") -> ShapeContract:
+    """The network's shape contract from its description alone: no layer is built, no weight read.
+
+    This is how an exported ONNX file (whose metadata carries the description) knows its legal sizes.
+
+    Args:
+        description: a :class:`ModelDescription`, or its JSON as a dict (only ``architecture`` is read).
+        what: names the source in error messages (e.g. the file).
+
+    Raises:
+        ModelFileError: the description names an unknown class or arguments it does not accept.
+
+    >>> shape_contract({"architecture": {"class": "UNet", "args": {"spatial_dims": 2, "in_channels": 1,
+    ...                 "num_classes": 2, "padding": "valid"}}}).min_input_size()
+    (188, 188)
+    """
+    if isinstance(description, ModelDescription):
+        arch = description.architecture
+    else:
+        try:
+            arch = Architecture.model_validate(description.get("architecture"))
+        except ValidationError as exc:
+            raise ModelFileError(f"{what}: no valid 'architecture' entry: {exc}") from None
+    cls = MODEL_CLASSES.get(arch.cls)
+    if cls is None:
+        raise ModelFileError(
+            f"{what}: names the network class {arch.cls!r}, which this unetkit does not have "
+            f"(known: {', '.join(sorted(MODEL_CLASSES))}); upgrade unetkit"
+        )
+    try:
+        return cls.contract_from_args(**arch.args)
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{what}: {exc}") from None
 
 
 def describe(model: SegmentationModel, **info: Any) -> ModelDescription:

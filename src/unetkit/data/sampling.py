@@ -18,16 +18,13 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 
 from unetkit.errors import ConfigError, DataError, InputShapeError
-from unetkit.models.blocks import center_crop
-
-if TYPE_CHECKING:
-    from unetkit.models.base import SegmentationModel
+from unetkit.shapes import ShapeContract
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +119,11 @@ def crop_to_output(batch_or_tensor: _Cropped, output_size: Sequence[int] | None)
         have = tuple(batch_or_tensor.shape[-len(size) :])
         if len(have) != len(size) or any(h < s for h, s in zip(have, size, strict=True)):
             raise InputShapeError(f"cannot crop spatial size {have} to the output size {size}: it is smaller.")
-        flat = batch_or_tensor.reshape(-1, 1, *have)
-        return center_crop(flat, size).reshape(*batch_or_tensor.shape[: -len(size)], *size)  # type: ignore[return-value]
+        centre: tuple[Any, ...] = (
+            ...,
+            *(slice((h - s) // 2, (h - s) // 2 + s) for h, s in zip(have, size, strict=True)),
+        )
+        return batch_or_tensor[centre]  # type: ignore[return-value]
     if dataclasses.is_dataclass(batch_or_tensor) and hasattr(batch_or_tensor, "mask"):
         mask = getattr(batch_or_tensor, "mask", None)
         weight = getattr(batch_or_tensor, "weight", None)
@@ -191,24 +191,25 @@ class PatchSampler:
 
     @classmethod
     def for_model(
-        cls, samples: Sequence[SampleLike], model: SegmentationModel, patch_size: int | Sequence[int], **kwargs: Any
+        cls, samples: Sequence[SampleLike], model: Any, patch_size: int | Sequence[int], **kwargs: Any
     ) -> PatchSampler:
-        """A sampler whose patch size is rounded to the nearest legal input of ``model`` (one log line if
-        rounded) and whose output region is the model's output for valid nets.
+        """A sampler whose patch size is rounded to a legal input of ``model`` (a network or its
+        :class:`~unetkit.shapes.ShapeContract`) by :meth:`ShapeContract.round` (one log line if rounded),
+        and whose output region is the model's output for valid nets.
 
         >>> from types import SimpleNamespace
-        >>> from unetkit import create_model
         >>> s = SimpleNamespace(image=np.zeros((1, 600, 600), np.float32), mask=np.zeros((600, 600), int),
         ...                     weight=None)
-        >>> sampler = PatchSampler.for_model([s], create_model("unet_paper"), 570)
+        >>> sampler = PatchSampler.for_model([s], ShapeContract.unet(2, 4, "valid"), 570)
         >>> sampler.patch_size, sampler.output_size
         ((572, 572), (388, 388))
         """
-        wanted = (patch_size,) * model.spatial_dims if isinstance(patch_size, int) else tuple(patch_size)
-        legal = tuple(model.legal_size(int(n), "nearest") for n in wanted)
+        contract: ShapeContract = model if isinstance(model, ShapeContract) else model.contract
+        legal = contract.round(patch_size, "patch")
+        wanted = (int(patch_size),) * len(legal) if isinstance(patch_size, int) else tuple(map(int, patch_size))
         if legal != wanted:
             logger.info("patch size %s is not legal for this network; using %s", wanted, legal)
-        output = model.output_shape(legal) if model.padding == "valid" else None
+        output = contract.output_shape(legal) if contract.padding == "valid" else None
         return cls(samples, legal, output_size=output, **kwargs)
 
     # ---- set-up ------------------------------------------------------------------------------------------

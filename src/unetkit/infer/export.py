@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from unetkit.errors import UnetkitError, require
+from unetkit.shapes import ShapeContract
 from unetkit.utils import atomic_path
 
 METADATA_KEY = "unetkit"
@@ -29,16 +30,19 @@ def _description_json(model: torch.nn.Module) -> str:
 def onnx_bytes(model: torch.nn.Module, opset: int = 17) -> bytes:
     """The network as a serialised ONNX model: input ``image (B, C, *S)``, output ``logits (B, K, *S_out)``.
 
-    Batch and every spatial axis are dynamic; any size legal for the network (``model.is_legal_size``)
-    works. The model description JSON is stored in the metadata under ``"unetkit"``.
+    Batch and every spatial axis are dynamic; any size legal for the network (``model.contract``) works.
+    The trace runs at the smallest legal size of at least 32 per axis (:meth:`ShapeContract.round`). The
+    model description JSON is stored in the metadata under ``"unetkit"``: :func:`read_onnx_description`
+    and :func:`unetkit.modelfile.shape_contract` give the legal sizes back without torch's network.
 
     Shape:
         ``image (B, C, *S) -> logits (B, K, *model.output_shape(S))``
     """
     onnx: Any = require("onnx", "onnx", "ONNX export")
-    dims = int(model.spatial_dims)  # type: ignore[arg-type]
-    size = model.legal_size(max(model.min_input_size(), 32), "ceil")  # type: ignore[operator]
-    x = torch.zeros(1, int(model.in_channels), *(size,) * dims)  # type: ignore[arg-type]
+    contract: ShapeContract = model.contract  # type: ignore[assignment]
+    dims = contract.spatial_dims
+    size = contract.round([max(m, 32) for m in contract.min_input_size()], "export")
+    x = torch.zeros(1, int(model.in_channels), *size)  # type: ignore[arg-type]
     axes_in = {0: "batch", **{2 + i: f"in{i}" for i in range(dims)}}
     axes_out = {0: "batch", **{2 + i: f"out{i}" for i in range(dims)}}
     buf = io.BytesIO()

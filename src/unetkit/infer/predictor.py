@@ -22,6 +22,7 @@ import torch
 from unetkit.errors import ConfigError, InputShapeError, UnetkitError
 from unetkit.infer.backends import BACKENDS, Backend, OnnxBackend, TorchBackend, passes_per_tile, resolve_backend
 from unetkit.infer.tiling import Span, TilePlan, choose_tile, plan_tiles, read_reflected
+from unetkit.shapes import ShapeContract
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,40 @@ class _WithChannel:
         return np.asarray(self.array[key[1:]])[None]
 
 
+@dataclass(frozen=True)
+class DescribedNetwork:
+    """A network known from its description only (an exported ONNX file): channels, classes, shape contract.
+
+    Nothing is built from it: the legal tile sizes come from
+    :func:`unetkit.modelfile.shape_contract`, the computation from an onnxruntime backend.
+    """
+
+    description: Any  # a unetkit.modelfile.ModelDescription
+    contract: ShapeContract
+
+    @classmethod
+    def from_description(cls, description: Any, what: str = "model description") -> DescribedNetwork:
+        from unetkit.modelfile import shape_contract
+
+        return cls(description, shape_contract(description, what))
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.contract.spatial_dims
+
+    @property
+    def padding(self) -> str:
+        return self.contract.padding
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.description.in_channels)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.description.num_classes)
+
+
 def _tile_normaliser(normalization: dict[str, Any], image: Any) -> Callable[[np.ndarray], np.ndarray]:
     """The per-tile normalisation function for ``image`` (image-level statistics from a strided subsample)."""
     from unetkit.data.normalize import Normalizer
@@ -82,7 +117,8 @@ class Predictor:
     """Segment images of any size with a unetkit network, tile by tile.
 
     Args:
-        model: a unetkit network (in memory or from :func:`unetkit.load_model`).
+        model: a unetkit network (in memory or from :func:`unetkit.load_model`), or a
+            :class:`DescribedNetwork` together with an onnxruntime backend (see :func:`load_predictor`).
         normalization: ``{"kind": ..., "params": {...}}``; default: the model file's, else none.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         tile: the network input window (int or one per axis); default: the model file's ``tile_size``,
@@ -112,7 +148,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: torch.nn.Module | DescribedNetwork,
         *,
         normalization: dict[str, Any] | None = None,
         device: str | torch.device | None = "auto",
@@ -139,8 +175,10 @@ class Predictor:
         if batch_size < 1:
             raise ConfigError(f"batch_size: must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
-        self.spatial_dims = int(model.spatial_dims)  # type: ignore[arg-type]
-        self.padding = str(model.padding)
+        self.contract: ShapeContract = model.contract  # type: ignore[assignment]
+        self.spatial_dims = self.contract.spatial_dims
+        self.padding = self.contract.padding
+        self.in_channels = int(model.in_channels)  # type: ignore[arg-type]
         num_classes = int(model.num_classes)  # type: ignore[arg-type]
         self.num_classes = 2 if num_classes == 1 else num_classes
         plan_tiles(
@@ -154,6 +192,8 @@ class Predictor:
             backend = resolve_backend(backend, device)
         if _backend is not None:
             self.backend: Backend = _backend
+        elif isinstance(model, DescribedNetwork):
+            raise ConfigError("a network known only from its description runs on the backend it came with (ONNX)")
         elif backend == "torch":
             self.backend = TorchBackend(
                 model, device=device, amp=amp, channels_last=channels_last, compile=compile, tta=self.tta
@@ -170,21 +210,20 @@ class Predictor:
     # ---- planning ------------------------------------------------------------------------------------
     def plan(self, spatial: Sequence[int]) -> TilePlan:
         """The tile plan for an image of spatial size ``spatial``."""
-        m: Any = self.model
-        tile = choose_tile(m, self.tile, spatial)
+        c = self.contract
+        tile = choose_tile(c, self.tile, spatial)
         if self.tile is not None and self.padding == "valid":
             req = (self.tile,) * self.spatial_dims if isinstance(self.tile, int) else tuple(self.tile)
             if tuple(req) != tile:
                 log.info("tile %s is not legal for this valid network; using %s", tuple(req), tile)
-        out = m.output_shape(tile)
         return plan_tiles(
-            spatial, padding=self.padding, tile=tile, tile_out=out, margin=m.margin(), step=2**m.depth,
-            overlap=self.overlap, blend=self.blend,
+            spatial, padding=self.padding, tile=tile, tile_out=c.output_shape(tile), margin=c.margin(),
+            step=c.steps(), overlap=self.overlap, blend=self.blend,
         )  # fmt: skip
 
     def _check_image(self, image: Any) -> Any:
         shape = tuple(getattr(image, "shape", ()))
-        c_in = int(self.model.in_channels)  # type: ignore[arg-type]
+        c_in = self.in_channels
         if len(shape) == self.spatial_dims and c_in == 1:
             return _WithChannel(image)
         if len(shape) != self.spatial_dims + 1 or shape[0] != c_in:
@@ -321,31 +360,32 @@ class Predictor:
 def load_predictor(path: str, **kwargs: Any) -> Predictor:
     """A :class:`Predictor` for a model file (``.safetensors``) or an exported ``.onnx`` file.
 
-    An ``.onnx`` file always runs on onnxruntime; its metadata rebuilds the shape contract.
+    An ``.onnx`` file always runs on onnxruntime; its metadata's description gives the shape contract
+    (:func:`unetkit.modelfile.shape_contract`): no torch network is built.
     """
     from pathlib import Path
 
     p = Path(path)
     if p.suffix.lower() == ".onnx":
+        from pydantic import ValidationError
+
         from unetkit.infer.export import read_onnx_description
         from unetkit.modelfile import ModelDescription
-        from unetkit.models.registry import MODEL_CLASSES, build
 
         if kwargs.get("backend", "onnxruntime") not in ("onnxruntime", "auto"):
             raise ConfigError(f"{p}: an ONNX file runs only with --backend onnxruntime")
         kwargs.pop("backend", None)
-        desc = ModelDescription.model_validate(read_onnx_description(p))
-        cls = MODEL_CLASSES.get(desc.architecture.cls)
-        if cls is None:
-            raise UnetkitError(f"{p}: unknown network class {desc.architecture.cls!r}; upgrade unetkit")
-        skeleton = build(cls, dict(desc.architecture.args), str(p))  # weights unused: shapes only
-        skeleton.description = desc  # type: ignore[assignment]
+        try:
+            desc = ModelDescription.model_validate(read_onnx_description(p))
+        except ValidationError as exc:
+            raise UnetkitError(f"{p}: the unetkit description in the ONNX metadata is malformed: {exc}") from None
+        network = DescribedNetwork.from_description(desc, str(p))
         backend = OnnxBackend(
             str(p), spatial_dims=desc.spatial_dims, device=kwargs.pop("device", "auto"), tta=kwargs.get("tta", False)
         )
         for key in ("amp", "channels_last", "compile"):
             kwargs.pop(key, None)
-        return Predictor(skeleton, _backend=backend, **kwargs)
+        return Predictor(network, _backend=backend, **kwargs)
     from unetkit.modelfile import load_model
 
     return Predictor(load_model(p), **kwargs)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from unetkit.errors import ConfigError
+from unetkit.shapes import ShapeContract
 
 BLEND_MODES = ("gaussian", "hann", "linear", "constant", "center")
 
@@ -219,8 +220,8 @@ def plan_tiles(
     padding: str,
     tile: Sequence[int],
     tile_out: Sequence[int] | None = None,
-    margin: int = 0,
-    step: int = 1,
+    margin: int | Sequence[int] = 0,
+    step: int | Sequence[int] = 1,
     overlap: float = 0.25,
     blend: str = "gaussian",
 ) -> TilePlan:
@@ -231,8 +232,8 @@ def plan_tiles(
         padding: the network's ``"same"`` or ``"valid"``.
         tile: the network's input window per axis, already legal (see :func:`choose_tile`).
         tile_out: the network's output for ``tile`` (valid nets; same nets: ``tile``).
-        margin: pixels lost per side (valid nets).
-        step: ``2**depth``: valid tiles advance by a multiple of it.
+        margin: pixels lost per side (valid nets), one or per axis.
+        step: the product of the pools (``2**depth``), one or per axis: valid tiles advance by a multiple of it.
         overlap: fraction of the tile shared by neighbours (same nets), in ``[0, 1)``.
         blend: ``gaussian``, ``hann``, ``linear``, ``constant`` or ``center`` (same nets).
 
@@ -247,8 +248,11 @@ def plan_tiles(
     if padding == "valid":
         if tile_out is None:
             raise ConfigError("plan_tiles: valid nets need tile_out")
+        margins = (margin,) * len(shape) if isinstance(margin, int) else tuple(margin)
+        steps = (step,) * len(shape) if isinstance(step, int) else tuple(step)
         axes = tuple(
-            _valid_axis(n, t, o, margin, step) for n, t, o in zip(shape, tile, tile_out, strict=True)
+            _valid_axis(n, t, o, m, s)
+            for n, t, o, m, s in zip(shape, tile, tile_out, margins, steps, strict=True)
         )  # fmt: skip
         return TilePlan(shape, axes, "center")
     axes = tuple(_same_axis(n, t, overlap, blend) for n, t in zip(shape, tile, strict=True))
@@ -264,10 +268,11 @@ def plan_tiles(
 
 
 def choose_tile(model: object, requested: Sequence[int] | int | None, shape: Sequence[int]) -> tuple[int, ...]:
-    """The legal input tile per axis for ``model`` (DESIGN.md): requested (or 256 in 2D, 96 in 3D) ...
+    """The legal input tile per axis for ``model`` (a network, or its :class:`~unetkit.shapes.ShapeContract`).
 
-    ... rounded to the nearest legal size for valid nets and up to a multiple of ``2**depth`` for same
-    nets, and for same nets never larger than the image needs (``shape`` rounded up to a legal size).
+    The requested tile (default 256 in 2D, 96 in 3D) goes through the one rounding rule,
+    :meth:`ShapeContract.round`: the nearest legal size for valid nets; for same nets up to a legal size,
+    never larger than the image needs (``shape`` rounded up).
 
     >>> from unetkit import create_model
     >>> choose_tile(create_model("unet_paper"), 570, (1000, 1000))
@@ -275,17 +280,7 @@ def choose_tile(model: object, requested: Sequence[int] | int | None, shape: Seq
     >>> choose_tile(create_model("unet2d_small"), 500, (100, 1000))
     (104, 504)
     """
-    dims = int(model.spatial_dims)  # type: ignore[attr-defined]
+    contract: ShapeContract = model if isinstance(model, ShapeContract) else model.contract  # type: ignore[attr-defined]
     if requested is None:
-        requested = 256 if dims == 2 else 96
-    req = (int(requested),) * dims if isinstance(requested, int) else tuple(int(t) for t in requested)
-    if len(req) != dims:
-        raise ConfigError(f"tile: {len(req)} sizes given for a {dims}D network; give one size or {dims}")
-    if any(t < 1 for t in req):
-        raise ConfigError(f"tile: sizes must be positive, got {req}")
-    if model.padding == "valid":  # type: ignore[attr-defined]
-        return tuple(model.legal_size(t, "nearest") for t in req)  # type: ignore[attr-defined]
-    return tuple(
-        model.legal_size(min(t, n), "ceil")  # type: ignore[attr-defined]
-        for t, n in zip(req, shape, strict=True)
-    )
+        requested = 256 if contract.spatial_dims == 2 else 96
+    return contract.round(requested, "tile", image=shape)

@@ -17,19 +17,21 @@ from unetkit.models import layers
 class AttentionGate(nn.Module):
     """Weigh a skip feature ``x`` by attention coefficients computed with a coarser gating feature ``g``.
 
-    ``alpha = sigmoid(psi(relu(W_x x + W_g g)))``, where ``W_x`` is a 2x2 stride-2 convolution bringing ``x``
-    to the grid of ``g``, ``W_g`` and ``psi`` are 1x1 convolutions; ``alpha`` (one channel) is resampled
+    ``alpha = sigmoid(psi(relu(W_x x + W_g g)))``, where ``W_x`` is a 2x2 stride-2 convolution (in general
+    ``stride``-sized with stride ``stride``: the level's pool size, per axis in anisotropic nets) bringing
+    ``x`` to the grid of ``g``, ``W_g`` and ``psi`` are 1x1 convolutions; ``alpha`` (one channel) is resampled
     linearly back to ``x``'s grid and multiplies ``x``. Works for valid nets: the gated ``x`` is the
-    centre-cropped skip, whose size is exactly twice ``g``'s.
+    centre-cropped skip, whose size is exactly ``stride`` times ``g``'s.
 
     Args:
         spatial_dims: 2 or 3.
         skip_ch: channels of ``x``.
         gate_ch: channels of ``g`` (the decoder feature before its up-sampling).
         inter_ch: channels of the joint space (default ``max(1, skip_ch // 2)``, as in the paper).
+        stride: the factor between ``x``'s and ``g``'s grids, one or per axis (default 2).
 
     Shape:
-        ``x (B, skip_ch, *S)``, ``g (B, gate_ch, *S/2)`` -> ``(B, skip_ch, *S)``
+        ``x (B, skip_ch, *S)``, ``g (B, gate_ch, *S/stride)`` -> ``(B, skip_ch, *S)``
 
     Examples:
         >>> import torch
@@ -40,10 +42,12 @@ class AttentionGate(nn.Module):
         torch.Size([1, 4, 8, 8, 8])
     """
 
-    def __init__(self, spatial_dims: int, skip_ch: int, gate_ch: int, inter_ch: int | None = None) -> None:
+    def __init__(
+        self, spatial_dims: int, skip_ch: int, gate_ch: int, inter_ch: int | None = None, stride: layers.Size = 2
+    ) -> None:
         super().__init__()
         inter = inter_ch or max(1, skip_ch // 2)
-        self.theta_x = layers.conv(spatial_dims, skip_ch, inter, 2, stride=2, bias=False)
+        self.theta_x = layers.conv(spatial_dims, skip_ch, inter, stride, stride=stride, bias=False)
         self.phi_g = layers.conv(spatial_dims, gate_ch, inter, 1)
         self.psi = layers.conv(spatial_dims, inter, 1, 1)
         self.mode = layers.linear_mode(spatial_dims)

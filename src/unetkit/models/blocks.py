@@ -27,10 +27,12 @@ def center_crop(x: torch.Tensor, spatial: tuple[int, ...] | torch.Size) -> torch
 class DoubleConv(nn.Sequential):
     """Two 3x3 (3x3x3) convolutions, each followed by optional norm and the activation.
 
-    With ``padding="valid"`` each convolution trims one pixel per side (the paper's unpadded convs).
+    ``kernel_size`` may be another odd size, or one per axis (e.g. ``(1, 3, 3)`` for anisotropic volumes).
+    With ``padding="valid"`` each convolution trims ``(k - 1) / 2`` pixels per side (the paper's unpadded
+    convs: one).
 
     Shape:
-        ``(B, in_ch, *S) -> (B, out_ch, *S')`` with ``S' = S - 4`` (valid) or ``S' = S`` (same).
+        ``(B, in_ch, *S) -> (B, out_ch, *S')`` with ``S' = S - 2 * (k - 1)`` (valid) or ``S' = S`` (same).
     """
 
     def __init__(
@@ -41,12 +43,13 @@ class DoubleConv(nn.Sequential):
         padding: str = "same",
         norm: str | None = None,
         activation: str = "relu",
+        kernel_size: layers.Size = 3,
     ) -> None:
-        pad = 1 if padding == "same" else 0
+        pad = layers.same_padding(kernel_size) if padding == "same" else 0
         parts: list[nn.Module] = []
         for c_in in (in_ch, out_ch):
             parts += [
-                layers.conv(spatial_dims, c_in, out_ch, 3, padding=pad),
+                layers.conv(spatial_dims, c_in, out_ch, kernel_size, padding=pad),
                 layers.norm(norm, spatial_dims, out_ch),
                 layers.activation(activation),
             ]
@@ -61,7 +64,7 @@ class ResidualBlock(nn.Module):
     :class:`DoubleConv`.
 
     Shape:
-        ``(B, in_ch, *S) -> (B, out_ch, *S')`` with ``S' = S - 4`` (valid) or ``S' = S`` (same).
+        ``(B, in_ch, *S) -> (B, out_ch, *S')`` with ``S' = S - 2 * (k - 1)`` (valid) or ``S' = S`` (same).
 
     Examples:
         >>> import torch
@@ -79,13 +82,14 @@ class ResidualBlock(nn.Module):
         padding: str = "same",
         norm: str | None = None,
         activation: str = "relu",
+        kernel_size: layers.Size = 3,
     ) -> None:
         super().__init__()
-        pad = 1 if padding == "same" else 0
-        self.conv1 = layers.conv(spatial_dims, in_ch, out_ch, 3, padding=pad)
+        pad = layers.same_padding(kernel_size) if padding == "same" else 0
+        self.conv1 = layers.conv(spatial_dims, in_ch, out_ch, kernel_size, padding=pad)
         self.norm1 = layers.norm(norm, spatial_dims, out_ch)
         self.act1 = layers.activation(activation)
-        self.conv2 = layers.conv(spatial_dims, out_ch, out_ch, 3, padding=pad)
+        self.conv2 = layers.conv(spatial_dims, out_ch, out_ch, kernel_size, padding=pad)
         self.norm2 = layers.norm(norm, spatial_dims, out_ch)
         self.shortcut: nn.Module = (
             nn.Identity()
@@ -109,25 +113,33 @@ def conv_block(
     padding: str = "same",
     norm: str | None = None,
     activation: str = "relu",
+    kernel_size: layers.Size = 3,
 ) -> nn.Module:
     """The two-convolution block of one level: ``basic`` (:class:`DoubleConv`) or ``residual``.
 
     Shape:
-        ``(B, in_ch, *S) -> (B, out_ch, *S')`` with ``S' = S - 4`` (valid) or ``S' = S`` (same).
+        ``(B, in_ch, *S) -> (B, out_ch, *S')`` with ``S' = S - 2 * (k - 1)`` (valid) or ``S' = S`` (same).
     """
+    kw = dict(padding=padding, norm=norm, activation=activation, kernel_size=kernel_size)
     if block == "basic":
-        return DoubleConv(spatial_dims, in_ch, out_ch, padding=padding, norm=norm, activation=activation)
+        return DoubleConv(spatial_dims, in_ch, out_ch, **kw)  # type: ignore[arg-type]
     if block == "residual":
-        return ResidualBlock(spatial_dims, in_ch, out_ch, padding=padding, norm=norm, activation=activation)
+        return ResidualBlock(spatial_dims, in_ch, out_ch, **kw)  # type: ignore[arg-type]
     raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
 
 
 class Down(nn.Sequential):
-    """One contracting step: 2x2 max-pool, then a two-convolution block with more channels."""
+    """One contracting step: 2x2 max-pool (or ``pool``, per axis), then a two-convolution block with more channels.
 
-    def __init__(self, spatial_dims: int, in_ch: int, out_ch: int, **conv_kwargs: object) -> None:
+    Shape:
+        ``(B, in_ch, *S) -> (B, out_ch, *S')`` with ``S' = S / pool`` less the block's loss.
+    """
+
+    def __init__(
+        self, spatial_dims: int, in_ch: int, out_ch: int, pool: layers.Size = 2, **conv_kwargs: object
+    ) -> None:
         super().__init__(
-            layers.max_pool(spatial_dims),
+            layers.max_pool(spatial_dims, pool),
             conv_block(spatial_dims, in_ch, out_ch, **conv_kwargs),  # type: ignore[arg-type]
         )
 
@@ -143,10 +155,12 @@ class Up(nn.Module):
         skip_ch: channels of the skip; the up-sampling maps ``in_ch`` to it (default ``in_ch // 2``).
         attention: gate the skip with an :class:`~unetkit.models.attention.AttentionGate` driven by the
             coarse input (Attention U-Net).
-        **conv_kwargs: ``block``, ``padding``, ``norm``, ``activation`` of :func:`conv_block`.
+        scale: the up-sampling factor, one or per axis: the pool size of this level (default 2).
+        **conv_kwargs: ``block``, ``padding``, ``norm``, ``activation``, ``kernel_size`` of :func:`conv_block`.
 
     Shape:
-        ``x (B, in_ch, *S)``, ``skip (B, skip_ch, *S_skip)`` -> ``(B, out_ch, *S_out)``
+        ``x (B, in_ch, *S)``, ``skip (B, skip_ch, *S_skip)`` -> ``(B, out_ch, *S_out)``, ``S_out`` being
+        ``S * scale`` less the block's loss.
     """
 
     def __init__(
@@ -157,12 +171,13 @@ class Up(nn.Module):
         upsample: str = "transpose",
         skip_ch: int | None = None,
         attention: bool = False,
+        scale: layers.Size = 2,
         **conv_kwargs: object,
     ) -> None:
         super().__init__()
         skip_ch = in_ch // 2 if skip_ch is None else skip_ch
-        self.up = layers.upsample(spatial_dims, upsample, in_ch, skip_ch)
-        self.gate = AttentionGate(spatial_dims, skip_ch, in_ch) if attention else None
+        self.up = layers.upsample(spatial_dims, upsample, in_ch, skip_ch, scale)
+        self.gate = AttentionGate(spatial_dims, skip_ch, in_ch, stride=scale) if attention else None
         self.conv = conv_block(spatial_dims, skip_ch * 2, out_ch, **conv_kwargs)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import nn
 
 NORMS = ("none", "batch", "instance", "group")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "prelu")
 UPSAMPLES = ("transpose", "nearest", "linear")
+
+#: a size given once for every axis, or one per axis
+Size = int | Sequence[int]
+
+
+def squeeze(size: Size) -> int | tuple[int, ...]:
+    """One int when every axis agrees, else the per-axis tuple (so defaults build exactly today's layers).
+
+    >>> squeeze((2, 2)), squeeze((1, 2, 2)), squeeze(3)
+    (2, (1, 2, 2), 3)
+    """
+    if isinstance(size, int):
+        return size
+    sizes = tuple(int(s) for s in size)
+    return sizes[0] if len(set(sizes)) == 1 else sizes
+
+
+def same_padding(kernel_size: Size) -> int | tuple[int, ...]:
+    """The zero padding that keeps the size for an odd kernel: ``(k - 1) // 2`` per axis."""
+    k = squeeze(kernel_size)
+    return (k - 1) // 2 if isinstance(k, int) else tuple((s - 1) // 2 for s in k)
 
 
 def _check_dims(spatial_dims: int) -> None:
@@ -20,22 +42,22 @@ def conv(
     spatial_dims: int,
     in_ch: int,
     out_ch: int,
-    kernel_size: int,
-    padding: int = 0,
-    stride: int = 1,
+    kernel_size: Size,
+    padding: Size = 0,
+    stride: Size = 1,
     bias: bool = True,
 ) -> nn.Module:
-    """A ``Conv2d`` or ``Conv3d``."""
+    """A ``Conv2d`` or ``Conv3d``; sizes are one int or one per axis."""
     _check_dims(spatial_dims)
-    cls = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-    return cls(in_ch, out_ch, kernel_size, padding=padding, stride=stride, bias=bias)
+    cls: Any = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+    return cls(in_ch, out_ch, squeeze(kernel_size), padding=squeeze(padding), stride=squeeze(stride), bias=bias)
 
 
-def transposed_conv(spatial_dims: int, in_ch: int, out_ch: int) -> nn.Module:
-    """The paper's 2x2 up-convolution (stride 2), doubling each spatial size."""
+def transposed_conv(spatial_dims: int, in_ch: int, out_ch: int, scale: Size = 2) -> nn.Module:
+    """The paper's 2x2 up-convolution (stride 2), or ``scale``-sized with stride ``scale`` (per axis)."""
     _check_dims(spatial_dims)
-    cls = nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
-    return cls(in_ch, out_ch, kernel_size=2, stride=2)
+    cls: Any = nn.ConvTranspose2d if spatial_dims == 2 else nn.ConvTranspose3d
+    return cls(in_ch, out_ch, kernel_size=squeeze(scale), stride=squeeze(scale))
 
 
 def linear_mode(spatial_dims: int) -> str:
@@ -44,10 +66,11 @@ def linear_mode(spatial_dims: int) -> str:
     return "bilinear" if spatial_dims == 2 else "trilinear"
 
 
-def max_pool(spatial_dims: int) -> nn.Module:
-    """2x2 (2x2x2) max-pooling with stride 2."""
+def max_pool(spatial_dims: int, size: Size = 2) -> nn.Module:
+    """2x2 (2x2x2) max-pooling with stride 2, or ``size`` (per axis) with stride ``size``."""
     _check_dims(spatial_dims)
-    return nn.MaxPool2d(2) if spatial_dims == 2 else nn.MaxPool3d(2)
+    k = squeeze(size)
+    return nn.MaxPool2d(k) if spatial_dims == 2 else nn.MaxPool3d(k)
 
 
 def dropout(spatial_dims: int, p: float) -> nn.Module:
@@ -91,16 +114,20 @@ def activation(name: str) -> nn.Module:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}") from None
 
 
-def upsample(spatial_dims: int, mode: str, in_ch: int, out_ch: int) -> nn.Module:
-    """Double the spatial size and map ``in_ch`` to ``out_ch`` channels.
+def upsample(spatial_dims: int, mode: str, in_ch: int, out_ch: int, scale: Size = 2) -> nn.Module:
+    """Multiply the spatial size by ``scale`` (2, or one factor per axis) and map ``in_ch`` to ``out_ch`` channels.
 
     ``transpose`` is the paper's learned 2x2 up-convolution; ``nearest`` and ``linear`` interpolate, then
     apply a 1x1 convolution (no checkerboard artefacts, fewer parameters).
     """
     if mode == "transpose":
-        return transposed_conv(spatial_dims, in_ch, out_ch)
+        return transposed_conv(spatial_dims, in_ch, out_ch, scale)
     if mode in ("nearest", "linear"):
         interp = "nearest" if mode == "nearest" else linear_mode(spatial_dims)
         kwargs = {} if interp == "nearest" else {"align_corners": False}
-        return nn.Sequential(nn.Upsample(scale_factor=2, mode=interp, **kwargs), conv(spatial_dims, in_ch, out_ch, 1))
+        s = squeeze(scale)
+        factor: float | tuple[float, ...] = float(s) if isinstance(s, int) else tuple(float(f) for f in s)
+        return nn.Sequential(
+            nn.Upsample(scale_factor=factor, mode=interp, **kwargs), conv(spatial_dims, in_ch, out_ch, 1)
+        )
     raise ValueError(f"upsample must be one of {UPSAMPLES}, got {mode!r}")

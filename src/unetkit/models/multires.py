@@ -7,7 +7,8 @@ the three outputs and adds a 1x1 residual; a Res path sends each skip through a 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -15,6 +16,7 @@ from torch import nn
 from unetkit.models import layers
 from unetkit.models.base import SegmentationModel
 from unetkit.models.registry import register_class, register_preset
+from unetkit.shapes import ShapeContract
 
 
 def _conv_norm_act(
@@ -141,6 +143,9 @@ class MultiResUNet(SegmentationModel):
         torch.Size([1, 3, 8, 8, 8])
     """
 
+    paddings: ClassVar[tuple[str, ...]] = ("same",)
+    same_only_reason: ClassVar[str] = "its MultiRes blocks chain padded convolutions"
+
     def __init__(
         self,
         spatial_dims: int,
@@ -154,21 +159,8 @@ class MultiResUNet(SegmentationModel):
         activation: str = "relu",
         upsample: str = "transpose",
     ) -> None:
-        super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        if padding != "same":
-            raise ValueError(
-                f"padding={padding!r}: MultiResUNet supports only padding='same' (its MultiRes blocks chain "
-                "padded convolutions); use UNet(padding='valid') for the overlap-tile strategy"
-            )
-        if depth < 1 or width < 1 or in_channels < 1 or num_classes < 1 or alpha <= 0:
-            raise ValueError("depth, width, in_channels and num_classes must be >= 1 and alpha > 0")
+        super().__init__()  # SegmentationModel checks and records the arguments (hparams, contract)
         norm = None if norm in (None, "none") else norm
-        self.hparams = dict(
-            spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes, depth=depth,
-            width=width, alpha=alpha, padding=padding, norm=norm, activation=activation, upsample=upsample,
-        )  # fmt: skip
         self.spatial_dims, self.in_channels, self.num_classes = spatial_dims, in_channels, num_classes
         self.depth, self.padding = depth, padding
 
@@ -194,6 +186,19 @@ class MultiResUNet(SegmentationModel):
             self.decoder.append(block)
             ch = block.out_channels
         self.head = layers.conv(spatial_dims, ch, num_classes, 1)
+
+    @classmethod
+    def check_arguments(cls, args: Mapping[str, Any]) -> None:
+        super().check_arguments(args)
+        alpha = {**MultiResUNet.constructor_defaults(), **args}["alpha"]
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha > 0:
+            raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
+
+    @classmethod
+    def _build_contract(cls, args: Mapping[str, Any]) -> ShapeContract:
+        """Isotropic: 2x2 poolings, padded convolutions."""
+        a = {**MultiResUNet.constructor_defaults(), **args}
+        return ShapeContract.unet(a["spatial_dims"], a["depth"], "same")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)

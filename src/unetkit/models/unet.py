@@ -3,18 +3,24 @@
 Two options turn it into a variant, alone or together: ``block="residual"`` (Residual U-Net: residual
 blocks at every level) and ``attention=True`` (Attention U-Net, Oktay et al. 2018: additive attention
 gates on the skips). Both keep the shape contract, valid padding included.
+
+Per-level, per-axis ``pool_sizes`` and ``kernel_sizes`` make anisotropic networks (as nnU-Net plans for
+volumes whose slices are thicker than their pixels are wide: ``1x3x3`` kernels and ``(1, 2, 2)`` pools at
+the top levels), and ``max_width`` caps the channel count.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from unetkit.models import layers
-from unetkit.models.base import PADDINGS, SegmentationModel
-from unetkit.models.blocks import BLOCKS, Down, Up, conv_block
+from unetkit.models.base import SegmentationModel
+from unetkit.models.blocks import Down, Up, conv_block
+from unetkit.shapes import ShapeContract, per_level
 
 
 class UNet(SegmentationModel):
@@ -38,6 +44,14 @@ class UNet(SegmentationModel):
             a shortcut, then act: the Residual U-Net).
         attention: gate each skip with an additive attention gate driven by the coarser decoder feature
             (the Attention U-Net).
+        pool_sizes: the pooling of each level ``0 .. depth-1`` (``depth`` entries), each an int or one per
+            axis, e.g. ``[(1, 2, 2), (1, 2, 2), 2]``; the up-sampling back to that level uses the same factor
+            (and the attention gate's ``W_x`` the same stride). Default 2 everywhere (the paper).
+        kernel_sizes: the convolution kernel of each level and the bridge (``depth + 1`` entries), each an odd
+            int or one per axis, e.g. ``[(1, 3, 3), 3, 3]``; a level's decoder block uses that level's kernel.
+            Default 3 everywhere (the paper).
+        max_width: cap on the channel count (nnU-Net caps at 320 in 3D, 512 in 2D): level ``i`` has
+            ``min(width * 2**i, max_width)`` channels. Default: no cap.
 
     Shape:
         ``(B, in_channels, *S) -> (B, num_classes, *model.output_shape(S))``
@@ -55,6 +69,9 @@ class UNet(SegmentationModel):
         >>> res = UNet(2, 1, 2, depth=2, width=4, padding="valid", block="residual", attention=True)
         >>> res(torch.zeros(1, 1, *res.input_shape_for((8, 8)))).shape
         torch.Size([1, 2, 8, 8])
+        >>> aniso = UNet(3, 1, 2, depth=2, width=4, pool_sizes=[(1, 2, 2), 2], kernel_sizes=[(1, 3, 3), 3, 3])
+        >>> aniso.contract.steps(), aniso(torch.zeros(1, 1, 6, 16, 16)).shape
+        ((2, 4, 4), torch.Size([1, 2, 6, 16, 16]))
     """
 
     def __init__(
@@ -71,40 +88,67 @@ class UNet(SegmentationModel):
         upsample: str = "transpose",
         block: str = "basic",
         attention: bool = False,
+        pool_sizes: Sequence[int | Sequence[int]] | None = None,
+        kernel_sizes: Sequence[int | Sequence[int]] | None = None,
+        max_width: int | None = None,
     ) -> None:
-        super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        if padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-        if depth < 1 or width < 1 or in_channels < 1 or num_classes < 1:
-            raise ValueError("depth, width, in_channels and num_classes must all be >= 1")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if block not in BLOCKS:
-            raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
+        super().__init__()  # SegmentationModel checks and records the arguments (hparams, contract)
         norm = None if norm in (None, "none") else norm
-        self.hparams = dict(
-            spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes, depth=depth,
-            width=width, padding=padding, norm=norm, activation=activation, dropout=dropout,
-            upsample=upsample, block=block, attention=bool(attention),
-        )  # fmt: skip
         self.spatial_dims, self.in_channels, self.num_classes = spatial_dims, in_channels, num_classes
         self.depth, self.padding = depth, padding
+        pools = per_level(pool_sizes, depth, spatial_dims, 2, "pool_sizes")
+        kernels = per_level(kernel_sizes, depth + 1, spatial_dims, 3, "kernel_sizes", odd=True)
+        widths = self.level_widths(width, depth, max_width)
 
         conv_kw: dict[str, Any] = dict(block=block, padding=padding, norm=norm, activation=activation)
-        widths = [width * 2**i for i in range(depth + 1)]
-        self.stem = conv_block(spatial_dims, in_channels, widths[0], **conv_kw)
-        self.down = nn.ModuleList(Down(spatial_dims, widths[i], widths[i + 1], **conv_kw) for i in range(depth))
+        self.stem = conv_block(spatial_dims, in_channels, widths[0], kernel_size=kernels[0], **conv_kw)
+        self.down = nn.ModuleList(
+            Down(spatial_dims, widths[i], widths[i + 1], pool=pools[i], kernel_size=kernels[i + 1], **conv_kw)
+            for i in range(depth)
+        )
         # The paper's dropout sits at the end of the contracting path: after the deepest level and the bridge.
         self.drop_deep = layers.dropout(spatial_dims, dropout)
         self.drop_bridge = layers.dropout(spatial_dims, dropout)
+        up_kw: dict[str, Any] = dict(upsample=upsample, attention=attention, **conv_kw)
         self.up = nn.ModuleList(
-            Up(spatial_dims, widths[i + 1], widths[i], upsample=upsample, attention=attention, **conv_kw)
+            Up(
+                spatial_dims,
+                widths[i + 1],
+                widths[i],
+                skip_ch=widths[i],
+                scale=pools[i],
+                kernel_size=kernels[i],
+                **up_kw,
+            )
             for i in reversed(range(depth))
         )
         self.head = layers.conv(spatial_dims, widths[0], num_classes, 1)
         self.reset_parameters()
+
+    @staticmethod
+    def level_widths(width: int, depth: int, max_width: int | None = None) -> list[int]:
+        """The channels of levels ``0 .. depth`` (the last is the bridge): doubling, capped at ``max_width``.
+
+        >> UNet.level_widths(32, 5, max_width=320)
+        [32, 64, 128, 256, 320, 320]
+        """
+        return [width * 2**i if max_width is None else min(width * 2**i, max_width) for i in range(depth + 1)]
+
+    @classmethod
+    def check_arguments(cls, args: Mapping[str, Any]) -> None:
+        super().check_arguments(args)
+        a = {**UNet.constructor_defaults(), **args}
+        max_width, width = a["max_width"], a["width"]
+        if max_width is not None and (
+            isinstance(max_width, bool) or not isinstance(max_width, int) or max_width < width
+        ):
+            raise ValueError(f"max_width must be None or an integer >= width ({width}), got {max_width!r}")
+        cls._build_contract(a)  # pool_sizes and kernel_sizes: the right number of valid entries
+
+    @classmethod
+    def _build_contract(cls, args: Mapping[str, Any]) -> ShapeContract:
+        a = {**UNet.constructor_defaults(), **args}
+        return ShapeContract.unet(a["spatial_dims"], a["depth"], a["padding"], a["pool_sizes"], a["kernel_sizes"])
 
     def reset_parameters(self) -> None:
         """The paper's initialisation: He-normal weights (std sqrt(2/N)), zero biases."""

@@ -9,17 +9,18 @@ the last skip.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from unetkit.models import layers
 from unetkit.models.base import SegmentationModel
-from unetkit.models.blocks import BLOCKS, Up, conv_block
+from unetkit.models.blocks import Up, conv_block
 from unetkit.models.registry import register_class, register_preset
 from unetkit.models.vit import ViT
+from unetkit.shapes import ShapeContract
 
 
 def deconv_block(spatial_dims: int, in_ch: int, out_ch: int, norm: str | None, activation: str) -> nn.Sequential:
@@ -77,6 +78,12 @@ class UNETR(SegmentationModel):
         torch.Size([1, 2, 16, 16, 8])
     """
 
+    paddings: ClassVar[tuple[str, ...]] = ("same",)
+    same_only_reason: ClassVar[str] = "its encoder works on whole patches"
+    positive_ints: ClassVar[tuple[str, ...]] = (
+        "in_channels", "num_classes", "width", "hidden_size", "mlp_dim", "num_layers", "num_heads",
+    )  # fmt: skip
+
     def __init__(
         self,
         spatial_dims: int,
@@ -95,35 +102,10 @@ class UNETR(SegmentationModel):
         dropout: float = 0.0,
         padding: str = "same",
     ) -> None:
-        super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        if padding != "same":
-            raise ValueError(
-                f"padding={padding!r}: UNETR supports only padding='same' (its encoder works on whole patches); "
-                "use UNet(padding='valid') for the overlap-tile strategy"
-            )
-        if patch_size < 2 or patch_size & (patch_size - 1):
-            raise ValueError(f"patch_size must be a power of two >= 2, got {patch_size}")
+        super().__init__()  # SegmentationModel checks and records the arguments (hparams, contract)
         depth = patch_size.bit_length() - 1
         sizes = [img_size] * spatial_dims if isinstance(img_size, int) else [int(s) for s in img_size]
-        if len(sizes) != spatial_dims or any(s < patch_size or s % patch_size for s in sizes):
-            raise ValueError(
-                f"img_size {img_size} must give {spatial_dims} sizes, each a multiple of patch_size ({patch_size})"
-            )
-        if num_layers < depth:
-            raise ValueError(f"num_layers ({num_layers}) must be >= log2(patch_size) ({depth}): one skip per level")
-        if block not in BLOCKS:
-            raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
-        if min(in_channels, num_classes, width, hidden_size, mlp_dim, num_heads) < 1 or not 0 <= dropout < 1:
-            raise ValueError("channels, sizes and num_heads must be >= 1 and dropout in [0, 1)")
         norm = None if norm in (None, "none") else norm
-        self.hparams = dict(
-            spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes, img_size=sizes,
-            patch_size=patch_size, hidden_size=hidden_size, mlp_dim=mlp_dim, num_layers=num_layers,
-            num_heads=num_heads, width=width, norm=norm, activation=activation, block=block, dropout=dropout,
-            padding=padding,
-        )  # fmt: skip
         self.spatial_dims, self.in_channels, self.num_classes = spatial_dims, in_channels, num_classes
         self.depth, self.padding, self.patch_size, self.hidden_size = depth, padding, patch_size, hidden_size
         #: 1-based transformer layers feeding the skips of levels 1 .. depth-1 (3, 6, 9 for 12 layers, depth 4)
@@ -151,8 +133,34 @@ class UNETR(SegmentationModel):
         )
         self.head = layers.conv(spatial_dims, widths[0], num_classes, 1)
 
-    def _size_rule(self) -> str:
-        return f"a multiple of {self._step} (the patch size)"
+    @classmethod
+    def check_arguments(cls, args: Mapping[str, Any]) -> None:
+        super().check_arguments(args)
+        args = {**UNETR.constructor_defaults(), **args}
+        patch_size, img_size, dims = args["patch_size"], args["img_size"], args["spatial_dims"]
+        if not isinstance(patch_size, int) or patch_size < 2 or patch_size & (patch_size - 1):
+            raise ValueError(f"patch_size must be a power of two >= 2, got {patch_size}")
+        sizes = [img_size] * dims if isinstance(img_size, int) else list(img_size)
+        if len(sizes) != dims or any(not isinstance(s, int) or s < patch_size or s % patch_size for s in sizes):
+            raise ValueError(
+                f"img_size {img_size} must give {dims} sizes, each a multiple of patch_size ({patch_size})"
+            )
+        depth = patch_size.bit_length() - 1
+        if args["num_layers"] < depth:
+            raise ValueError(
+                f"num_layers ({args['num_layers']}) must be >= log2(patch_size) ({depth}): one skip per level"
+            )  # fmt: skip
+        if args["hidden_size"] % args["num_heads"]:
+            raise ValueError(
+                f"hidden_size ({args['hidden_size']}) must be divisible by num_heads ({args['num_heads']})"
+            )  # fmt: skip
+
+    @classmethod
+    def _build_contract(cls, args: Mapping[str, Any]) -> ShapeContract:
+        """Isotropic: multiples of the patch size, as ``log2(patch_size)`` 2x levels (the decoder's)."""
+        args = {**UNETR.constructor_defaults(), **args}
+        depth = args["patch_size"].bit_length() - 1
+        return ShapeContract.unet(args["spatial_dims"], depth, "same", step_origin="the patch size")
 
     def _tokens_to_grid(self, tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         return tokens.transpose(1, 2).reshape(tokens.shape[0], self.hidden_size, *grid)

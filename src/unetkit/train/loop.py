@@ -81,15 +81,10 @@ def _fabric(cfg: Config) -> Any:
 
 
 def legal_patch(model: SegmentationModel, patch: int | Sequence[int]) -> list[int]:
-    """Round a requested patch (network input) size to a legal one, as DESIGN.md says: valid nets to the
-    nearest legal size, same nets up to a multiple of ``2**depth``."""
-    sizes = [int(patch)] * model.spatial_dims if isinstance(patch, int) else [int(p) for p in patch]
-    if len(sizes) != model.spatial_dims:
-        raise ConfigError(
-            f"data.patch_size {sizes}: needs {model.spatial_dims} values for a {model.spatial_dims}D model"
-        )
-    mode = "nearest" if model.padding == "valid" else "ceil"
-    legal = [model.legal_size(s, mode) for s in sizes]
+    """Round a requested patch (network input) size to a legal one by the one rounding rule
+    (:meth:`unetkit.shapes.ShapeContract.round`): valid nets to the nearest legal size, same nets up."""
+    legal = list(model.contract.round(patch, "patch"))
+    sizes = [int(patch)] * len(legal) if isinstance(patch, int) else [int(p) for p in patch]
     if legal != sizes:
         log.info("patch size %s is not legal for this network: using %s", sizes, legal)
     return legal
@@ -97,10 +92,10 @@ def legal_patch(model: SegmentationModel, patch: int | Sequence[int]) -> list[in
 
 def prediction_tile(model: SegmentationModel, patch: Sequence[int]) -> list[int]:
     """The tile recorded for prediction: at least the training patch, at least 256 (2D) or 96 (3D) output
-    pixels per axis, since larger tiles waste less on borders and halos."""
-    floor = (256 if model.spatial_dims == 2 else 96) + 2 * model.margin()
-    mode = "nearest" if model.padding == "valid" else "ceil"
-    return [model.legal_size(max(int(p), floor), mode) for p in patch]
+    pixels per axis, since larger tiles waste less on borders and halos; rounded by the contract's rule."""
+    floor = 256 if model.spatial_dims == 2 else 96
+    wanted = [max(int(p), floor + 2 * m) for p, m in zip(patch, model.contract.margin(), strict=True)]
+    return list(model.contract.round(wanted, "tile"))
 
 
 def _optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
