@@ -242,16 +242,6 @@ class _Planner:
         per_sample = measured.seconds / 2
         while batch < batch_cap(self.patch) and per_sample * (batch + 1) <= step_budget:
             batch += 1
-        chosen_batch = self.decide(
-            "batch",
-            "train.batch_size",
-            batch,
-            f"{measured.seconds:.2f} s per step of 2 measured on this {m.device}; as many patches as fit "
-            f"{step_budget:.2f} s per step (the budget buys about {self.total_steps_target} steps), at least 2, at "
-            f"most {batch_cap(self.patch)} ({BATCH_DATA_SHARE:.0%} of the dataset's voxels)",
-        )
-        self.batch = int(chosen_batch)
-        self.step_seconds = per_sample * self.batch
         name = "unet2d" if self.spatial == 2 else "unet3d"
         self.decide("network", "model.name", name, f"a {self.spatial}D U-Net whose shape the plan sets below")
         why_patch = (
@@ -279,6 +269,16 @@ class _Planner:
         self.decide("norm", "model.args.norm", "instance", "instance norm: batch statistics of 2 patches are noise")
         self.decide("activation", "model.args.activation", "leaky_relu", "leaky ReLU keeps gradients on dead units")
         self.decide("padding", "model.args.padding", "same", "same padding: any patch the pooling divides is legal")
+        chosen_batch = self.decide(
+            "batch",
+            "train.batch_size",
+            batch,
+            f"{measured.seconds:.2f} s per step of 2 measured on this {m.device}; as many patches as fit "
+            f"{step_budget:.2f} s per step (the budget buys about {self.total_steps_target} steps), at least 2, at "
+            f"most {batch_cap(self.patch)} ({BATCH_DATA_SHARE:.0%} of the dataset's voxels)",
+        )
+        self.batch = int(chosen_batch)
+        self.step_seconds = per_sample * self.batch
 
     def instance_target(self) -> bool:
         """Instance masks train interior/boundary classes (decided once, recorded by ``target``)."""
