@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from unetkit.data.lazy import Layout, LazyImage, guess_axes, layout_from_axes
+from unetkit.data.io.lazy import Layout, LazyImage, guess_axes, layout_from_axes
 from unetkit.errors import ConfigError, DataError
 from unetkit.utils import atomic_path
 
@@ -133,7 +133,7 @@ def open_image(path: str | os.PathLike[str], spatial_dims: int | None = None) ->
         spatial_dims: 2 or 3 to force the reading (e.g. a 3-slice volume), ``None`` to decide from the file.
 
     Returns:
-        A :class:`~unetkit.data.lazy.LazyImage`; ``img[:, y0:y1, x0:x1]`` reads just that region.
+        A :class:`~unetkit.data.io.lazy.LazyImage`; ``img[:, y0:y1, x0:x1]`` reads just that region.
 
     Shape:
         ``(C, *spatial)``.
