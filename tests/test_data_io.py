@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import tracemalloc
 from pathlib import Path
 
@@ -237,3 +238,111 @@ def test_three_page_tiff_forced_3d(tmp_path: Path) -> None:
     assert read_image(tmp_path / "v.tif").array.shape == (3, 8, 8)
     np.testing.assert_array_equal(read_image(tmp_path / "v.tif", spatial_dims=3).array[0], vol)
     np.testing.assert_array_equal(read_mask(tmp_path / "v.tif", spatial_dims=3), vol)
+
+
+@pytest.mark.parametrize("name", ["x.png", "x.tif", "x.nii.gz", "x.npy", "x.zarr"])
+def test_a_bug_inside_unetkit_propagates_and_is_not_called_a_bad_file(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import unetkit.data.io.lazy as lazy
+
+    write_image(tmp_path / name, _img((1, 16, 16)))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug in unetkit")
+
+    for module in ("pil", "tiff", "nifti", "npy", "zarrio"):  # every reader builds its layout with this
+        monkeypatch.setattr(f"unetkit.data.io.{module}.layout_from_axes", broken)
+    with pytest.raises(KeyError, match="a bug in unetkit"):
+        read_image(tmp_path / name)
+    monkeypatch.undo()
+    monkeypatch.setattr(lazy, "_arrange", broken)  # a bug after the region is read, in a lazy read
+    with pytest.raises(KeyError, match="a bug in unetkit"):
+        open_image(tmp_path / name)[:, 0:4, 0:4]
+    monkeypatch.undo()
+    assert read_image(tmp_path / name).array.shape == (1, 16, 16)
+
+
+def test_a_failing_reader_region_read_is_a_data_error(tmp_path: Path) -> None:
+    write_image(tmp_path / "v.tif", _img((1, 4, 64, 64)))
+    data = (tmp_path / "v.tif").read_bytes()
+    (tmp_path / "v.tif").write_bytes(data[: len(data) // 2])  # header intact, the last slices missing
+    img = open_image(tmp_path / "v.tif")
+    assert img.shape == (1, 4, 64, 64)
+    with pytest.raises(DataError, match=r"v\.tif: reading region .* truncated or corrupt"):
+        img[:, 3]
+
+
+def test_a_tiff_codec_that_needs_imagecodecs_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    Image.fromarray(_img((32, 32))).save(tmp_path / "lzw.tif", compression="tiff_lzw")
+    if importlib.util.find_spec("imagecodecs") is not None:  # make tifffile behave as it does without it
+        codecs = type(tifffile.TIFF.DECOMPRESSORS)
+        lookup = codecs.__getitem__
+
+        def without_imagecodecs(self: object, key: int) -> object:
+            if key == 5:
+                raise KeyError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+            return lookup(self, key)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(codecs, "__getitem__", without_imagecodecs)
+    with pytest.raises(DataError, match=r"lzw\.tif: the TIFF is compressed with LZW.*'imagecodecs'.*pip install"):
+        read_image(tmp_path / "lzw.tif")
+
+
+def test_one_bigtiff_rule_for_write_image_and_the_streaming_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unetkit.data.io import tiff
+    from unetkit.infer.writers import open_target
+
+    arr = _img((1, 20, 30))
+    monkeypatch.setattr(tiff, "BIGTIFF_BYTES", arr.nbytes - 1)
+    write_image(tmp_path / "w.tif", arr, spacing=(0.5, 0.25))
+    target = open_target(tmp_path / "s.tif", arr.shape[1:], arr.dtype, spacing=(0.5, 0.25))
+    target.write(0, arr[0])
+    target.commit()
+    monkeypatch.setattr(tiff, "BIGTIFF_BYTES", arr.nbytes)
+    write_image(tmp_path / "c.tif", arr)
+    for name, big in (("w.tif", True), ("s.tif", True), ("c.tif", False)):
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            assert tif.is_bigtiff is big, name
+        img = read_image(tmp_path / name)
+        np.testing.assert_array_equal(img.array, arr)
+        assert img.spacing == (None if name == "c.tif" else (0.5, 0.25))
+
+
+def test_zarr_stores_are_replaced_whole_by_every_writer(tmp_path: Path) -> None:
+    from unetkit.infer.writers import open_target
+
+    dest = tmp_path / "z.zarr"
+    write_image(dest, np.zeros((1, 300, 40), np.uint8))
+    target = open_target(dest, (2, 300, 40), np.uint8, lead=1, spacing=(2.0, 1.0))
+    target.write(0, np.ones((2, 300, 40), np.uint8))
+    target.abort()  # an aborted writer leaves the old store as it was
+    assert read_image(dest).array.shape == (1, 300, 40)
+    target = open_target(dest, (2, 300, 40), np.uint8, lead=1, spacing=(2.0, 1.0))
+    target.write(0, np.ones((2, 300, 40), np.uint8))
+    target.commit()
+    img = read_image(dest)
+    assert img.array.shape == (2, 300, 40) and img.array.min() == 1 and img.spacing == (2.0, 1.0)
+    import zarr
+
+    written = zarr.open_array(str(dest))
+    assert written.chunks == (1, 256, 40) and list(written.metadata.dimension_names) == ["c", "y", "x"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["z.zarr"]  # no temporary or old folders left
+
+
+def test_malformed_metadata_is_a_data_error(tmp_path: Path) -> None:
+    import zarr
+
+    z = zarr.create_array(str(tmp_path / "s.zarr"), shape=(1, 8, 8), dtype="uint8")
+    z.attrs["spacing"] = ["wide", "tall"]
+    with pytest.raises(DataError, match=r"s\.zarr: malformed spacing metadata"):
+        read_image(tmp_path / "s.zarr")
+    g = zarr.open_group(str(tmp_path / "ome.zarr"), mode="w")
+    g.create_array("0", shape=(8, 8), dtype="uint8")
+    g.attrs["multiscales"] = [{"datasets": []}]
+    with pytest.raises(DataError, match=r"ome\.zarr: malformed OME-Zarr"):
+        read_image(tmp_path / "ome.zarr")

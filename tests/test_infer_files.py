@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from unetkit.data.io import open_image, read_image, write_image
-from unetkit.errors import DataError
+from unetkit.errors import ConfigError, DataError
 from unetkit.infer import Predictor, expand_inputs, predict_file
 from unetkit.infer.files import plan_outputs
 from unetkit.infer.writers import open_target
@@ -106,3 +106,49 @@ def test_slabs_stay_bounded_on_a_tall_image() -> None:
         pred = Predictor(net, device="cpu", tile=64, overlap=0.25, blend=blend, batch_size=8)
         rows = [s.proba.shape[1] for s in pred.iter_slabs(image)]
         assert sum(rows) == 3000 and max(rows) <= limit and len(rows) > 40
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def start(self, path: Path, summary: str, tiles: int, megapixels: float) -> None:
+        self.events.append(("start", (path.name, tiles)))
+
+    def advance(self, tiles: int) -> None:
+        self.events.append(("advance", tiles))
+
+    def predicted(self, result: object) -> None:
+        self.events.append(("predicted", result))
+
+    def done(self, result: object) -> None:
+        self.events.append(("done", result))
+
+
+def test_predict_files_is_the_whole_job_with_progress_hooks(tmp_path: Path, net2d: UNet) -> None:
+    from unetkit.infer.files import predict_files
+
+    rng = np.random.default_rng(3)
+    for name in ("a.png", "b.tif"):
+        write_image(tmp_path / "in" / name, (rng.random((1, 40, 50)) * 255).astype(np.uint8))
+    pred = Predictor(net2d, device="cpu")
+    rec = _Recorder()
+    results = predict_files(
+        pred, [tmp_path / "in"], tmp_path / "out", probabilities=True, postprocess="remove-islands:2",
+        instances="components", progress=rec,
+    )  # fmt: skip
+    assert [r.input.name for r in results] == ["a.png", "b.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        ["a.png", "a_prob.tif", "a_instances.tif", "b.tif", "b_prob.tif", "b_instances.tif"]
+    )
+    a = results[0]
+    assert a.postprocessed == [a.outputs.labels, tmp_path / "out" / "a_instances.tif"]
+    kinds = [k for k, _ in rec.events]
+    assert kinds[0] == "start" and kinds.count("start") == 2 and kinds.count("done") == 2
+    assert sum(n for k, n in rec.events if k == "advance") == sum(r.tiles for r in results)
+    assert kinds.index("predicted") < kinds.index("done") < kinds.index("start", 1)
+    with pytest.raises(ConfigError, match="instances"):
+        predict_files(pred, [tmp_path / "in"], tmp_path / "o2", instances="watershed")
+    with pytest.raises(ConfigError, match="apply to a model file"):
+        predict_files(pred, [tmp_path / "in"], tmp_path / "o2", tile=64)
+    assert not (tmp_path / "o2").exists()  # options are checked before any work

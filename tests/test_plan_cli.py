@@ -101,8 +101,8 @@ def test_override_wins_and_table_says_so(cells2d: Path, tmp_path: Path) -> None:
     assert decisions["data.patch_size"]["value"] == 48 and decisions["data.patch_size"]["source"] == "you"
     assert "set by you" in result.output
     # a saved plan trains as it is, and a flag still wins over it
-    result = runner.invoke(app, ["train", str(cells2d), "--plan", str(out), "--out", str(tmp_path / "r"), "--epochs", "1",
-                                 "--set", "train.iterations_per_epoch=2", "--quiet"])  # fmt: skip
+    args = ["train", str(cells2d), "--plan", str(out), "--out", str(tmp_path / "r"), "--epochs", "1"]
+    result = runner.invoke(app, [*args, "--set", "train.iterations_per_epoch=2", "--quiet"])
     assert result.exit_code == 0, result.output
     cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert cfg["train"]["batch_size"] == 3 and cfg["train"]["epochs"] == 1

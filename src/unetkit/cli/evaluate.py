@@ -60,7 +60,7 @@ def evaluate_cmd(
 
     Example: unetkit evaluate --pred preds --truth data/masks --images data/images --out eval
     """
-    from unetkit.metrics.evaluate import EvaluateOptions, evaluate_folders
+    from unetkit.evaluate.run import EvaluateOptions, evaluate_folders
     from unetkit.postprocess.instances import INSTANCE_METHODS
     from unetkit.postprocess.pipeline import parse_postprocess
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from unetkit.cli._common import console, err_console, setup_logging
-from unetkit.errors import UnetkitError
+from unetkit.cli._common import console, setup_logging
+
+if TYPE_CHECKING:  # the library (and torch) is imported when a command runs, not at start-up
+    from unetkit.infer.files import PredictionResult
 
 
 def predict_cmd(
@@ -50,64 +52,67 @@ def predict_cmd(
 
     Example: unetkit predict runs/demo/model.safetensors scans/*.tif --out preds --overlay
     """
-    from unetkit.data.io import open_image
-    from unetkit.infer import expand_inputs, load_predictor, predict_file
-    from unetkit.infer.files import plan_outputs
-    from unetkit.postprocess.files import postprocess_file
-    from unetkit.postprocess.instances import INSTANCE_METHODS
-    from unetkit.postprocess.pipeline import parse_postprocess
-
-    if instances is not None and instances not in INSTANCE_METHODS:
-        raise UnetkitError(f"--instances {instances!r}: choose one of {', '.join(INSTANCE_METHODS)}")
-    parse_postprocess(postprocess)  # a bad pipeline fails before any work
+    from unetkit.infer.files import predict_files
 
     setup_logging(verbose, quiet)
-    files = expand_inputs(inputs)
-    opts = dict(
-        tile=tile, overlap=overlap, blend=blend, tta=tta, backend=backend, device=device, batch_size=batch_size,
-        channels_last=channels_last, compile=compile,
+    job = dict(
+        probabilities=probabilities, prob_dtype=prob_dtype, overlay=overlay, postprocess=postprocess,
+        instances=instances, dask=dask, tile=tile, overlap=overlap, blend=blend, tta=tta, backend=backend,
+        device=device, batch_size=batch_size, channels_last=channels_last, compile=compile,
     )  # fmt: skip
     if dask is not None:
-        from unetkit.infer.dask_predict import predict_files_dask
-
-        if probabilities or overlay or postprocess or instances:
-            err_console.print(
-                "[yellow]--dask writes labels only; --probabilities, --overlay, --postprocess and --instances "
-                "are ignored[/]"
-            )
-
-        results = predict_files_dask(str(model), files, out, address=None if dask == "local" else dask, **opts)
-        for src, dst in results:
-            console.print(f"{src} -> {dst}")
+        predict_files(str(model), inputs, out, progress=_DaskLines(), **job)  # type: ignore[arg-type]
         return
-    predictor = load_predictor(str(model), **opts)
-    plans = plan_outputs(files, out, probabilities=probabilities, overlay=overlay)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} tiles"),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=console, disable=quiet,
-    ) as progress:  # fmt: skip
-        for src, plan in zip(files, plans, strict=True):
-            with open_image(src, spatial_dims=predictor.spatial_dims) as img:
-                spatial = tuple(int(s) for s in img.shape[1:])
-                spacing = img.spacing
-            if not quiet:
-                progress.log(f"{src}: {predictor.describe(spatial)}")
-            meter = _Meter(progress, src.name, predictor.tiles_for(spatial), math.prod(spatial) / 1e6)
-            res = predict_file(
-                predictor, src, outputs=plan, probabilities=probabilities, prob_dtype=prob_dtype, overlay=overlay,
-                on_tiles=meter,
-            )  # fmt: skip
-            progress.update(meter.task, rate=f"{res.megapixels / max(res.seconds, 1e-9):.2f} MP/s")
-            for p in res.outputs.all():
-                console.print(f"  wrote {p}")
-            if postprocess or instances:
-                for p in postprocess_file(
-                    res.outputs.labels, postprocess or "", num_classes=predictor.num_classes, image_path=src,
-                    probabilities_path=res.outputs.probabilities, instances=instances,  # type: ignore[arg-type]
-                    spacing=spacing,
-                ):  # fmt: skip
-                    console.print(f"  wrote {p} (post-processed)" if p == res.outputs.labels else f"  wrote {p}")
+    ) as bar:  # fmt: skip
+        predict_files(str(model), inputs, out, progress=_Bars(bar, quiet), **job)  # type: ignore[arg-type]
+
+
+class _DaskLines:
+    """A Dask run: one line per file when the run is over (a :class:`~unetkit.infer.files.PredictProgress`)."""
+
+    def start(self, path: Path, summary: str, tiles: int, megapixels: float) -> None:
+        pass
+
+    def advance(self, tiles: int) -> None:
+        pass
+
+    def predicted(self, result: PredictionResult) -> None:
+        console.print(f"{result.input} -> {result.outputs.labels}")
+
+    def done(self, result: PredictionResult) -> None:
+        pass
+
+
+class _Bars:
+    """A progress bar per image, then the files it wrote (a :class:`~unetkit.infer.files.PredictProgress`)."""
+
+    def __init__(self, progress: Progress, quiet: bool) -> None:
+        self.progress, self.quiet = progress, quiet
+        self.meter: _Meter | None = None
+
+    def start(self, path: Path, summary: str, tiles: int, megapixels: float) -> None:
+        if not self.quiet:
+            self.progress.log(f"{path}: {summary}")
+        self.meter = _Meter(self.progress, path.name, tiles, megapixels)
+
+    def advance(self, tiles: int) -> None:
+        if self.meter is not None:
+            self.meter(tiles)
+
+    def predicted(self, result: PredictionResult) -> None:
+        if self.meter is not None:
+            rate = result.megapixels / max(result.seconds, 1e-9)
+            self.progress.update(self.meter.task, rate=f"{rate:.2f} MP/s")
+        for p in result.outputs.all():
+            console.print(f"  wrote {p}")
+
+    def done(self, result: PredictionResult) -> None:
+        for p in result.postprocessed:
+            console.print(f"  wrote {p} (post-processed)" if p == result.outputs.labels else f"  wrote {p}")
 
 
 class _Meter:

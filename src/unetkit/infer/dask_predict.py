@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 
 from unetkit.errors import ConfigError, require
 from unetkit.infer.tiling import reflect_index
-from unetkit.utils import atomic_path
+from unetkit.utils import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +183,9 @@ def predict_dask(
         log.info("dask: %s", client)
     out = Path(out)
     try:
-        with atomic_path(out) as tmp:
-            tmp.unlink()
+        with atomic_dir(out) as tmp:
             regular = tuple(c[0] for c in labels.chunks)  # zarr wants equal chunks: merge the balanced ones
             labels.rechunk(regular).to_zarr(str(tmp), compute=True)
-            if out.is_dir():
-                shutil.rmtree(out)
     finally:
         if owned is not None:
             client.close()

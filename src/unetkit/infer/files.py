@@ -2,26 +2,31 @@
 
 Labels go to ``OUT/<stem>`` in the input's format (``.png`` for PNG/JPEG/BMP, ``.tif`` for TIFF,
 ``.nii.gz`` for NIfTI, ``.zarr`` for zarr, ``.npy`` for ``.npy``); probabilities to ``OUT/<stem>_prob.tif``
-(``.zarr`` for zarr inputs); the overlay to ``OUT/<stem>_overlay.png`` (2D only).
+(``.zarr`` for zarr inputs); the overlay to ``OUT/<stem>_overlay.png`` (2D only); instance labels
+(``instances=``) to ``OUT/<stem>_instances.tif``.
+
+:func:`predict_files` is the whole ``unetkit predict`` job (the CLI only parses flags and draws progress
+from a :class:`PredictProgress`); :func:`predict_file` does one image with a given :class:`Predictor`.
 """
 
 from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from unetkit.data.io import IMAGE_SUFFIXES, image_format, is_image_file, open_image, strip_suffix
+from unetkit.data.io import IMAGE_SUFFIXES, image_format, is_image_file, is_zarr_dir, open_image, strip_suffix
 from unetkit.errors import ConfigError, DataError
 from unetkit.infer.overlay import OverlayTarget
-from unetkit.infer.predictor import Predictor, class_labels
+from unetkit.infer.predictor import Predictor, class_labels, load_predictor
 from unetkit.infer.writers import open_target
 from unetkit.viz.palette import palette
 
@@ -45,7 +50,18 @@ class OutputPaths:
 
 @dataclass
 class PredictionResult:
-    """What :func:`predict_file` did: outputs, tiles, megapixels and seconds."""
+    """What :func:`predict_file` did: outputs, tiles, megapixels and seconds.
+
+    Attributes:
+        input: the image.
+        outputs: the files prediction wrote.
+        shape: ``(K, *S)``, classes and the image's spatial size.
+        tiles: tiles of the image's tile grid.
+        seconds: wall time of the prediction, post-processing not included (for a Dask run: of the whole
+            run, one cluster for all files).
+        class_counts: voxels per predicted class (empty for a Dask run).
+        postprocessed: files post-processing wrote (the labels, rewritten, and/or the instance labels).
+    """
 
     input: Path
     outputs: OutputPaths
@@ -53,6 +69,7 @@ class PredictionResult:
     tiles: int
     seconds: float
     class_counts: list[int] = field(default_factory=list)
+    postprocessed: list[Path] = field(default_factory=list)
 
     @property
     def megapixels(self) -> float:
@@ -76,8 +93,8 @@ def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
     for item in items:
         text = str(item)
         p = Path(text)
-        if p.is_dir() and not (p.name.endswith(".zarr") or _is_zarr(p)):
-            found += sorted(c for c in p.iterdir() if is_image_file(c) or (c.is_dir() and _is_zarr(c)))
+        if p.is_dir() and not (p.name.endswith(".zarr") or is_zarr_dir(p)):
+            found += sorted(c for c in p.iterdir() if is_image_file(c) or is_zarr_dir(c))
         elif p.exists():
             found.append(p)
         elif glob.has_magic(text):
@@ -88,10 +105,6 @@ def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
     if not unique:
         raise DataError(f"no image files in {', '.join(map(str, items))}; readable: {', '.join(IMAGE_SUFFIXES)}")
     return unique
-
-
-def _is_zarr(p: Path) -> bool:
-    return any((p / f).exists() for f in ("zarr.json", ".zarray", ".zgroup"))
 
 
 def plan_outputs(inputs: Sequence[Path], out_dir: Path, *, probabilities: bool, overlay: bool) -> list[OutputPaths]:
@@ -201,3 +214,148 @@ def predict_file(
             close()
     seconds = time.perf_counter() - t0
     return PredictionResult(path, outputs, (k, *spatial), predictor.tiles_for(spatial), seconds, counts.tolist())
+
+
+class PredictProgress(Protocol):
+    """What :func:`predict_files` reports as it goes. Subclass it and override what you show (the other hooks
+    do nothing), or pass any object with these four methods."""
+
+    def start(self, path: Path, summary: str, tiles: int, megapixels: float) -> None:
+        """``path`` is about to be predicted in ``tiles`` tiles; ``summary`` is :meth:`Predictor.describe`'s line."""
+        return None
+
+    def advance(self, tiles: int) -> None:
+        """``tiles`` more tiles of the current image were computed (the first call includes warm-up)."""
+        return None
+
+    def predicted(self, result: PredictionResult) -> None:
+        """The image's predictions are written (``result.outputs``); post-processing, if any, follows."""
+        return None
+
+    def done(self, result: PredictionResult) -> None:
+        """An image is finished, post-processing included (``result.postprocessed``)."""
+        return None
+
+
+class _NoProgress(PredictProgress):
+    pass
+
+
+def predict_files(
+    model: str | os.PathLike[str] | Predictor,
+    inputs: Iterable[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    probabilities: bool = False,
+    prob_dtype: str = "float16",
+    overlay: bool = False,
+    postprocess: str | None = None,
+    instances: str | None = None,
+    dask: str | None = None,
+    progress: PredictProgress | None = None,
+    **options: Any,
+) -> list[PredictionResult]:
+    """Segment every input into ``out_dir``: the ``unetkit predict`` job.
+
+    Inputs are expanded (:func:`expand_inputs`) and their outputs planned (:func:`plan_outputs`, which
+    refuses to overwrite an input) before any work; every option is checked before the first image.
+
+    Args:
+        model: a model file (``.safetensors``) or an exported ``.onnx`` file, or a ready :class:`Predictor`.
+        inputs: image files, folders and glob patterns.
+        out_dir: folder for the results.
+        probabilities: also write ``<stem>_prob.tif`` (``.zarr`` for zarr inputs), ``(K, *S)``.
+        prob_dtype: ``float16`` or ``uint8`` (probability x 255).
+        overlay: also write ``<stem>_overlay.png`` with a legend (2D).
+        postprocess: a pipeline refining the written labels, e.g. ``"remove-islands:50,fill-holes"``
+            (:mod:`unetkit.postprocess.pipeline`; the label image must fit in memory).
+        instances: also write ``<stem>_instances.tif``: ``components``, ``distance`` or ``probability``.
+        dask: run on a Dask cluster: a scheduler address, or ``"local"`` for a 2-worker LocalCluster; labels
+            only, to ``<stem>.zarr`` (probabilities, overlay, post-processing and instances are ignored).
+        progress: progress hooks (see :class:`PredictProgress`).
+        **options: :class:`Predictor` options when ``model`` is a file: ``tile``, ``overlap``, ``blend``,
+            ``tta``, ``backend``, ``device``, ``batch_size``, ``channels_last``, ``compile``.
+
+    Returns:
+        One :class:`PredictionResult` per input, in order.
+
+    Shape:
+        each image ``(C, *S)`` -> labels ``(*S)``, probabilities ``(K, *S)``.
+    """
+    from unetkit.postprocess.instances import INSTANCE_METHODS
+    from unetkit.postprocess.pipeline import parse_postprocess
+
+    if instances is not None and instances not in INSTANCE_METHODS:
+        raise ConfigError(f"instances {instances!r}: choose one of {', '.join(INSTANCE_METHODS)}")
+    parse_postprocess(postprocess)  # a bad pipeline fails before any work
+    if prob_dtype not in PROB_DTYPES:
+        raise ConfigError(f"prob_dtype: {prob_dtype!r}; choose one of {', '.join(PROB_DTYPES)}")
+    if isinstance(model, Predictor) and options:
+        raise ConfigError(f"predict_files: options {sorted(options)} apply to a model file, not to a Predictor")
+    progress = progress if progress is not None else _NoProgress()
+    files = expand_inputs(inputs)
+    out = Path(out_dir)
+    if dask is not None:
+        if probabilities or overlay or postprocess or instances:
+            log.warning(
+                "Dask prediction writes labels only; probabilities, overlay, postprocess and instances are ignored"
+            )
+        return _predict_files_dask(model, files, out, dask, progress, options)
+    predictor = model if isinstance(model, Predictor) else load_predictor(str(model), **options)
+    plans = plan_outputs(files, out, probabilities=probabilities, overlay=overlay)
+    results: list[PredictionResult] = []
+    for src, plan in zip(files, plans, strict=True):
+        with open_image(src, spatial_dims=predictor.spatial_dims) as img:
+            spatial = tuple(int(s) for s in img.shape[1:])
+            spacing = img.spacing
+        progress.start(src, predictor.describe(spatial), predictor.tiles_for(spatial), math.prod(spatial) / 1e6)
+        res = predict_file(
+            predictor, src, outputs=plan, probabilities=probabilities, prob_dtype=prob_dtype, overlay=overlay,
+            on_tiles=progress.advance,
+        )  # fmt: skip
+        progress.predicted(res)
+        if postprocess or instances:
+            res.postprocessed = _postprocess(res, predictor.num_classes, postprocess, instances, spacing)
+        progress.done(res)
+        results.append(res)
+    return results
+
+
+def _postprocess(
+    res: PredictionResult, num_classes: int, steps: str | None, instances: str | None, spacing: Any
+) -> list[Path]:
+    from unetkit.postprocess.files import postprocess_file
+
+    return postprocess_file(
+        res.outputs.labels, steps or "", num_classes=num_classes, image_path=res.input,
+        probabilities_path=res.outputs.probabilities, instances=instances, spacing=spacing,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _predict_files_dask(
+    model: str | os.PathLike[str] | Predictor,
+    files: list[Path],
+    out: Path,
+    dask: str,
+    progress: PredictProgress,
+    options: dict[str, Any],
+) -> list[PredictionResult]:
+    """Labels of every file over one Dask cluster (each worker loads the model file)."""
+    from unetkit.infer.dask_predict import predict_files_dask
+
+    if isinstance(model, Predictor):
+        raise ConfigError("Dask prediction needs a model file (each worker loads it), not a Predictor")
+    predictor = load_predictor(str(model), **options)  # the model and options are checked before a cluster starts
+    t0 = time.perf_counter()
+    pairs = predict_files_dask(str(model), files, out, address=None if dask == "local" else dask, **options)
+    seconds = time.perf_counter() - t0
+    results = []
+    for src, dst in pairs:
+        with open_image(src, spatial_dims=predictor.spatial_dims) as img:
+            spatial = tuple(int(s) for s in img.shape[1:])
+        res = PredictionResult(src, OutputPaths(labels=dst), (predictor.num_classes, *spatial),
+                               predictor.tiles_for(spatial), seconds)  # fmt: skip
+        progress.predicted(res)
+        progress.done(res)
+        results.append(res)
+    return results

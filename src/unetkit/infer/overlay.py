@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from unetkit.utils import atomic_path
+from unetkit.data.io import write_image
 
 
 class OverlayTarget:
@@ -81,8 +81,7 @@ class OverlayTarget:
             y = img.height + pad + k * row_h
             draw.rectangle((pad, y, pad + 12, y + 12), fill=tuple(int(c) for c in self.colours[k]), outline=(0, 0, 0))
             draw.text((pad + 20, y), f"{k}: {name}", fill=(0, 0, 0))
-        with atomic_path(self.path) as tmp:
-            canvas.save(tmp, format="PNG")
+        write_image(self.path, np.moveaxis(np.asarray(canvas), -1, 0))
         return self.path
 
     def abort(self) -> None:

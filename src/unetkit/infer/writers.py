@@ -8,7 +8,10 @@
   written at the end with :func:`unetkit.data.io.write_image`.
 
 Every target writes to a temporary path beside its destination and renames it on :meth:`commit`
-(``unetkit.utils.atomic_path``); :meth:`abort` leaves the destination untouched.
+(``unetkit.utils.atomic_path``; ``atomic_dir`` for zarr folders); :meth:`abort` leaves the destination
+untouched. What goes into the files (TIFF axes, spacing and the BigTIFF switch; zarr chunks, dimension
+names and spacing; the ``.npy`` header) is decided by the format layer, :mod:`unetkit.data.io`, exactly as
+for :func:`~unetkit.data.io.write_image`.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from unetkit.data.io import image_format, write_image
+from unetkit.data.io.npy import write_npy_header
+from unetkit.data.io.tiff import tiff_write_options
+from unetkit.data.io.zarrio import CHUNK_EDGE, create_zarr
 from unetkit.errors import DataError
-from unetkit.utils import atomic_path
+from unetkit.utils import atomic_dir, atomic_path
 
 
 class Target:
@@ -44,8 +50,12 @@ class Target:
         self.path, self.shape, self.dtype, self.lead = Path(path), tuple(shape), np.dtype(dtype), lead
         self.spacing = spacing
         self._stack = contextlib.ExitStack()
-        self.tmp: Path = self._stack.enter_context(atomic_path(self.path))
+        self.tmp: Path = self._stack.enter_context(self._atomic())
         self.written = 0
+
+    def _atomic(self) -> AbstractContextManager[Path]:
+        """The temporary path that replaces :attr:`path` on :meth:`commit`."""
+        return atomic_path(self.path)
 
     def write(self, start: int, block: np.ndarray) -> None:
         """Write ``block`` (``(*lead, rows, *spatial[1:])``) at rows ``[start, start + rows)``."""
@@ -87,18 +97,8 @@ class RawTarget(Target):
     def _tiff_header(self) -> int:
         import tifffile
 
-        spatial = self.shape[self.lead :]
-        axes = ("C" * self.lead) + ("YX" if len(spatial) == 2 else "ZYX")
-        meta: dict[str, Any] = {"axes": axes}
-        extra: dict[str, Any] = {}
-        if self.spacing is not None:
-            meta["spacing"] = list(self.spacing)
-            extra = {"resolution": (1.0 / self.spacing[-1], 1.0 / self.spacing[-2]), "resolutionunit": "NONE"}
-        nbytes = math.prod(self.shape) * self.dtype.itemsize
-        tifffile.imwrite(
-            self.tmp, shape=self.shape, dtype=self.dtype, photometric="minisblack", metadata=meta,
-            bigtiff=nbytes > 2**31 - 2**25, **extra,
-        )  # fmt: skip
+        options = tiff_write_options(self.shape, self.dtype, self.spacing, lead=self.lead)
+        tifffile.imwrite(self.tmp, shape=self.shape, dtype=self.dtype, **options)
         with tifffile.TiffFile(self.tmp) as tif:
             offset = tif.series[0].dataoffset
         if offset is None:
@@ -106,12 +106,8 @@ class RawTarget(Target):
         return int(offset)
 
     def _npy_header(self) -> int:
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
         with open(self.tmp, "wb") as f:
-            np.lib.format.write_array_header_2_0(f, header)  # type: ignore[arg-type]
-            offset = f.tell()
-            f.truncate(offset + math.prod(self.shape) * self.dtype.itemsize)
-        return offset
+            return write_npy_header(f, self.shape, self.dtype)
 
     def write(self, start: int, block: np.ndarray) -> None:
         block = np.ascontiguousarray(block, dtype=self.dtype)
@@ -137,34 +133,21 @@ class RawTarget(Target):
 
 
 class ZarrTarget(Target):
-    """A chunked zarr array, chunk rows matching the slabs where possible."""
+    """A chunked zarr array (:func:`~unetkit.data.io.zarrio.create_zarr`), written into a temporary folder."""
 
-    def __init__(self, *args: Any, chunk: int = 256, **kwargs: Any) -> None:
-        import zarr
+    def _atomic(self) -> AbstractContextManager[Path]:
+        return atomic_dir(self.path)
 
+    def __init__(self, *args: Any, chunk: int = CHUNK_EDGE, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.tmp.unlink()
-        spatial = self.shape[self.lead :]
-        edge = chunk if len(spatial) == 2 else max(32, chunk // 4)
-        chunks = (1,) * self.lead + tuple(min(s, edge) for s in spatial)
-        names = ("c",) * self.lead + (("y", "x") if len(spatial) == 2 else ("z", "y", "x"))
-        self.array = zarr.create_array(
-            str(self.tmp), shape=self.shape, dtype=self.dtype, chunks=chunks, dimension_names=names, fill_value=0
+        self.array = create_zarr(
+            self.tmp, self.shape, self.dtype, lead=self.lead, spacing=self.spacing, chunk_edge=chunk
         )  # fmt: skip
-        if self.spacing is not None:
-            self.array.attrs["spacing"] = list(self.spacing)
 
     def write(self, start: int, block: np.ndarray) -> None:
         rows = block.shape[self.lead]
         self.array[(slice(None),) * self.lead + (slice(start, start + rows),)] = block.astype(self.dtype, copy=False)
         self.written += rows
-
-    def _finish(self) -> None:
-        if self.path.is_dir():  # os.replace cannot replace a non-empty directory: move the old one aside
-            old = self.path.with_name(f".{self.path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            self.path.rename(old)
-            shutil.rmtree(old, ignore_errors=True)
 
 
 class MemoryTarget(Target):

@@ -1,4 +1,6 @@
-"""Segmentation metrics from streaming counts: overlap (Dice, IoU), ISBI 2012, surface distances, instances."""
+"""Segmentation metrics, pure functions on arrays: overlap (Dice, IoU) from streaming counts, ISBI 2012, surface
+distances, instances. Reading files and writing reports is the evaluate application, :mod:`unetkit.evaluate`.
+"""
 
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from unetkit.errors import DataError
+from unetkit.evaluate.files import Labels, pair_files, read_labels
 from unetkit.metrics.confusion import ConfusionMatrix, confusion_matrix, scores_from_matrix
-from unetkit.metrics.files import Labels, pair_files, read_labels
 from unetkit.metrics.instance import InstanceCounts
 from unetkit.metrics.isbi import pixel_error, rand_error, warping_error
 from unetkit.metrics.surface import surface_distances_per_class
@@ -306,7 +306,7 @@ def _predict_folder(
     predict: Callable[[np.ndarray], np.ndarray], image_dir: Path | None, truth_dir: Path, pred_dir: Path
 ) -> None:
     from unetkit.data.io import read_image, write_image
-    from unetkit.metrics.files import _listing
+    from unetkit.evaluate.files import _listing
 
     if image_dir is None:
         raise DataError("evaluating a model needs the images: pass --images DIR")

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from unetkit.data.io.common import BadFile
 from unetkit.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -173,9 +174,15 @@ def _normalise_key(key: Any, shape: tuple[int, ...]) -> tuple[tuple[slice, ...],
 
 def _rearrange(src: _Sliceable, layout: Layout, key: tuple[slice, ...]) -> np.ndarray:
     """Read ``key`` (one slice per output axis) from ``src`` and return it as ``(C, *spatial)``."""
+    src_key, kept = _source_key(layout, len(src.shape), key)
+    return _arrange(np.asarray(src[src_key]), layout, kept, key)
+
+
+def _source_key(layout: Layout, ndim: int, key: tuple[slice, ...]) -> tuple[tuple[Any, ...], list[int]]:
+    """The source index for output slices ``key``, and the source axes it keeps (in source order)."""
     src_key: list[Any] = []
     kept: list[int] = []
-    for j in range(len(src.shape)):
+    for j in range(ndim):
         if j in layout.drop:
             src_key.append(0)
         elif j == layout.channel:
@@ -184,7 +191,11 @@ def _rearrange(src: _Sliceable, layout: Layout, key: tuple[slice, ...]) -> np.nd
         else:
             src_key.append(key[1 + layout.spatial.index(j)])
             kept.append(j)
-    region = np.asarray(src[tuple(src_key)])
+    return tuple(src_key), kept
+
+
+def _arrange(region: np.ndarray, layout: Layout, kept: list[int], key: tuple[slice, ...]) -> np.ndarray:
+    """A region read with :func:`_source_key` put into ``(C, *spatial)`` order."""
     order = ([layout.channel] if layout.channel is not None else []) + list(layout.spatial)
     region = region.transpose([kept.index(j) for j in order])
     if layout.channel is None:
@@ -197,6 +208,16 @@ class LazyImage:
 
     Built by :func:`unetkit.data.io.open_image`. ``image[:, 0:256, 0:256]`` returns a numpy array of that
     region in the file's dtype; ``np.asarray(image)`` reads everything.
+
+    Args:
+        source: the file's array (a zarr array, nibabel's array proxy, a memory map, an in-memory array).
+        layout: where the output axes live in ``source``.
+        path: the file, for messages.
+        spacing: voxel size per spatial axis, ``(Z, Y, X)`` order.
+        dtype: the pixel dtype (default: read one pixel to find out).
+        on_close: releases the file handle.
+        bad_file: the format's rule for reader errors; a read that fails in the reader raises a
+            :class:`~unetkit.errors.DataError`, anything else propagates as it is.
 
     Shape:
         ``(C, *spatial)`` with 2 or 3 spatial axes.
@@ -216,8 +237,10 @@ class LazyImage:
         spacing: tuple[float, ...] | None = None,
         dtype: np.dtype[Any] | None = None,
         on_close: Callable[[], None] | None = None,
+        bad_file: BadFile | None = None,
     ) -> None:
         self.source = source
+        self.bad_file = bad_file
         self.layout = layout
         self.path = Path(path)
         self.spacing = spacing
@@ -239,13 +262,13 @@ class LazyImage:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         slices, ints = _normalise_key(key, self.shape)
-        try:
-            region = _rearrange(self.source, self.layout, slices)
-        except (OSError, ValueError, EOFError, KeyError, RuntimeError) as exc:
-            raise DataError(
-                f"{self.path}: reading region {slices} failed ({type(exc).__name__}: {exc}); "
-                "fix: the file is probably truncated or corrupt, re-export it"
-            ) from exc
+        src_key, kept = _source_key(self.layout, len(self.source.shape), slices)
+        if self.bad_file is None:
+            raw = np.asarray(self.source[src_key])
+        else:
+            with self.bad_file.guard(self.path, f"reading region {slices}"):
+                raw = np.asarray(self.source[src_key])
+        region = _arrange(raw, self.layout, kept, slices)
         return region.squeeze(axis=ints) if ints else region
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:

@@ -1,0 +1,167 @@
+"""What every format shares: the suffix table, :class:`ImageData`, path checks and the bad-file rule.
+
+The bad-file rule (:class:`BadFile`): each format names the exceptions its third-party reader raises
+for a damaged file, and only the calls into that reader are guarded, so an error there becomes a
+:class:`~unetkit.errors.DataError` naming the file, while a bug in unetkit itself propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unetkit.errors import ConfigError, DataError
+
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+IMAGE_SUFFIXES = (*PIL_SUFFIXES, *TIFF_SUFFIXES, *NIFTI_SUFFIXES, ".zarr", ".npy")
+"""Every suffix :func:`~unetkit.data.io.read_image` and :func:`~unetkit.data.io.write_image` understand."""
+
+ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
+"""Files whose presence makes a folder a zarr store (zarr v3, v2 array, v2 group)."""
+
+
+@dataclass
+class ImageData:
+    """An image read into memory.
+
+    Attributes:
+        array: channels-first pixel data in the file's dtype.
+        spacing: voxel size per spatial axis (``(Z, Y, X)`` order), or ``None`` when the file has none.
+        path: the file it came from.
+
+    Shape:
+        ``array`` is ``(C, *spatial)``.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, ...] | None
+    path: Path
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 or 3."""
+        return self.array.ndim - 1
+
+
+def is_zarr_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder holding a zarr store (whatever its name)."""
+    p = Path(path)
+    return p.is_dir() and any((p / f).exists() for f in ZARR_MARKERS)
+
+
+def image_format(path: str | os.PathLike[str]) -> str:
+    """The format of ``path`` from its suffix: ``"pil"``, ``"tiff"``, ``"nifti"``, ``"zarr"`` or ``"npy"``.
+
+    Example:
+        >>> image_format("a/b.nii.gz"), image_format("x.TIF"), image_format("y.png")
+        ('nifti', 'tiff', 'pil')
+    """
+    name = Path(path).name.lower()
+    if name.endswith(PIL_SUFFIXES):
+        return "pil"
+    if name.endswith(TIFF_SUFFIXES):
+        return "tiff"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(".npy"):
+        return "npy"
+    if name.endswith(".zarr") or is_zarr_dir(path):
+        return "zarr"
+    raise DataError(f"{path}: unknown image format '{Path(path).suffix}'; fix: use one of {', '.join(IMAGE_SUFFIXES)}")
+
+
+def strip_suffix(name: str) -> str:
+    """File name without its image suffix (``a.nii.gz`` -> ``a``).
+
+    Example:
+        >>> strip_suffix("case1.nii.gz"), strip_suffix("x.y.png")
+        ('case1', 'x.y')
+    """
+    low = name.lower()
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if low.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` has a suffix unetkit reads (hidden files are not images)."""
+    p = Path(path)
+    return not p.name.startswith(".") and p.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def check_file(path: Path, fmt: str) -> None:
+    """Refuse a missing or empty file before any reader sees it."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found; fix: check the path")
+    if fmt != "zarr" and path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (0 bytes); fix: re-export it or remove it from the dataset")
+
+
+def check_spatial_dims(spatial_dims: int | None) -> None:
+    """``spatial_dims`` must be 2, 3 or ``None``."""
+    if spatial_dims not in (None, 2, 3):
+        raise ConfigError(f"spatial_dims={spatial_dims!r}; expected 2, 3 or None (decide from the file)")
+
+
+def as_channels_first(arr: np.ndarray, spatial_dims: int | None, path: Path) -> np.ndarray:
+    """``(C, *spatial)`` from ``(C, *spatial)`` or ``(*spatial)``.
+
+    A 3-axis array is ``(C, H, W)`` when its first axis is 4 or shorter, else ``(Z, Y, X)``.
+    """
+    if spatial_dims is None:
+        spatial_dims = 2 if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[0] <= 4) else 3
+    if arr.ndim == spatial_dims:
+        return arr[None]
+    if arr.ndim == spatial_dims + 1:
+        return arr
+    raise DataError(
+        f"{path}: cannot write an array of shape {arr.shape} as a {spatial_dims}D image; "
+        "fix: pass (C, *spatial) or (*spatial)"
+    )
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """One format's bad-file rule: which reader exceptions mean "this file is damaged", and how to say so.
+
+    Attributes:
+        fmt: the format's name, for the message.
+        errors: the exception types its third-party reader raises for a truncated or corrupt file.
+        explain: a more specific message for some of them (e.g. a missing codec), or ``None``.
+    """
+
+    fmt: str
+    errors: tuple[type[BaseException], ...]
+    explain: Callable[[Path, BaseException], str | None] | None = None
+
+    def error(self, path: Path, exc: BaseException, doing: str = "") -> DataError:
+        """The :class:`DataError` for ``exc`` raised by the reader of ``path``."""
+        specific = self.explain(path, exc) if self.explain is not None else None
+        if specific is not None:
+            return DataError(specific)
+        what = f"{doing} failed" if doing else f"unreadable or truncated {self.fmt} file"
+        return DataError(
+            f"{path}: {what} ({type(exc).__name__}: {exc}); "
+            "fix: the file is probably truncated or corrupt, re-export it or remove it from the dataset"
+        )
+
+    @contextlib.contextmanager
+    def guard(self, path: Path, doing: str = "") -> Iterator[None]:
+        """Turn this format's bad-file exceptions raised inside the block into a :class:`DataError`.
+
+        Wrap only calls into the third-party reader: anything else raised inside is not the file's fault.
+        """
+        try:
+            yield
+        except DataError:
+            raise
+        except self.errors as exc:
+            raise self.error(path, exc, doing) from exc

@@ -1,0 +1,81 @@
+"""PNG, JPEG and BMP through Pillow: read whole, written whole; no spacing (it is dropped on writing)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from unetkit.data.io.common import BadFile
+from unetkit.data.io.lazy import LazyImage, layout_from_axes
+from unetkit.errors import DataError
+from unetkit.utils import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def _too_large(path: Path, exc: BaseException) -> str | None:
+    from PIL import Image
+
+    if isinstance(exc, Image.DecompressionBombError):
+        return (
+            f"{path}: {exc}; fix: store images this large as TIFF or zarr (read region by region), or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        )
+    return None
+
+
+@functools.cache
+def bad_pil() -> BadFile:
+    """What Pillow raises for a damaged file: ``UnidentifiedImageError`` (an ``OSError``) when it cannot tell
+    the format, ``OSError`` for truncated data, ``SyntaxError``/``ValueError``/``struct.error``/``zlib.error``
+    from its format plug-ins for broken chunks, ``DecompressionBombError`` for absurd sizes."""
+    from PIL import Image
+
+    errors = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
+    return BadFile("pil", errors, _too_large)
+
+
+def open_pil(path: Path, spatial_dims: int | None, mask: bool) -> LazyImage:
+    """Read the whole image; a palette image gives its colours, or its indices for a mask."""
+    from PIL import Image
+
+    im: Image.Image
+    with bad_pil().guard(path), Image.open(path) as im:
+        im.load()
+        if im.mode == "P" and not mask:
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif im.mode == "1" or im.mode == "CMYK":
+            im = im.convert("L" if im.mode == "1" else "RGB")
+        arr = np.asarray(im)
+    axes = "YX" if arr.ndim == 2 else "YXS"
+    return LazyImage(arr, layout_from_axes(arr.shape, axes, spatial_dims or 2, path), path)
+
+
+def write_pil(path: Path, arr: np.ndarray, spacing: tuple[float, ...] | None) -> None:
+    """Write ``(C, H, W)``: grey/RGB(A) uint8, or grey uint16 PNG."""
+    from PIL import Image
+
+    c = arr.shape[0]
+    jpeg = path.name.lower().endswith((".jpg", ".jpeg"))
+    ok_dtypes = (np.uint8,) if jpeg or path.name.lower().endswith(".bmp") else (np.uint8, np.uint16)
+    if (
+        arr.ndim != 3
+        or c not in (1, 3, 4)
+        or (jpeg and c == 4)
+        or arr.dtype.type not in ok_dtypes
+        or (arr.dtype == np.uint16 and c != 1)
+    ):
+        raise DataError(
+            f"{path}: cannot store {arr.dtype} array of shape {arr.shape} in {path.suffix}; "
+            "fix: 2D grey/RGB(A) uint8 (or grey uint16 PNG) only, use .tif or .npy for anything else"
+        )
+    if spacing is not None:
+        log.debug("%s: %s does not store spacing; it is dropped", path, path.suffix)
+    img = Image.fromarray(arr[0] if c == 1 else np.ascontiguousarray(np.moveaxis(arr, 0, -1)))
+    with atomic_path(path) as tmp:
+        img.save(tmp, format={".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}.get(path.suffix.lower(), "PNG"))
