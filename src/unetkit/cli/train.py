@@ -86,6 +86,7 @@ def train_cmd(
     no_plan: bool = typer.Option(False, "--no-plan", help="Skip planning: the config's fixed defaults."),
     dims: int = typer.Option(None, "--dims", help="2: train a 3D dataset slice by slice."),
     fold: str = typer.Option(None, "--fold", help="K/N: train fold K of an N-fold cross-validation."),
+    folds: int = typer.Option(None, "--folds", help="Train all N folds (RUN/fold_K), an ensemble for predict."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config (see `unetkit config init`)."),
     epochs: int = typer.Option(None, "--epochs", help="Number of epochs (train.epochs)."),
     model: str = typer.Option(None, "--model", help="Model preset (see `unetkit models`); default: planned."),
@@ -154,6 +155,19 @@ def train_cmd(
         out = out or Path("runs") / Path(str(path)).name
         if not quiet:
             console.print(plan_table(plan, f"plan for {path}"))
+    if folds is not None:
+        if fold is not None or resume is not None:
+            raise UnetkitError("--folds N trains every fold; leave out --fold and --resume (resume one fold folder)")
+        if folds < 2:
+            raise UnetkitError(f"--folds {folds}: a cross-validation needs at least 2 folds")
+        for k in range(folds):
+            cfg_k = cfg.model_copy(deep=True)
+            cfg_k.data.fold, cfg_k.data.num_folds = k, folds
+            console.print(f"[bold]fold {k + 1}/{folds}[/]")
+            train(cfg_k, Path(out) / f"fold_{k + 1}", callbacks=[RichProgress(quiet)], plan=plan)
+        ensemble = f"{Path(out)}/fold_*/model.safetensors"
+        console.print(f"{folds} folds trained; predict with all of them: unetkit predict {ensemble} IMAGES --out PRED")
+        return
     result = train(cfg, out, resume=resume is not None, callbacks=[RichProgress(quiet)], plan=plan)
     console.print(f"best epoch {result.best_epoch} (score {result.best_score:.4f}); model: {result.model_path}")
 
