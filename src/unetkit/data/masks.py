@@ -104,6 +104,9 @@ class LabelMapping:
             raise DataError(f"label mapping kind {self.kind!r}; expected 'classes', 'colours' or 'instances'")
         if not self.num_classes:
             self.num_classes = 2 if self.kind == "instances" else max(self.mapping.values(), default=0) + 1
+        bad = sorted({v for v in self.mapping.values() if not 0 <= v < self.num_classes})
+        if bad:
+            raise DataError(f"label mapping gives classes {bad}, outside 0..{self.num_classes - 1}")
 
     @property
     def is_identity(self) -> bool:
