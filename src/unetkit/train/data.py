@@ -12,6 +12,7 @@ import numpy as np
 
 from unetkit.config import DataConfig
 from unetkit.data.datasets import Sample, SegmentationDataset, load_dataset
+from unetkit.data.masks import LabelMapping
 from unetkit.data.normalize import Normalizer
 from unetkit.errors import ConfigError
 from unetkit.train.weightmap import balance_from_counts, class_counts, weight_map
@@ -34,6 +35,7 @@ class TrainingData:
     normalizer: Normalizer
     fingerprint: dict[str, Any] = field(default_factory=dict)
     spacing: tuple[float, ...] | None = None
+    label_mapping: LabelMapping | None = None
 
 
 def _split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -47,9 +49,19 @@ def _split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Samp
     return [s for i, s in enumerate(samples) if i not in val_idx], [s for i, s in enumerate(samples) if i in val_idx]
 
 
-def _load(path: str, cfg: DataConfig, spatial_dims: int | None) -> SegmentationDataset:
+def _load(
+    path: str, cfg: DataConfig, spatial_dims: int | None, mapping: LabelMapping | None = None
+) -> SegmentationDataset:
     # load_dataset checks the whole dataset first and raises one DataError listing every problem.
-    return load_dataset(path, ignore_index=cfg.ignore_index, mask_kind=cfg.mask_kind, spatial_dims=spatial_dims)
+    return load_dataset(
+        path,
+        ignore_index=cfg.ignore_index,
+        mask_kind=cfg.mask_kind,
+        spatial_dims=spatial_dims,
+        num_classes=cfg.num_classes,
+        classes=cfg.class_specs(),
+        mapping=mapping,
+    )
 
 
 def _attach_weight_maps(samples: list[Sample], cfg: DataConfig, num_classes: int, cache: Path | None) -> None:
@@ -93,7 +105,8 @@ def prepare_data(
         raise ConfigError("data.path: no dataset given; pass DATA to `unetkit train` or set data.path")
     ds = _load(cfg.path, cfg, spatial_dims)
     if cfg.val_path is not None:
-        train, val = list(ds.samples), list(_load(cfg.val_path, cfg, ds.spatial_dims).samples)
+        # the validation masks map as the training masks do (one mapping for the model)
+        train, val = list(ds.samples), list(_load(cfg.val_path, cfg, ds.spatial_dims, ds.label_mapping).samples)
     else:
         train, val = _split(list(ds.samples), cfg.val_fraction, seed)
     normalizer = Normalizer(cfg.normalization)
@@ -114,4 +127,5 @@ def prepare_data(
         normalizer=normalizer,
         fingerprint=fingerprint,
         spacing=train[0].spacing if train else None,
+        label_mapping=ds.label_mapping,
     )
