@@ -81,7 +81,7 @@ def test_every_bad_input_is_reported_together(tmp_path: Path) -> None:
     assert "image has no mask" in probs["images/nomask.png"]
     assert "mask has no image" in probs["masks/noimage.png"]
     assert "size (8, 16) differs from image size (16, 16)" in probs["masks/size.png"]
-    assert "labels {7} outside the 2 classes" in probs["masks/labels.png"]
+    assert "values {7: 256 px} are outside the 2 classes" in probs["masks/labels.png"]
     assert "dtype uint16 differs" in probs["images/dtype.tif"]
     assert "channel count 3 differs" in probs["images/rgb.png"]
     assert "dimensionality 3D differs" in probs["images/vol.tif"]

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from unetkit.classes import palette
 from unetkit.data.datasets import Sample, SegmentationDataset, load_dataset
 from unetkit.data.io import write_image
 from unetkit.errors import DataError
@@ -24,7 +25,7 @@ def test_zero_255_masks_become_0_1(tmp_path: Path) -> None:
     ds = load_dataset(tmp_path)
     assert isinstance(ds, SegmentationDataset) and isinstance(ds[0], Sample)
     assert ds.num_classes == 2 and ds.label_mapping.mapping == {0: 0, 255: 1}
-    assert ds.class_names == ["background", "foreground"] and ds.class_colours is None
+    assert ds.class_names == ["background", "foreground"] and ds.class_colours == palette(2)
     s = ds[0]
     assert s.image.dtype == np.float32 and s.image.shape == (1, 8, 8)
     assert s.mask.dtype == np.int64 and s.mask.sum() == 9 and s.instances is None and s.weight is None

@@ -60,7 +60,10 @@ def test_prediction_at_the_model_spacing(tmp_path: Path, caplog: pytest.LogCaptu
 def test_boundary_model_writes_instances_by_default(tmp_path: Path) -> None:
     net = create_model("unet2d_small", depth=2, width=4, num_classes=3)
     model = save_model(
-        tmp_path / "b.safetensors", net, class_names=["background", "interior", "boundary"], extra={"target": "boundary"}
+        tmp_path / "b.safetensors",
+        net,
+        class_names=["background", "interior", "boundary"],
+        extra={"target": "boundary"},
     )
     write_image(tmp_path / "in" / "x.tif", (np.random.default_rng(3).random((32, 32)) * 255).astype(np.uint8))
     res = predict_files(model, [tmp_path / "in"], tmp_path / "out", backend="torch")

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from unetkit.augment import AugmentConfig
+from unetkit.classes import ClassSpec, parse_classes
 from unetkit.errors import ConfigError
 from unetkit.losses import LossName, loss_description, weight_map_description
 from unetkit.utils import atomic_path
@@ -33,6 +34,13 @@ class WeightMapConfig(_Section):
     balance_classes: bool = Field(True, description="w_c: weight classes by inverse frequency")
 
 
+class ClassEntry(_Section):
+    """One class of ``data.classes``: a name and an optional colour (``#rrggbb`` or ``[r, g, b]``)."""
+
+    name: str
+    colour: list[int] | None = None
+
+
 class DataConfig(_Section):
     """Where the images are and how patches are drawn from them."""
 
@@ -41,6 +49,12 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.2, ge=0, lt=1, description="share of the images held out for validation")
     mask_kind: Literal["auto", "classes", "instances"] = "auto"
     ignore_index: int | None = Field(None, description="mask value that contributes nothing to loss/metrics")
+    num_classes: int | None = Field(
+        None, ge=2, description="pin the classes (class 0 included); mask values beyond them are problems"
+    )
+    classes: list[ClassEntry] | None = Field(
+        None, description="class names (and colours), class 0 first: [membrane, {name: cell, colour: '#00ff00'}]"
+    )
     normalization: Literal["zscore", "percentile", "range", "ct", "none"] = "zscore"
     target: Literal["classes", "boundary"] = Field(
         "classes",
@@ -58,6 +72,31 @@ class DataConfig(_Section):
     patch_size: list[int] | int = Field(128, description="network input size per axis (rounded to legal)")
     foreground_fraction: float = Field(0.33, ge=0, le=1, description="share of patches forced on foreground")
     weight_map: WeightMapConfig = Field(default_factory=WeightMapConfig)
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _classes(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        try:
+            return [s.to_dict() for s in parse_classes(v, "data.classes")]
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("data.classes: ")) from None
+
+    @model_validator(mode="after")
+    def _classes_fit(self) -> DataConfig:
+        if self.classes is not None and self.num_classes is not None and len(self.classes) != self.num_classes:
+            raise ValueError(
+                f"data.classes names {len(self.classes)} classes but data.num_classes={self.num_classes}; "
+                "name every class (class 0 first) or leave data.num_classes out"
+            )
+        return self
+
+    def class_specs(self) -> list[ClassSpec] | None:
+        """``data.classes`` as :class:`~unetkit.classes.ClassSpec` s (``None`` when not set)."""
+        if self.classes is None:
+            return None
+        return [ClassSpec(c.name, tuple(c.colour) if c.colour is not None else None) for c in self.classes]  # type: ignore[arg-type]
 
 
 class ModelConfig(_Section):

@@ -6,6 +6,9 @@ red line and a non-zero exit code instead of a traceback.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 
 class UnetkitError(Exception):
     """Base class of every error unetkit raises on purpose (bad input, bad file, bad config)."""
@@ -24,7 +27,32 @@ class ConfigError(UnetkitError, ValueError):
 
 
 class DataError(UnetkitError):
-    """An input image, mask or dataset is unreadable or inconsistent; the message names the file."""
+    """An input image, mask or dataset is unreadable or inconsistent; the message names the file.
+
+    The parts are kept as fields, so callers that list problems (``unetkit check``) need not take the
+    message apart: ``problem`` (what is wrong), ``file`` (where, or ``None``) and ``fix`` (how to fix it,
+    or ``None``). ``str()`` composes the one-line message ``"<file>: <problem>; fix: <fix>"``.
+
+    >>> str(DataError("mask is empty", file="masks/a.png", fix="re-export it"))
+    'masks/a.png: mask is empty; fix: re-export it'
+    """
+
+    def __init__(self, problem: str, *, file: str | os.PathLike[str] | None = None, fix: str | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.file = os.fspath(file) if file is not None else None
+        self.fix = fix
+
+    def __str__(self) -> str:
+        text = f"{self.file}: {self.problem}" if self.file else self.problem
+        return f"{text}; fix: {self.fix}" if self.fix else text
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the fields across processes (pickling uses args only)
+        return (_rebuild_data_error, (type(self), self.problem, self.file, self.fix))
+
+
+def _rebuild_data_error(cls: type[DataError], problem: str, file: str | None, fix: str | None) -> DataError:
+    return cls(problem, file=file, fix=fix)
 
 
 class MissingExtraError(UnetkitError, ImportError):

@@ -1,8 +1,9 @@
 """The model file: one ``.safetensors`` file with the weights and, in its header, a JSON description.
 
 The description rebuilds the network with no other input (class + arguments), and carries what prediction
-needs: channels, class names and colours, normalisation, preferred tile size, provenance, versions.
-Nothing is ever unpickled.
+and evaluation need: channels, class names and colours, the raw mask value -> class mapping the model was
+trained with (``label_mapping``, absent in files written before it existed), normalisation, preferred tile
+size, provenance, versions. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unetkit._version import __version__
-from unetkit.errors import ModelFileError, UnetkitError
+from unetkit.classes import Classes
+from unetkit.errors import DataError, ModelFileError, UnetkitError
 from unetkit.models.base import SegmentationModel
 from unetkit.models.registry import MODEL_CLASSES, build
 from unetkit.shapes import ShapeContract
 from unetkit.utils import atomic_path
-from unetkit.viz.palette import palette
 
 FORMAT_NAME = "unetkit-model"
 FORMAT_VERSION = 1
@@ -59,6 +60,9 @@ class ModelDescription(BaseModel):
     num_classes: int
     class_names: list[str]
     class_colours: list[tuple[int, int, int]]
+    label_mapping: dict[str, Any] | None = Field(
+        None, description="raw mask value -> class (unetkit.data.masks.LabelMapping.to_dict); None in old files"
+    )
     normalization: Normalization = Field(default_factory=Normalization)
     tile_size: list[int] | None = None
     spacing: list[float] | None = None
@@ -111,8 +115,9 @@ def describe(model: SegmentationModel, **info: Any) -> ModelDescription:
     if unknown:
         raise UnetkitError(f"save_model: unknown field(s) {unknown}; accepted: {', '.join(sorted(allowed))}")
     n = model.num_classes
-    info.setdefault("class_names", ["background", *[f"class{k}" for k in range(1, n)]])
-    info.setdefault("class_colours", palette(n))
+    defaults = Classes.default(n)
+    info.setdefault("class_names", list(defaults.names))
+    info.setdefault("class_colours", list(defaults.colours))
     try:
         desc = ModelDescription(
             architecture=Architecture.model_validate(
@@ -125,6 +130,15 @@ def describe(model: SegmentationModel, **info: Any) -> ModelDescription:
     for field in ("class_names", "class_colours"):
         if len(getattr(desc, field)) != n:
             raise UnetkitError(f"save_model: {field} has {len(getattr(desc, field))} entries for {n} classes")
+    if desc.label_mapping is not None:
+        from unetkit.data.masks import LabelMapping
+
+        try:
+            k = LabelMapping.from_dict(desc.label_mapping).num_classes
+        except DataError as exc:
+            raise UnetkitError(f"save_model: label_mapping: {exc}") from None
+        if k != max(n, 2):  # a single-logit network predicts 2 classes
+            raise UnetkitError(f"save_model: label_mapping gives {k} classes for a network with {n}")
     return desc
 
 
@@ -134,8 +148,10 @@ def save_model(path: str | os.PathLike[str], model: SegmentationModel, **info: A
     Args:
         path: destination, conventionally ``*.safetensors``.
         model: a registered unetkit network.
-        **info: description fields: ``class_names``, ``class_colours``, ``normalization``
-            (``{"kind": ..., "params": {...}}``), ``tile_size``, ``spacing``, ``provenance``, ``extra``.
+        **info: description fields: ``class_names``, ``class_colours`` (defaults:
+            :meth:`unetkit.classes.Classes.default`), ``label_mapping`` (``LabelMapping.to_dict()``),
+            ``normalization`` (``{"kind": ..., "params": {...}}``), ``tile_size``, ``spacing``, ``provenance``,
+            ``extra``.
 
     Returns:
         The path written.

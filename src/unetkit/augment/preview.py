@@ -11,9 +11,9 @@ import torch
 
 from unetkit.augment.compose import Augmenter
 from unetkit.augment.config import AugmentConfig
+from unetkit.classes import palette
 from unetkit.data.sampling import PatchSampler, SampleLike
 from unetkit.utils import atomic_path
-from unetkit.viz.palette import palette
 
 DEFAULT_PATCH = {2: 256, 3: 64}
 
@@ -62,7 +62,7 @@ def render_preview(
         n: number of patches (rows).
         seed: seeds patch sampling and augmentation.
         patch_size: patch size; None means the smallest image size capped at 256 (2D) / 64 (3D).
-        class_colours: RGB per class; None means :func:`unetkit.viz.palette.palette`.
+        class_colours: RGB per class; None means :func:`unetkit.classes.palette`.
         foreground_fraction: share of patches centred on foreground.
 
     Returns:

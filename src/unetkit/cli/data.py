@@ -18,7 +18,12 @@ if TYPE_CHECKING:
 
 def check_cmd(
     data: Path = typer.Argument(..., help="Dataset folder (images/ + masks/) or a CSV/YAML list of image,mask pairs."),
-    num_classes: int = typer.Option(None, "--num-classes", help="Fail when a label falls outside 0..K-1."),
+    num_classes: int = typer.Option(
+        None, "--num-classes", help="Pin the number of classes: mask values beyond them are problems."
+    ),
+    classes: str = typer.Option(
+        None, "--classes", help="Class names, class 0 first (e.g. membrane,cell); pins the number of classes."
+    ),
     ignore_index: int = typer.Option(None, "--ignore-index", help="Raw mask value meaning 'not labelled'."),
     mask_kind: str = typer.Option("auto", "--mask-kind", help="auto | classes | instances."),
     spatial_dims: int = typer.Option(None, "--spatial-dims", help="Force 2D or 3D reading (default: per file)."),
@@ -31,6 +36,7 @@ def check_cmd(
 
     Example: unetkit check data/isbi2012 --num-classes 2
     """
+    from unetkit.classes import parse_classes
     from unetkit.data.check import check_dataset
 
     setup_logging(verbose=verbose, quiet=as_json)
@@ -40,6 +46,7 @@ def check_cmd(
         ignore_index=ignore_index,
         mask_kind=mask_kind,  # type: ignore[arg-type]
         spatial_dims=spatial_dims,
+        classes=parse_classes(classes, "--classes") if classes is not None else None,
     )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -30,7 +30,12 @@ def evaluate_cmd(
     pred: Path = typer.Option(None, "--pred", help="Folder of predicted masks or probability files (.npy/.tif)."),
     model: Path = typer.Option(None, "--model", help="Predict first with this model file (needs --images)."),
     images: Path = typer.Option(None, "--images", help="Folder of the images: report panels, crf, --model."),
-    num_classes: int = typer.Option(None, "--num-classes", help="Number of classes (default: inferred)."),
+    num_classes: int = typer.Option(
+        None, "--num-classes", help="Pin the number of classes (default: the model's, else from the truths)."
+    ),
+    classes: str = typer.Option(
+        None, "--classes", help="Class names for the report, class 0 first (default: the model's); pins the classes."
+    ),
     ignore_index: int = typer.Option(None, "--ignore-index", help="Truth label left out of every metric."),
     spacing: str = typer.Option(None, "--spacing", help="Voxel size per axis, e.g. 50,4,4 (default: files')."),
     postprocess: str = typer.Option(
@@ -55,8 +60,10 @@ def evaluate_cmd(
 
     Pairs files of --pred and --truth by stem; writes OUT/metrics.csv (one row per image, worst first),
     OUT/summary.json (means; per class where it applies) and OUT/report.html (tables and panels, one
-    self-contained file). Masks {0,255} count as classes {0,1}. ISBI 2012 metrics and instance metrics are
-    computed for binary problems only. With --model, images are predicted first into OUT/predictions.
+    self-contained file). Truth values become classes by the rule training uses (docs/data.md), with the
+    model file's mapping under --model, else one mapping inferred over all truths: {0,255} -> {0,1}. ISBI 2012
+    and instance metrics are computed for binary problems only. With --model, images are predicted first into
+    OUT/predictions.
 
     Example: unetkit evaluate --pred preds --truth data/masks --images data/images --out eval
     """
@@ -70,10 +77,13 @@ def evaluate_cmd(
     parse_postprocess(postprocess)  # fail on a bad pipeline before any work
     if pred is None and model is None:
         raise ConfigError("give --pred DIR (predictions to score) or --model FILE --images DIR (predict first)")
+    from unetkit.classes import parse_classes
+
     options = EvaluateOptions(
         num_classes=num_classes, ignore_index=ignore_index, spacing=_parse_spacing(spacing),
         postprocess=postprocess, instances=instances, isbi=not no_isbi, warping=not no_warping,
         surface=not no_surface, include_background=include_background, panels=panels,
+        classes=parse_classes(classes, "--classes") if classes is not None else None,
     )  # fmt: skip
     predict = None
     if model is not None:
@@ -81,6 +91,8 @@ def evaluate_cmd(
 
         predictor = load_predictor(str(model), tile=tile, device=device)
         predict = predictor.predict_proba
+        if predictor.description is not None:  # the model's classes and label mapping
+            options = options.for_model(predictor.description)
     pred_dir = pred if pred is not None else out / "predictions"
     with console.status("evaluating...", spinner="dots") as status:
         result = evaluate_folders(
@@ -93,11 +105,12 @@ def evaluate_cmd(
 
 
 def _print_summary(summary: dict, notes: list[str]) -> None:
-    table = Table(title=f"unetkit evaluate: {summary['num_images']} images, {summary['num_classes']} classes")
+    names = ", ".join(f"{k} {n}" for k, n in enumerate(summary.get("class_names", [])))
+    table = Table(title=f"unetkit evaluate: {summary['num_images']} images, {summary['num_classes']} classes ({names})")
     table.add_column("metric")
     table.add_column("mean over images", justify="right")
     for key, value in summary.items():
-        if key in ("num_images", "num_classes", "pooled"):
+        if key in ("num_images", "num_classes", "pooled", "class_names", "label_mapping"):
             continue
         if isinstance(value, list):
             shown = "  ".join("-" if not math.isfinite(v) else f"{v:.4f}" for v in value)

@@ -95,6 +95,12 @@ def train_cmd(
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
     devices: int = typer.Option(None, "--devices", help="Processes/GPUs per node; > 1 trains with DDP."),
     loss: str = typer.Option(None, "--loss", help=" | ".join(LOSSES) + "."),
+    classes: str = typer.Option(
+        None,
+        "--classes",
+        help="Class names, class 0 first, optionally with colours: membrane,cell or membrane:#ff0000,cell:0,255,0 "
+        "(data.classes; pins the number of classes).",
+    ),
     set_: list[str] = typer.Option([], "--set", help="Any field: --set section.key=value (repeatable)."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder where it stopped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (for CI and logs)."),
@@ -122,7 +128,14 @@ def train_cmd(
         "train.devices": devices,
         "train.loss": loss,
     }
-    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + _parse_fold(fold) + list(set_)
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    if classes is not None:
+        import json
+
+        from unetkit.classes import parse_classes
+
+        overrides.append("data.classes=" + json.dumps([c.to_dict() for c in parse_classes(classes, "--classes")]))
+    overrides += _parse_fold(fold) + list(set_)
     plan = None
     if resume is not None:
         if out is not None and Path(out) != resume:

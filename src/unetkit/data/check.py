@@ -1,21 +1,24 @@
 """Check a dataset before any work: read every file once, report ALL problems together, fingerprint it.
 
 Problems found: unreadable, truncated or empty files; images without masks and masks without images;
-image/mask size mismatches; NaN/Inf in images; non-integer mask values; labels outside ``num_classes``;
-dtype, channel count or dimensionality differing from the rest of the set; a mix of colour and grey masks.
-Each is one line: file, problem, how to fix it.
+image/mask size mismatches; NaN/Inf in images; non-integer mask values; mask values that are no class of
+the set's :class:`~unetkit.data.masks.LabelMapping` (beyond the pinned classes, or stray values), each
+with its pixel count; dtype, channel count or dimensionality differing from the rest of the set; a mix of
+colour and grey masks. Each is a :class:`~unetkit.data.pairs.Problem`: file, problem, how to fix it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from unetkit.classes import ClassSpec, pinned_num_classes
 from unetkit.data.fingerprint import (
     Fingerprint,
     IntensityStats,
@@ -25,11 +28,13 @@ from unetkit.data.fingerprint import (
     summarise_sizes,
 )
 from unetkit.data.io import read_image, read_mask
-from unetkit.data.masks import LabelMapping, MaskKind, MaskValues, infer_mapping, unpack_rgb
+from unetkit.data.masks import PIN_FIX, STRAY_FRACTION, LabelMapping, MaskKind, MaskValues, infer_mapping, values_text
 from unetkit.data.pairs import Pair, Problem, find_pairs
 from unetkit.errors import DataError
 
 log = logging.getLogger(__name__)
+
+_READ_FIX = "re-export the file or remove it from the dataset"
 
 
 @dataclass
@@ -88,7 +93,7 @@ class CheckReport:
         return {
             "root": str(self.root),
             "ok": self.ok,
-            "problems": [{"file": p.file, "problem": p.problem, "fix": p.fix} for p in self.problems],
+            "problems": [p.to_dict() for p in self.problems],
             "fingerprint": self.fingerprint.to_dict(),
             "label_mapping": self.mapping.to_dict() if self.mapping else None,
         }
@@ -101,21 +106,32 @@ def check_dataset(
     ignore_index: int | None = None,
     mask_kind: MaskKind = "auto",
     spatial_dims: int | None = None,
+    classes: Sequence[ClassSpec] | None = None,
+    mapping: LabelMapping | None = None,
     keep_arrays: bool = False,
 ) -> CheckReport:
     """Read every pair of a dataset and report all problems with a fingerprint.
 
     Args:
         path: a folder with ``images/`` and ``masks/``, or a CSV/YAML list of pairs.
-        num_classes: when given, mask labels (after mapping) must lie in ``0..num_classes-1``.
+        num_classes: pins the number of classes: mask values beyond them are problems (see
+            :mod:`unetkit.data.masks`); ``None`` decides it from the values, stray values reported.
         ignore_index: a raw mask value to keep as is (never a class).
         mask_kind: ``"auto"``, ``"classes"`` or ``"instances"`` (see :mod:`unetkit.data.masks`).
         spatial_dims: 2 or 3 to force how files are read, ``None`` to decide per file.
+        classes: the user's classes (class 0 first); they pin ``num_classes`` to their number, and their
+            colours, when every class has one, are the classes of colour masks.
+        mapping: use this label mapping (e.g. a training set's, for its validation set) instead of
+            deciding one; mask values it does not map are problems.
         keep_arrays: keep the arrays read on each record (used by :func:`~unetkit.data.datasets.load_dataset`).
 
     Returns:
         A :class:`CheckReport`; call ``.raise_for_problems()`` to stop on any problem.
+
+    Raises:
+        ConfigError: ``classes`` and ``num_classes`` disagree.
     """
+    num_classes = pinned_num_classes(num_classes, classes)
     pairs, problems, root = find_pairs(path)
     records: list[Record] = []
     stats = IntensityStats()
@@ -130,15 +146,20 @@ def check_dataset(
     if not pairs:
         problems.append(Problem(str(path), "dataset holds no image/mask pairs", "add images and masks"))
     _check_consistency(records, problems)
-    mapping = None
-    try:
-        mapping = infer_mapping(
-            [r.values for r in records], mask_kind=mask_kind, ignore_index=ignore_index, num_classes=num_classes
-        )
-    except DataError as exc:
-        problems.append(Problem("masks", str(exc).split("; fix: ")[0], _fix_of(str(exc), "fix the masks")))
-    if mapping is not None and num_classes is not None:
-        _check_labels(records, mapping, num_classes, problems)
+    pinned = mapping is not None or num_classes is not None
+    if mapping is None:
+        try:
+            mapping = infer_mapping(
+                [r.values for r in records],
+                mask_kind=mask_kind,
+                ignore_index=ignore_index,
+                num_classes=num_classes,
+                colours=[c.colour for c in classes] if classes is not None else None,
+            )
+        except DataError as exc:
+            problems.append(Problem.from_error(exc, "masks", "fix the masks"))
+    if mapping is not None:
+        _check_labels(records, mapping, pinned, num_classes, problems)
     fp = _fingerprint(records, stats, mapping, dataset_digest(entries))
     return CheckReport(problems=problems, fingerprint=fp, mapping=mapping, root=root, records=records)
 
@@ -148,18 +169,6 @@ def _rel(p: Path, root: Path) -> str:
         return p.relative_to(root).as_posix()
     except ValueError:
         return str(p)
-
-
-def _fix_of(message: str, default: str) -> str:
-    return message.split("; fix: ", 1)[1] if "; fix: " in message else default
-
-
-def _problem_from_error(exc: DataError, file: str) -> Problem:
-    """Split a reader's ``"<path>: <problem>; fix: <fix>"`` message into a :class:`Problem`."""
-    text = str(exc)
-    head = text.split("; fix: ", 1)[0]
-    head = head.split(": ", 1)[1] if ": " in head and not head.startswith(" ") else head
-    return Problem(file, head, _fix_of(text, "re-export the file or remove it from the dataset"))
 
 
 def _scan_pair(
@@ -172,11 +181,11 @@ def _scan_pair(
     try:
         image = read_image(pair.image, spatial_dims)
     except DataError as exc:
-        problems.append(_problem_from_error(exc, img_file))
+        problems.append(Problem.from_error(exc, img_file, _READ_FIX, pair.image))
     try:
         raw = read_mask(pair.mask, image.spatial_dims if image is not None else spatial_dims)
     except DataError as exc:
-        problems.append(_problem_from_error(exc, msk_file))
+        problems.append(Problem.from_error(exc, msk_file, _READ_FIX, pair.mask))
     if image is None or raw is None:
         return None
     sd = image.spatial_dims
@@ -210,7 +219,7 @@ def _scan_pair(
         channels=image.array.shape[0],
         shape=tuple(image.array.shape[1:]),
         spacing=image.spacing,
-        values=MaskValues.of(raw, sd),
+        values=MaskValues.of(raw, sd, msk_file),
         image=image.array,
         mask=raw,
     )
@@ -244,39 +253,43 @@ def _check_consistency(records: list[Record], problems: list[Problem]) -> None:
                 )
 
 
-def _check_labels(records: list[Record], mapping: LabelMapping, num_classes: int, problems: list[Problem]) -> None:
-    if mapping.kind == "instances":
-        if num_classes < 2:
-            problems.append(Problem("masks", "instance masks give 2 classes", f"use num_classes=2, not {num_classes}"))
+def _check_labels(
+    records: list[Record], mapping: LabelMapping, pinned: bool, num_classes: int | None, problems: list[Problem]
+) -> None:
+    """One problem per mask holding values that are no class of ``mapping``, with their pixel counts."""
+    if mapping.kind == "instances" and num_classes is not None and num_classes != 2:
+        problems.append(
+            Problem("masks", f"instance masks give 2 classes, not num_classes={num_classes}", "use 2 classes")
+        )
         return
-    for r in records:
-        keys = r.values.values
-        if mapping.kind == "colours":
-            continue  # colours define the classes; a count mismatch is reported once below
-        bad = [
-            v for v in keys.tolist() if v != mapping.ignore_index and not 0 <= mapping.mapping.get(v, -1) < num_classes
-        ]
-        if bad:
+    # masks of the other kind (colour among grey) are reported by the consistency check already
+    found = [(r, mapping.unmapped(r.values)) for r in records if r.values.colour == (mapping.kind == "colours")]
+    found = [(r, bad) for r, bad in found if bad]
+    if pinned:
+        for r, bad in found:
             problems.append(
                 Problem(
                     r.mask_file,
-                    f"labels {_short(bad)} outside the {num_classes} classes 0..{num_classes - 1}",
-                    "fix the mask, pass the right --num-classes, or set --ignore-index for an unlabelled value",
+                    f"values {values_text(bad)} are outside the {mapping.num_classes} classes ({mapping.describe()})",
+                    "fix the mask, pass the right --num-classes / data.num_classes, or set --ignore-index "
+                    "for an unlabelled value",
                 )
             )
-    if mapping.kind == "colours" and mapping.num_classes > num_classes:
+        return
+    totals: dict[Any, int] = {}
+    for _, bad in found:
+        for v, n in bad:
+            totals[v] = totals.get(v, 0) + n
+    for r, bad in found:
         problems.append(
             Problem(
-                "masks",
-                f"colour masks hold {mapping.num_classes} colours (classes) but num_classes={num_classes}",
-                "recolour the masks or pass the right --num-classes",
+                r.mask_file,
+                f"stray values {values_text(bad)}: too rare to be classes (under {STRAY_FRACTION:.1%} of the "
+                f"pixels; {values_text(list(totals.items()))} in {len(found)} mask(s) of the set), left out of "
+                f"the mapping {mapping.describe()}",
+                f"repaint those pixels with class values, or {PIN_FIX} if they are real classes",
             )
         )
-
-
-def _short(values: list[Any]) -> str:
-    shown = ", ".join(str(v) for v in values[:6])
-    return "{" + shown + (", ..." if len(values) > 6 else "") + "}"
 
 
 def _fingerprint(
@@ -298,24 +311,5 @@ def _fingerprint(
     if mapping is not None:
         fp.label_mapping = mapping.describe()
         fp.mask_kind = mapping.kind
-        fp.class_counts, fp.ignored_voxels = _class_counts(records, mapping)
+        fp.class_counts, fp.ignored_voxels = mapping.class_counts([r.values for r in records])
     return fp
-
-
-def _class_counts(records: list[Record], mapping: LabelMapping) -> tuple[list[int], int]:
-    counts = np.zeros(mapping.num_classes, np.int64)
-    ignored = 0
-    for r in records:
-        for v, n in zip(r.values.values.tolist(), r.values.counts.tolist(), strict=True):
-            if mapping.ignore_index is not None and v == mapping.ignore_index and not r.values.colour:
-                ignored += n
-                continue
-            if mapping.kind == "instances":
-                cls = int(v > 0)
-            elif mapping.kind == "colours":
-                cls = mapping.mapping.get(unpack_rgb(v), -1)
-            else:
-                cls = mapping.mapping.get(v, -1)
-            if 0 <= cls < len(counts):
-                counts[cls] += n
-    return counts.tolist(), ignored

@@ -15,10 +15,10 @@ from typing import Any, overload
 
 import numpy as np
 
+from unetkit.classes import RGB, Classes, ClassSpec
 from unetkit.data.check import CheckReport, check_dataset
 from unetkit.data.fingerprint import Fingerprint
 from unetkit.data.masks import LabelMapping, MaskKind
-from unetkit.viz.palette import palette
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,9 @@ class SegmentationDataset(Sequence[Sample]):
     Attributes:
         samples: one :class:`Sample` per image/mask pair, sorted by name.
         num_classes: classes after mapping (class 0 = background).
-        class_names: ``background`` then ``foreground`` (2 classes) or ``class_1``, ``class_2``, ...
-        class_colours: from colour masks, else ``None`` (the model file then uses the default palette).
-        label_mapping: raw mask value -> class, as reported.
+        classes: the name and colour of each class (:meth:`unetkit.classes.Classes.resolve`: the user's,
+            else the colour masks' colours and the default names and palette).
+        label_mapping: raw mask value -> class, as reported (the model file keeps it).
         in_channels: image channels.
         spatial_dims: 2 or 3.
         fingerprint: the dataset's fingerprint (digest included).
@@ -69,8 +69,7 @@ class SegmentationDataset(Sequence[Sample]):
 
     samples: list[Sample]
     num_classes: int
-    class_names: list[str]
-    class_colours: list[tuple[int, int, int]] | None
+    classes: Classes
     label_mapping: LabelMapping
     in_channels: int
     spatial_dims: int
@@ -91,30 +90,23 @@ class SegmentationDataset(Sequence[Sample]):
     def __iter__(self) -> Iterator[Sample]:
         return iter(self.samples)
 
-    def colours(self) -> list[tuple[int, int, int]]:
-        """Class colours: the masks' own palette when they had one, else the default palette."""
-        return self.class_colours or palette(self.num_classes)
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes.names)
+
+    @property
+    def class_colours(self) -> list[RGB]:
+        return list(self.classes.colours)
 
     def describe(self) -> dict[str, Any]:
-        """Model-file fields that come from the data: names, colours, spacing, fingerprint digest."""
+        """Model-file fields that come from the data: names, colours, label mapping, spacing, digest."""
         return {
             "class_names": self.class_names,
-            "class_colours": self.colours(),
+            "class_colours": self.class_colours,
+            "label_mapping": self.label_mapping.to_dict(),
             "spacing": self.fingerprint.spacing_median,
             "provenance": {"dataset_digest": self.fingerprint.digest, "label_mapping": self.label_mapping.describe()},
         }
-
-
-def default_class_names(num_classes: int) -> list[str]:
-    """``["background", "foreground"]`` for 2 classes, else ``background, class_1, ...``.
-
-    Example:
-        >>> default_class_names(3)
-        ['background', 'class_1', 'class_2']
-    """
-    if num_classes == 2:
-        return ["background", "foreground"]
-    return ["background", *(f"class_{i}" for i in range(1, num_classes))]
 
 
 def load_dataset(
@@ -124,6 +116,8 @@ def load_dataset(
     mask_kind: MaskKind = "auto",
     spatial_dims: int | None = None,
     num_classes: int | None = None,
+    classes: Sequence[ClassSpec] | None = None,
+    mapping: LabelMapping | None = None,
 ) -> SegmentationDataset:
     """Check and load a dataset into memory.
 
@@ -132,7 +126,10 @@ def load_dataset(
         ignore_index: a raw mask value kept as is (e.g. 255 for "unlabelled").
         mask_kind: ``"auto"`` (decide from the values), ``"classes"`` or ``"instances"``.
         spatial_dims: 2 or 3 to force how files are read.
-        num_classes: when given, labels must fit in it (and it is the dataset's ``num_classes``).
+        num_classes: pins the number of classes (values beyond are problems); ``None``: from the values.
+        classes: the user's class names and colours, class 0 first (pins ``num_classes`` too).
+        mapping: map the masks with this label mapping instead of deciding one (e.g. the training set's
+            for a separate validation set).
 
     Returns:
         A :class:`SegmentationDataset`.
@@ -159,6 +156,8 @@ def load_dataset(
         ignore_index=ignore_index,
         mask_kind=mask_kind,
         spatial_dims=spatial_dims,
+        classes=classes,
+        mapping=mapping,
         keep_arrays=True,
     )
     report.raise_for_problems()
@@ -167,7 +166,7 @@ def load_dataset(
     samples = []
     for rec in report.records:
         assert rec.image is not None and rec.mask is not None  # kept by keep_arrays=True
-        mask, instances = mapping.apply(rec.mask, rec.image.ndim - 1)
+        mask, instances = mapping.apply(rec.mask, rec.image.ndim - 1, rec.mask_file)
         samples.append(
             Sample(
                 name=rec.name,
@@ -179,17 +178,13 @@ def load_dataset(
         )
         rec.image = rec.mask = None  # the samples own the data now
     fp = report.fingerprint
-    k = max(num_classes or 0, mapping.num_classes)
+    k = mapping.num_classes
     if not mapping.is_identity:
         log.info("%s: mask values mapped to classes: %s", path, mapping.describe())
-    colours = mapping.class_colours
-    if colours is not None and len(colours) < k:
-        colours = colours + palette(k)[len(colours) :]
     return SegmentationDataset(
         samples=samples,
         num_classes=k,
-        class_names=default_class_names(k),
-        class_colours=colours,
+        classes=Classes.resolve(k, classes, mapping.class_colours, where="classes"),
         label_mapping=mapping,
         in_channels=int(fp.in_channels or 1),
         spatial_dims=int(fp.spatial_dims or 2),

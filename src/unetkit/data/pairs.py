@@ -11,6 +11,7 @@ Relative paths are resolved against the list file's folder.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ MASK_DIRS = ("masks", "labels")
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a dataset: the file, what is wrong, how to fix it."""
+    """One thing wrong with a dataset, as data: the file, what is wrong, how to fix it."""
 
     file: str
     problem: str
@@ -32,6 +33,24 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file}: {self.problem} (fix: {self.fix})"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"file": self.file, "problem": self.problem, "fix": self.fix}
+
+    @classmethod
+    def from_error(
+        cls, exc: DataError, file: str, default_fix: str, read_path: str | os.PathLike[str] | None = None
+    ) -> Problem:
+        """The problem a reader's :class:`~unetkit.errors.DataError` describes, reported under ``file``.
+
+        The error's ``problem`` and ``fix`` fields are used as they are (``default_fix`` when it has none).
+        A reader that sets no ``file`` field names the path it read (``read_path``) at the start of its
+        message; that name is dropped, since ``file`` says it already.
+        """
+        problem = exc.problem
+        if exc.file is None and read_path is not None:
+            problem = problem.removeprefix(f"{os.fspath(read_path)}: ")
+        return cls(file, problem, exc.fix or default_fix)
 
 
 @dataclass(frozen=True)
@@ -52,7 +71,7 @@ def find_pairs(path: str | Path) -> tuple[list[Pair], list[Problem], Path]:
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: dataset not found; fix: give a folder with images/ and masks/ or a CSV/YAML list")
+        raise DataError("dataset not found", file=path, fix="give a folder with images/ and masks/ or a CSV/YAML list")
     if path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
         pairs, problems = _from_list(path)
         return pairs, problems, path.parent
@@ -60,8 +79,10 @@ def find_pairs(path: str | Path) -> tuple[list[Pair], list[Problem], Path]:
     masks_dir = next((path / d for d in MASK_DIRS if (path / d).is_dir()), None)
     if not path.is_dir() or not images_dir.is_dir() or masks_dir is None:
         raise DataError(
-            f"{path}: not a dataset; fix: give a folder holding images/ and masks/ (files sharing a name), "
-            "or a CSV/YAML file listing image,mask pairs"
+            "not a dataset",
+            file=path,
+            fix="give a folder holding images/ and masks/ (files sharing a name), or a CSV/YAML file listing "
+            "image,mask pairs",
         )
     problems = []
     images = _index(images_dir, path, problems)
@@ -155,11 +176,15 @@ def _read_list(path: Path) -> list[tuple[str, str]]:
     try:
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML ({exc}); fix: write a list of {{image: ..., mask: ...}}") from exc
+        raise DataError(f"not valid YAML ({exc})", file=path, fix="write a list of {image: ..., mask: ...}") from exc
     if isinstance(data, dict):
         data = data.get("samples", data.get("pairs"))
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a YAML list of {{image: ..., mask: ...}} entries (or under `samples:`)")
+        raise DataError(
+            "expected a YAML list of {image: ..., mask: ...} entries",
+            file=path,
+            fix="write such a list (or under `samples:`)",
+        )
     out = []
     for entry in data:
         if isinstance(entry, dict):

@@ -1,41 +1,51 @@
-"""Reading predictions and truths for evaluation: pairing by stem and turning raw mask values into classes.
+"""Reading predictions and truths for evaluation: pairing by stem, and mask values -> classes by THE rule.
 
-Mask rule (documented in docs/evaluation.md):
+Truth masks are mapped to classes with one :class:`~unetkit.data.masks.LabelMapping` for the whole truth
+set, the same rule training uses (:mod:`unetkit.data.masks`): the model file's mapping when evaluating a
+model, else one mapping inferred once over all truths by :func:`~unetkit.data.masks.infer_mapping`. A
+truth holding a value the mapping does not map (a stray value, or one beyond the pinned classes) is an
+error naming the files and pixel counts.
 
-- a mask whose values (``ignore_index`` aside) are within ``{0, 255}`` is binary: 255 -> class 1;
-- an integer mask with a wide dtype (16 bits or more) and more than two distinct ids, in a problem that is
-  binary (``num_classes`` None or 2), is an *instance* mask: classes are ``ids > 0`` and the ids are kept
-  for the instance metrics;
-- an RGB mask maps the colours of :func:`unetkit.viz.palette.palette` to their class index;
-- anything else is read as class indices as they are.
+Predictions may be:
 
-Predictions may also be probabilities: a float file ``(K, *spatial)`` (``K >= 2``) is arg-maxed and kept
-for CRF refinement; a single float channel is a foreground probability, thresholded at 0.5.
+- probabilities: a float file ``(K, *spatial)`` (``K >= 2``) is arg-maxed and kept for CRF refinement;
+  a single float channel is a foreground probability, thresholded at 0.5;
+- class indices ``0..K-1``, as ``unetkit predict`` writes them;
+- masks in the truths' own encoding (e.g. 0/255, colours, instance ids): mapped with the truths' mapping.
+
+An integer prediction whose values all lie in ``0..K-1`` is read as class indices, any other with the
+truths' mapping.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from unetkit.data.masks import STRAY_FRACTION, LabelMapping, MaskValues, infer_mapping, values_text
 from unetkit.errors import DataError
 
-__all__ = ["Labels", "pair_files", "read_labels", "to_classes"]
+__all__ = ["Labels", "pair_files", "read_prediction", "read_truths"]
 
 
 def _listing(folder: Path, what: str) -> dict[str, Path]:
     from unetkit.data.io import is_image_file, strip_suffix
 
     if not folder.is_dir():
-        raise DataError(f"{folder}: the {what} folder does not exist; give a folder of image files")
+        raise DataError(f"the {what} folder does not exist", file=folder, fix="give a folder of image files")
     files: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if is_image_file(p):
             key = strip_suffix(p.name)
             if key in files:
-                raise DataError(f"{folder}: two {what} files share the stem {key!r} ({files[key].name}, {p.name})")
+                raise DataError(
+                    f"two {what} files share the stem {key!r} ({files[key].name}, {p.name})",
+                    file=folder,
+                    fix="keep one file per stem",
+                )
             files[key] = p
     return files
 
@@ -55,65 +65,10 @@ def pair_files(
     if not common:
         raise DataError(
             f"no file of {pred_dir} pairs with one of {truth_dir} by stem (e.g. {sorted(preds)[:3]} vs "
-            f"{sorted(truths)[:3]}); predictions and truths must share file names up to the suffix"
+            f"{sorted(truths)[:3]})",
+            fix="predictions and truths must share file names up to the suffix",
         )
     return [(k, preds[k], truths[k], images.get(k)) for k in common]
-
-
-def to_classes(
-    raw: np.ndarray, num_classes: int | None = None, ignore_index: int | None = None, path: Path | str = "mask"
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Map raw mask values to class indices by the module's rule; returns ``(classes, instance_ids or None)``.
-
-    >>> to_classes(np.array([[0, 255]]))[0].tolist()
-    [[0, 1]]
-    >>> cls, ids = to_classes(np.array([[0, 3, 7]], np.uint16))
-    >>> cls.tolist(), ids.tolist()
-    ([[0, 1, 1]], [[0, 3, 7]])
-    """
-    if raw.ndim >= 3 and raw.shape[-1] == 3 and raw.dtype == np.uint8 and _looks_rgb(raw):
-        return _from_colours(raw, num_classes, path), None
-    if raw.dtype.kind not in "iub":
-        raise DataError(f"{path}: mask values are {raw.dtype}; masks must hold integer class or instance ids")
-    arr = raw.astype(np.int64)
-    valid = arr != ignore_index if ignore_index is not None else np.ones(arr.shape, bool)
-    values = np.unique(arr[valid])
-    if values.size and set(values.tolist()) <= {0, 255} and (num_classes is None or num_classes <= 2):
-        return np.where(valid, arr // 255, arr), None
-    binary_problem = num_classes is None or num_classes == 2
-    if binary_problem and raw.dtype.itemsize >= 2 and raw.dtype.kind != "b" and values.size > 2 and values.min() >= 0:
-        return np.where(valid, (arr > 0).astype(np.int64), arr), np.where(valid, arr, 0)
-    if values.size and values.min() < 0:
-        raise DataError(f"{path}: mask has negative values; class labels must be 0, 1, ... (or set --ignore-index)")
-    if num_classes is not None and values.size and values.max() >= num_classes:
-        raise DataError(
-            f"{path}: mask value {int(values.max())} is not a class of {num_classes}; pass the right "
-            f"--num-classes, or --ignore-index {int(values.max())} if it marks unlabelled pixels"
-        )
-    return arr, None
-
-
-def _looks_rgb(raw: np.ndarray) -> bool:
-    return not bool((raw[..., 0] == raw[..., 1]).all() and (raw[..., 1] == raw[..., 2]).all())
-
-
-def _from_colours(raw: np.ndarray, num_classes: int | None, path: Path | str) -> np.ndarray:
-    from unetkit.viz.palette import palette
-
-    colours = np.array(palette(max(num_classes or 0, 32)), np.int64)
-    code = (raw[..., 0].astype(np.int64) << 16) | (raw[..., 1].astype(np.int64) << 8) | raw[..., 2]
-    keys = (colours[:, 0] << 16) | (colours[:, 1] << 8) | colours[:, 2]
-    lookup = {int(k): i for i, k in enumerate(keys)}
-    found = np.unique(code)
-    unknown = [int(c) for c in found if int(c) not in lookup]
-    if unknown:
-        c = unknown[0]
-        raise DataError(
-            f"{path}: colour {(c >> 16, (c >> 8) & 255, c & 255)} is not a unetkit palette colour; save masks as "
-            "class indices, or with the colours of unetkit.viz.palette"
-        )
-    lut = np.array([lookup[int(c)] for c in found])
-    return lut[np.searchsorted(found, code)]
 
 
 @dataclass
@@ -126,25 +81,127 @@ class Labels:
     spacing: tuple[float, ...] | None
 
 
-def read_labels(
-    path: Path,
-    *,
-    spatial_dims: int | None = None,
-    num_classes: int | None = None,
-    ignore_index: int | None = None,
-    allow_probs: bool = False,
-) -> Labels:
-    """Read a mask (or, with ``allow_probs``, a probability file) as :class:`Labels`."""
+def _read_raw(path: Path, spatial_dims: int | None) -> tuple[np.ndarray, int, tuple[float, ...] | None]:
+    """A file's raw values ``(*S)`` or ``(*S, 3)`` as :func:`~unetkit.data.io.read_mask` gives them, or a float
+    array ``(C, *S)``; with its spatial dims and spacing."""
     from unetkit.data.io import read_image, read_mask
 
     img = read_image(path, spatial_dims=spatial_dims)
     arr = img.array
-    if arr.dtype.kind == "f":
-        if not allow_probs:
-            raise DataError(f"{path}: truth masks must hold integer labels, not {arr.dtype} values")
-        probs = np.concatenate([1 - arr, arr]) if arr.shape[0] == 1 else arr
+    if arr.dtype.kind == "f" or arr.shape[0] == 1:
+        return (arr if arr.dtype.kind == "f" else arr[0]), img.spatial_dims, img.spacing
+    return read_mask(path, spatial_dims=img.spatial_dims), img.spatial_dims, img.spacing
+
+
+def read_truths(
+    paths: Sequence[Path],
+    *,
+    mapping: LabelMapping | None = None,
+    num_classes: int | None = None,
+    ignore_index: int | None = None,
+    colours: Sequence[Sequence[int] | None] | None = None,
+) -> tuple[LabelMapping, list[Labels]]:
+    """Read a set of truth masks and map them to classes with one mapping.
+
+    Args:
+        paths: the truth files.
+        mapping: the mapping to use (a model file's); ``None``: inferred once over all ``paths`` with
+            :func:`~unetkit.data.masks.infer_mapping`, as training does.
+        num_classes: pins the number of classes when the mapping is inferred.
+        ignore_index: a raw truth value that is no class (kept as is in the class masks); overrides the
+            mapping's own.
+        colours: the user's class colours (colour masks follow them when every class has one).
+
+    Returns:
+        ``(mapping, labels)``: the mapping used and one :class:`Labels` per path.
+
+    Raises:
+        DataError: truths holding values the mapping does not map, naming the files and pixel counts.
+    """
+    raws = []
+    for path in paths:
+        raw, sd, spacing = _read_raw(Path(path), None)
+        if raw.dtype.kind == "f" and raw.ndim == sd + 1:
+            raw = raw[0] if raw.shape[0] == 1 else raw
+            if raw.ndim == sd + 1:
+                raise DataError(
+                    f"a float truth with {raw.shape[0]} channels",
+                    file=path,
+                    fix="truth masks hold one integer label per pixel",
+                )
+        raws.append((Path(path), raw, sd, spacing))
+    values = [MaskValues.of(raw, sd, str(path)) for path, raw, sd, _ in raws]
+    pinned = mapping is not None or num_classes is not None
+    if mapping is None:
+        try:
+            mapping = infer_mapping(values, ignore_index=ignore_index, num_classes=num_classes, colours=colours)
+        except DataError as exc:
+            raise DataError(exc.problem, file=exc.file or _folder_of(paths), fix=exc.fix) from None
+    elif ignore_index is not None and ignore_index != mapping.ignore_index:
+        mapping = LabelMapping(mapping.kind, dict(mapping.mapping), mapping.num_classes, ignore_index)
+    _check_truths(values, mapping, pinned)
+    labels = []
+    for path, raw, sd, spacing in raws:
+        classes, instances = mapping.apply(raw, sd, str(path))
+        labels.append(Labels(classes, instances, None, spacing))
+    return mapping, labels
+
+
+def _folder_of(paths: Sequence[Path]) -> str:
+    parents = {str(Path(p).parent) for p in paths}
+    return parents.pop() if len(parents) == 1 else "truth masks"
+
+
+def _check_truths(values: Sequence[MaskValues], mapping: LabelMapping, pinned: bool) -> None:
+    found = [(m.file, mapping.unmapped(m)) for m in values]
+    found = [(f, bad) for f, bad in found if bad]
+    if not found:
+        return
+    listed = "; ".join(f"{f}: {values_text(bad)}" for f, bad in found[:5]) + ("; ..." if len(found) > 5 else "")
+    if pinned:
+        problem = f"truth values outside the {mapping.num_classes} classes ({mapping.describe()}): {listed}"
+        fix = "fix the masks, pass the right --num-classes, or --ignore-index for an unlabelled value"
+    else:
+        problem = (
+            f"stray truth values, too rare to be classes (under {STRAY_FRACTION:.1%} of the truth pixels; "
+            f"classes: {mapping.describe()}): {listed}"
+        )
+        fix = "repaint those pixels, or pin the classes with --num-classes (or --classes) if they are real classes"
+    raise DataError(problem, file=found[0][0] if len(found) == 1 else None, fix=fix)
+
+
+def read_prediction(path: Path, mapping: LabelMapping, num_classes: int, *, spatial_dims: int | None = None) -> Labels:
+    """Read a prediction: probabilities, class indices ``0..num_classes-1``, or a mask in the truths' encoding.
+
+    Args:
+        path: the file.
+        mapping: the truths' mapping (used for integer predictions that are not class indices).
+        num_classes: the evaluation's classes ``K``.
+        spatial_dims: the truth's, so both are read alike.
+
+    Raises:
+        DataError: more probability channels than classes, or values that are neither class indices nor
+            values of the mapping (naming the file).
+    """
+    raw, sd, spacing = _read_raw(Path(path), spatial_dims)
+    if raw.dtype.kind == "f":
+        probs = np.concatenate([1 - raw, raw]) if raw.shape[0] == 1 else raw
+        if probs.shape[0] > num_classes:
+            raise DataError(
+                f"{probs.shape[0]} probability channels for {num_classes} classes",
+                file=path,
+                fix=f"pass --num-classes {probs.shape[0]} if the truths lack some classes",
+            )
         probs = probs.astype(np.float32)
-        return Labels(probs.argmax(0).astype(np.int64), None, probs, img.spacing)
-    raw = arr[0] if arr.shape[0] == 1 else read_mask(path, spatial_dims=spatial_dims)
-    classes, instances = to_classes(raw, num_classes, ignore_index, path)
-    return Labels(classes, instances, None, img.spacing)
+        return Labels(probs.argmax(0).astype(np.int64), None, probs, spacing)
+    if raw.ndim == sd and raw.size and int(raw.min()) >= 0 and int(raw.max()) < num_classes:
+        return Labels(raw.astype(np.int64), None, None, spacing)
+    try:
+        classes, instances = mapping.apply(raw, sd, str(path))
+    except DataError as exc:
+        raise DataError(
+            f"prediction values are neither class indices 0..{num_classes - 1} nor truth values: {exc.problem}",
+            file=path,
+            fix="save predictions as class indices (as `unetkit predict` does) or in the truths' encoding",
+        ) from None
+    return Labels(classes, instances, None, spacing)

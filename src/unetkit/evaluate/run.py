@@ -9,15 +9,18 @@ import csv
 import json
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from unetkit.errors import DataError
-from unetkit.evaluate.files import Labels, pair_files, read_labels
+from unetkit.classes import Classes, ClassSpec, pinned_num_classes
+from unetkit.data.masks import LabelMapping
+from unetkit.errors import ConfigError, DataError
+from unetkit.evaluate.files import Labels, pair_files, read_prediction, read_truths
 from unetkit.metrics.confusion import ConfusionMatrix, confusion_matrix, scores_from_matrix
 from unetkit.metrics.instance import InstanceCounts
 from unetkit.metrics.isbi import pixel_error, rand_error, warping_error
@@ -33,11 +36,11 @@ _SCORES = ("dice", "iou", "precision", "recall")
 
 @dataclass
 class EvaluateOptions:
-    """What to compute. ``None`` for ``num_classes`` means: infer from the labels (max + 1 over all images).
+    """What to compute, and how truth values become classes.
 
     Attributes:
-        num_classes: number of classes ``K``.
-        ignore_index: truth label left out of every metric.
+        num_classes: number of classes ``K``; ``None``: the truth mapping's (or the number of ``classes``).
+        ignore_index: truth value left out of every metric (default: the mapping's own, if any).
         spacing: voxel size per axis, for surface distances and physical post-processing sizes (default: the
             truth file's spacing, else 1).
         postprocess: a pipeline string (see :mod:`unetkit.postprocess.pipeline`) applied to predictions.
@@ -48,6 +51,9 @@ class EvaluateOptions:
         surface: compute Hausdorff 95 / mean surface distance per class.
         include_background: include class 0 in the mean scores.
         panels: how many worst cases get a picture in the report.
+        mapping: raw truth value -> class (a model file's); ``None``: inferred once over the whole truth set
+            by :func:`unetkit.data.masks.infer_mapping`, as training does.
+        classes: class names (and colours), class 0 first, for the report; they pin ``num_classes``.
     """
 
     num_classes: int | None = None
@@ -60,6 +66,23 @@ class EvaluateOptions:
     surface: bool = True
     include_background: bool = False
     panels: int = 12
+    mapping: LabelMapping | None = None
+    classes: Sequence[ClassSpec] | None = None
+
+    def for_model(self, description: Any) -> EvaluateOptions:
+        """These options for a model's predictions: its classes, names, colours and label mapping.
+
+        ``description`` is the model file's :class:`~unetkit.modelfile.ModelDescription`; a file without a
+        ``label_mapping`` (written before it existed) gets one inferred over the truths, pinned to its classes.
+        """
+        classes = Classes.from_model(description.class_names, description.class_colours)
+        mapping = LabelMapping.from_dict(description.label_mapping) if description.label_mapping else None
+        return replace(
+            self,
+            num_classes=self.num_classes or len(classes),
+            mapping=self.mapping or mapping,
+            classes=self.classes or classes.to_specs(),
+        )
 
 
 @dataclass
@@ -147,7 +170,8 @@ def _summarise(rows: list[dict[str, Any]], total: ConfusionMatrix, options: Eval
         values = [r.get(key) for r in rows]
         if isinstance(values[0], list):
             per_class = np.array(values, dtype=np.float64)
-            with np.errstate(all="ignore"):
+            with warnings.catch_warnings():  # a class undefined in every image has a NaN mean
+                warnings.simplefilter("ignore", RuntimeWarning)
                 means = [float(v) for v in np.nanmean(np.where(np.isnan(per_class), np.nan, per_class), axis=0)]
             summary[key] = [m if math.isfinite(m) else math.nan for m in means]
         else:
@@ -227,16 +251,28 @@ def evaluate_folders(
         _predict_folder(predict, image_dir, truth_dir, Path(pred_dir))
     pairs = pair_files(Path(pred_dir), Path(truth_dir), image_dir)
     if any(s.name == "crf" for s in steps) and image_dir is None:
-        raise DataError("the crf post-processing step needs the images: pass --images DIR")
-    loaded = []
-    for name, pred_path, truth_path, image_path in pairs:
-        truth = read_labels(truth_path, num_classes=options.num_classes, ignore_index=options.ignore_index)
-        pred = read_labels(
-            pred_path, spatial_dims=truth.classes.ndim, num_classes=options.num_classes, allow_probs=True
+        raise DataError("the crf post-processing step needs the images", fix="pass --images DIR")
+    specs = options.classes
+    pinned = pinned_num_classes(options.num_classes, specs)
+    mapping, truths = read_truths(
+        [t for _, _, t, _ in pairs],
+        mapping=options.mapping,
+        num_classes=pinned,
+        ignore_index=options.ignore_index,
+        colours=[c.colour for c in specs] if specs is not None else None,
+    )
+    k = pinned or mapping.num_classes
+    if k < mapping.num_classes:
+        raise ConfigError(
+            f"--num-classes {k}, but the label mapping gives {mapping.num_classes} ({mapping.describe()})"
         )
+    options = replace(options, num_classes=k, ignore_index=mapping.ignore_index)
+    classes = Classes.resolve(k, specs, mapping.class_colours, where="--classes")
+    loaded = []
+    for (name, pred_path, _, image_path), truth in zip(pairs, truths, strict=True):
+        pred = read_prediction(pred_path, mapping, k, spatial_dims=truth.classes.ndim)
         loaded.append((name, pred, truth, image_path))
-    k = options.num_classes or _infer_num_classes([lab for _, p, t, _ in loaded for lab in (p, t)], options)
-    notes = []
+    notes = [f"truth values -> classes: {mapping.describe()}"]
     if k != 2:
         notes.append(f"{k} classes: ISBI 2012 and instance metrics apply to binary problems only and were skipped")
     total = ConfusionMatrix(k, options.ignore_index)
@@ -254,7 +290,9 @@ def evaluate_folders(
             pred.instances = None  # the file's instance ids no longer match the cleaned labels
         if pred.classes.shape != truth.classes.shape:
             raise DataError(
-                f"{name}: prediction shape {pred.classes.shape} differs from truth shape {truth.classes.shape}"
+                f"prediction shape {pred.classes.shape} differs from truth shape {truth.classes.shape}",
+                file=name,
+                fix="predict the truth's image, or pair the right files",
             )
         row, matrix = evaluate_arrays(pred, truth, options, num_classes=k, spacing=spacing)
         total.add_matrix(matrix)
@@ -262,21 +300,14 @@ def evaluate_folders(
         pictures[name] = (image, truth.classes, pred.classes)
     rows.sort(key=lambda r: (math.isnan(r["dice"]), r["dice"]))
     summary = _summarise(rows, total, options)
+    summary["class_names"] = list(classes.names)
+    summary["label_mapping"] = mapping.describe()
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(out_dir / "metrics.csv", rows)
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(_json_safe(summary), indent=2))
-    _write_html(out_dir / "report.html", rows, summary, pictures, options, notes)
+    _write_html(out_dir / "report.html", rows, summary, pictures, options, notes, classes)
     return EvaluationResult(rows, summary, notes)
-
-
-def _infer_num_classes(labels: list[Labels], options: EvaluateOptions) -> int:
-    """Max class + 1 over all labels (ignored pixels aside), at least 2; the probabilities' K counts too."""
-    k = 2
-    for lab in labels:
-        values = lab.classes if options.ignore_index is None else lab.classes[lab.classes != options.ignore_index]
-        k = max(k, int(values.max(initial=0)) + 1, lab.probs.shape[0] if lab.probs is not None else 0)
-    return k
 
 
 def _write_html(
@@ -286,6 +317,7 @@ def _write_html(
     pictures: dict[str, tuple[np.ndarray | None, np.ndarray, np.ndarray]],
     options: EvaluateOptions,
     notes: list[str],
+    classes: Classes,
 ) -> None:
     from unetkit.viz.panels import panel_png
     from unetkit.viz.report import write_report
@@ -294,12 +326,15 @@ def _write_html(
     for r in rows[: options.panels]:
         image, truth, pred = pictures[r["name"]]
         caption = f"{r['name']}: dice {r['dice']:.4f}"
-        panels.append((caption, panel_png(image, truth, pred, title=r["name"], ignore_index=options.ignore_index)))
+        png = panel_png(
+            image, truth, pred, title=r["name"], ignore_index=options.ignore_index, colours=list(classes.colours)
+        )
+        panels.append((caption, png))
     shown = [_flat_row(r) for r in rows]
-    scalars = {k: v for k, v in summary.items() if k != "pooled"}
+    scalars = {k: v for k, v in summary.items() if k not in ("pooled", "class_names", "label_mapping")}
     if options.postprocess:
         notes = [*notes, f"post-processing: {options.postprocess}"]
-    write_report(path, scalars, shown, panels, notes=notes)
+    write_report(path, scalars, shown, panels, notes=notes, class_names=classes.names)
 
 
 def _predict_folder(
@@ -309,12 +344,15 @@ def _predict_folder(
     from unetkit.evaluate.files import _listing
 
     if image_dir is None:
-        raise DataError("evaluating a model needs the images: pass --images DIR")
+        raise DataError("evaluating a model needs the images", fix="pass --images DIR")
     images = _listing(Path(image_dir), "image")
     truths = _listing(Path(truth_dir), "truth")
     todo = sorted(images.keys() & truths.keys())
     if not todo:
-        raise DataError(f"no image of {image_dir} has a truth of the same stem in {truth_dir}")
+        raise DataError(
+            f"no image of {image_dir} has a truth of the same stem in {truth_dir}",
+            fix="give images and truths that share file names up to the suffix",
+        )
     pred_dir.mkdir(parents=True, exist_ok=True)
     for name in todo:
         proba = predict(read_image(images[name]).array)

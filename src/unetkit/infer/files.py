@@ -23,12 +23,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from unetkit.classes import Classes
 from unetkit.data.io import IMAGE_SUFFIXES, image_format, is_image_file, is_zarr_dir, open_image, strip_suffix
 from unetkit.errors import ConfigError, DataError
 from unetkit.infer.overlay import OverlayTarget
 from unetkit.infer.predictor import Predictor, class_labels, load_predictor
 from unetkit.infer.writers import open_target
-from unetkit.viz.palette import palette
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +186,10 @@ def predict_file(
             log.warning("%s: overlays are 2D only; skipped for this 3D image", path)
             outputs.overlay = None
         else:
-            names = list(desc.class_names) if desc is not None else [f"class{i}" for i in range(k)]
-            colours = [tuple(c) for c in desc.class_colours] if desc is not None else palette(k)
-            if len(names) != k:  # a one-logit sigmoid head predicts two classes
-                names, colours = ["background", *names][:k], [(0, 0, 0), *colours][:k]
-            targets.append(("overlay", OverlayTarget(outputs.overlay, image, names, colours)))
+            classes = (
+                Classes.from_model(desc.class_names, desc.class_colours) if desc is not None else Classes.default(k)
+            )
+            targets.append(("overlay", OverlayTarget(outputs.overlay, image, classes.names, classes.colours)))
     counts = np.zeros(k, np.int64)
     t0 = time.perf_counter()
     try:

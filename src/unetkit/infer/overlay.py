@@ -22,7 +22,8 @@ class OverlayTarget:
     Args:
         path: the ``.png`` to write.
         image: the input ``(C, H, W)`` array-like (read again, strided, at the end).
-        class_names: one name per class (class 0 is background and is left uncoloured).
+        class_names: one name per class (class 0 is background and is left uncoloured), as the model
+            file has them (:mod:`unetkit.classes`).
         class_colours: one RGB triple per class.
         max_side: longest side of the written overlay.
         alpha: opacity of the class colours.
@@ -43,6 +44,10 @@ class OverlayTarget:
         self.step = max(1, math.ceil(max(h, w) / max_side))
         self.labels = np.zeros((math.ceil(h / self.step), math.ceil(w / self.step)), np.uint16)
         self.alpha = alpha
+
+    def legend(self) -> list[tuple[str, tuple[int, int, int]]]:
+        """The legend's entries, one per class: ``("<k>: <name>", colour)``."""
+        return [(f"{k}: {name}", tuple(int(c) for c in self.colours[k])) for k, name in enumerate(self.names)]  # type: ignore[misc]
 
     def write(self, start: int, labels: np.ndarray) -> None:
         """Keep every ``step``-th row and column of a labels slab ``(rows, W)``."""
@@ -77,10 +82,10 @@ class OverlayTarget:
         canvas = Image.new("RGB", (max(img.width, 200), img.height + legend_h), (255, 255, 255))
         canvas.paste(img, (0, 0))
         draw = ImageDraw.Draw(canvas)
-        for k, name in enumerate(self.names):
+        for k, (text, swatch) in enumerate(self.legend()):
             y = img.height + pad + k * row_h
-            draw.rectangle((pad, y, pad + 12, y + 12), fill=tuple(int(c) for c in self.colours[k]), outline=(0, 0, 0))
-            draw.text((pad + 20, y), f"{k}: {name}", fill=(0, 0, 0))
+            draw.rectangle((pad, y, pad + 12, y + 12), fill=swatch, outline=(0, 0, 0))
+            draw.text((pad + 20, y), text, fill=(0, 0, 0))
         write_image(self.path, np.moveaxis(np.asarray(canvas), -1, 0))
         return self.path
 

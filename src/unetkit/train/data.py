@@ -12,6 +12,7 @@ import numpy as np
 
 from unetkit.config import DataConfig
 from unetkit.data.datasets import Sample, SegmentationDataset, load_dataset
+from unetkit.data.masks import LabelMapping
 from unetkit.data.normalize import Normalizer
 from unetkit.data.resample import needs_resampling, resample_image, resample_mask
 from unetkit.data.targets import BOUNDARY_CLASS_NAMES, boundary_classes
@@ -38,6 +39,7 @@ class TrainingData:
     spacing: tuple[float, ...] | None = None
     target: str = "classes"
     split: dict[str, list[str]] = field(default_factory=dict)
+    label_mapping: LabelMapping | None = None
 
 
 def _split(
@@ -62,11 +64,21 @@ def _split(
     return [s for i, s in enumerate(samples) if i not in val_idx], [s for i, s in enumerate(samples) if i in val_idx]
 
 
-def _load(path: str, cfg: DataConfig, spatial_dims: int | None) -> SegmentationDataset:
+def _load(
+    path: str, cfg: DataConfig, spatial_dims: int | None, mapping: LabelMapping | None = None
+) -> SegmentationDataset:
     # load_dataset checks the whole dataset first and raises one DataError listing every problem.
     # a boundary target is cut from instance labels: read "auto" masks as instances then
     kind = "instances" if cfg.target == "boundary" and cfg.mask_kind == "auto" else cfg.mask_kind
-    return load_dataset(path, ignore_index=cfg.ignore_index, mask_kind=kind, spatial_dims=spatial_dims)
+    return load_dataset(
+        path,
+        ignore_index=cfg.ignore_index,
+        mask_kind=kind,
+        spatial_dims=spatial_dims,
+        num_classes=cfg.num_classes,
+        classes=cfg.class_specs(),
+        mapping=mapping,
+    )
 
 
 def _attach_weight_maps(samples: list[Sample], cfg: DataConfig, num_classes: int, cache: Path | None) -> None:
@@ -164,7 +176,8 @@ def prepare_data(
         raise ConfigError("data.path: no dataset given; pass DATA to `unetkit train` or set data.path")
     ds = _load(cfg.path, cfg, spatial_dims)
     if cfg.val_path is not None:
-        train, val = list(ds.samples), list(_load(cfg.val_path, cfg, ds.spatial_dims).samples)
+        # the validation masks map as the training masks do (one mapping for the model)
+        train, val = list(ds.samples), list(_load(cfg.val_path, cfg, ds.spatial_dims, ds.label_mapping).samples)
     else:
         train, val = _split(list(ds.samples), cfg.val_fraction, seed, cfg.fold, cfg.num_folds)
     split = {"train": [s.name for s in train], "val": [s.name for s in val]}
@@ -202,4 +215,6 @@ def prepare_data(
         spacing=train[0].spacing if train else None,
         target=cfg.target,
         split=split,
+        # a boundary target's classes are derived from the instances, not mapped from mask values
+        label_mapping=ds.label_mapping if cfg.target == "classes" else None,
     )

@@ -207,6 +207,7 @@ def train(
 
     description: dict[str, Any] = dict(
         class_names=data.class_names,
+        label_mapping=data.label_mapping.to_dict() if data.label_mapping else None,
         normalization=data.normalizer.to_dict(),
         tile_size=tile,
         spacing=list(data.spacing) if data.spacing else None,

@@ -5,10 +5,10 @@ Everything renders with matplotlib's Agg canvas or plain numpy (no display neede
 
 from __future__ import annotations
 
+from unetkit.classes import palette
 from unetkit.viz.curves import plot_curves, read_metrics_csv
 from unetkit.viz.montage import montage, save_montage
 from unetkit.viz.overlay import colourise, error_map, overlay, to_display
-from unetkit.viz.palette import palette
 from unetkit.viz.panels import panel_figure, panel_png, save_panel
 from unetkit.viz.report import render_report, write_report
 from unetkit.viz.volume import max_projection, orthogonal_slices

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from unetkit.classes import palette
 from unetkit.errors import DataError
-from unetkit.viz.palette import palette
 
 __all__ = ["FN_COLOUR", "FP_COLOUR", "WRONG_CLASS_COLOUR", "colourise", "error_map", "overlay", "to_display"]
 
@@ -51,7 +51,7 @@ def to_display(image: Any, percentiles: tuple[float, float] = (0.5, 99.5)) -> np
 
 
 def colourise(labels: Any, colours: Sequence[Sequence[int]] | None = None) -> np.ndarray:
-    """Class labels as an RGB picture, one colour per class (default :func:`unetkit.viz.palette.palette`).
+    """Class labels as an RGB picture, one colour per class (default :func:`unetkit.classes.palette`).
 
     Shape:
         ``(H, W)`` -> ``uint8 (H, W, 3)``.

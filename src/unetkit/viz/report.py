@@ -52,6 +52,7 @@ def render_report(
     *,
     title: str = "unetkit evaluation",
     notes: Sequence[str] = (),
+    class_names: Sequence[str] | None = None,
 ) -> str:
     """The report's HTML text.
 
@@ -61,8 +62,11 @@ def render_report(
         panels: ``(caption, png_bytes)`` pictures, in order.
         title: page title.
         notes: lines shown under the title (e.g. what was skipped and why).
+        class_names: the name of each class, shown in the per-class table (default: the class index only).
 
     >>> "<table>" in render_report({"dice": 0.5}, [{"name": "a", "dice": 0.5}])
+    True
+    >>> "1: cell" in render_report({"dice_per_class": [1.0, 0.5]}, [], class_names=["background", "cell"])
     True
     """
     scalars = [{"metric": k, "value": v} for k, v in summary.items() if not isinstance(v, (list, dict))]
@@ -76,7 +80,14 @@ def render_report(
     parts += ["<h2>Summary (mean over images)</h2>", _table(scalars, ["metric", "value"])]
     if per_class:
         n = max(len(v) for v in per_class.values())
-        class_rows = [{"class": str(k), **{m: v[k] for m, v in per_class.items() if k < len(v)}} for k in range(n)]
+        names = list(class_names or [])
+        class_rows = [
+            {
+                "class": f"{k}: {names[k]}" if k < len(names) else str(k),
+                **{m: v[k] for m, v in per_class.items() if k < len(v)},
+            }
+            for k in range(n)
+        ]
         parts += ["<h3>Per class</h3>", _table(class_rows, ["class", *per_class])]
     if rows:
         columns = list(dict.fromkeys(c for r in rows for c in r))
