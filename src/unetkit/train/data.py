@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from unetkit.classes import palette
 from unetkit.config import DataConfig
 from unetkit.data.datasets import Sample, SegmentationDataset, load_dataset
 from unetkit.data.masks import LabelMapping
@@ -186,7 +187,7 @@ def prepare_data(
     colours = ds.class_colours
     if cfg.target == "boundary":
         _boundary_target(unique, cfg.ignore_index)
-        num_classes, class_names, colours = 3, list(BOUNDARY_CLASS_NAMES), None
+        num_classes, class_names, colours = 3, list(BOUNDARY_CLASS_NAMES), palette(3)
     if cfg.target_spacing is not None:
         _resample(unique, tuple(float(x) for x in cfg.target_spacing))
     spatial = ds.spatial_dims
