@@ -55,7 +55,20 @@ class DataConfig(_Section):
     classes: list[ClassEntry] | None = Field(
         None, description="class names (and colours), class 0 first: [membrane, {name: cell, colour: '#00ff00'}]"
     )
-    normalization: Literal["zscore", "percentile", "range", "none"] = "zscore"
+    normalization: Literal["zscore", "percentile", "range", "ct", "none"] = "zscore"
+    target: Literal["classes", "boundary"] = Field(
+        "classes",
+        description="what the network learns: the mask's classes, or boundary: background/interior/boundary "
+        "from instance masks (predict then separates touching objects)",
+    )
+    target_spacing: list[float] | None = Field(
+        None, description="resample every image to this voxel spacing (images cubic, masks nearest); null: as stored"
+    )
+    slice_axis: int | None = Field(None, ge=0, le=2, description="train a 3D dataset as 2D slices along this axis")
+    fold: int | None = Field(
+        None, ge=0, description="validate on fold K of num_folds (cross-validation); null: val_fraction"
+    )
+    num_folds: int = Field(5, ge=2, description="folds of the cross-validation (with fold)")
     patch_size: list[int] | int = Field(128, description="network input size per axis (rounded to legal)")
     foreground_fraction: float = Field(0.33, ge=0, le=1, description="share of patches forced on foreground")
     weight_map: WeightMapConfig = Field(default_factory=WeightMapConfig)

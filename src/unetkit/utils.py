@@ -84,3 +84,13 @@ def atomic_dir(path: str | os.PathLike[str], suffix: str | None = None) -> Itera
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike[str], data: object) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    import json
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    return path

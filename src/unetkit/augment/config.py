@@ -68,11 +68,19 @@ class RotateConfig(_Part):
     """Rotate by a uniform angle in ``degrees``; in 3D one angle about each axis.
 
     ``degrees=None`` means (-180, 180) in 2D and (-30, 30) in 3D (large out-of-plane rotations of anisotropic
-    volumes mostly produce interpolation blur).
+    volumes mostly produce interpolation blur). ``axis=a`` (3D) rotates about spatial axis ``a`` only, by
+    (-180, 180) unless ``degrees`` says otherwise: in-plane rotation of a stack whose axis ``a`` is coarse.
     """
 
     p: float = Field(default=0.2, ge=0.0, le=1.0)
     degrees: tuple[float, float] | None = None
+    axis: int | None = Field(
+        default=None,
+        ge=0,
+        le=2,
+        description="3D only: rotate about this spatial axis alone (in-plane, for anisotropic stacks); "
+        "None rotates about every axis",
+    )
 
     @field_validator("degrees")
     @classmethod
@@ -83,7 +91,7 @@ class RotateConfig(_Part):
         """The angle range in degrees for ``spatial_dims``."""
         if self.degrees is not None:
             return self.degrees
-        return (-180.0, 180.0) if spatial_dims == 2 else (-30.0, 30.0)
+        return (-180.0, 180.0) if spatial_dims == 2 or self.axis is not None else (-30.0, 30.0)
 
 
 class ScaleConfig(_Part):

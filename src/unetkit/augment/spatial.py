@@ -111,6 +111,10 @@ def sample_spatial(
     lo, hi = config.rotate.range_for(n)
     angles = torch.deg2rad(lo + (hi - lo) * uniform(b, len(rotation_planes(n))))
     angles = torch.where(chosen(config.rotate.p)[:, None], angles, torch.zeros_like(angles))
+    if n == 3 and config.rotate.axis is not None:  # plane j of rotation_planes(3) turns about axis j
+        keep = torch.zeros(3, dtype=torch.bool, device=dev)
+        keep[config.rotate.axis] = True
+        angles = torch.where(keep, angles, torch.zeros_like(angles))
 
     zlo, zhi = math.log(config.scale.range[0]), math.log(config.scale.range[1])
     zoom = torch.exp(zlo + (zhi - zlo) * uniform(b, n))

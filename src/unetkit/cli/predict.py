@@ -17,7 +17,9 @@ if TYPE_CHECKING:  # the library (and torch) is imported when a command runs, no
 
 def predict_cmd(
     model: Path = typer.Argument(..., help="Model file (.safetensors) or an exported .onnx file."),
-    inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
+    inputs: list[str] = typer.Argument(
+        ..., help="Image files, folders or glob patterns; more model files first make an ensemble."
+    ),
     out: Path = typer.Option(..., "--out", help="Folder for the results (writing over an input is refused)."),
     tile: int = typer.Option(None, "--tile", help="Network input window; default: the model file's, else 256/96."),
     overlap: float = typer.Option(0.25, "--overlap", help="Tile overlap fraction (same-padded nets)."),
@@ -40,7 +42,10 @@ def predict_cmd(
         None, "--postprocess", help="Refine the labels, e.g. 'remove-islands:50,fill-holes,crf' (images in memory)."
     ),
     instances: str = typer.Option(
-        None, "--instances", help="Also write <stem>_instances.tif: components, distance or probability."
+        None,
+        "--instances",
+        help="Also write <stem>_instances.tif: components, distance, probability or boundary (the default of a model "
+        "trained on instance masks).",
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only, no progress bar."),
@@ -50,9 +55,17 @@ def predict_cmd(
     Labels go to OUT/<stem> in the input's format, probabilities to OUT/<stem>_prob.tif, the overlay to
     OUT/<stem>_overlay.png.
 
+    Several model files (e.g. the folds of `unetkit train --folds 5`) average their probabilities.
+
     Example: unetkit predict runs/demo/model.safetensors scans/*.tif --out preds --overlay
     """
     from unetkit.infer.files import predict_files
+
+    models = [str(model)]
+    while inputs and Path(inputs[0]).suffix.lower() in (".safetensors", ".onnx"):
+        models.append(inputs.pop(0))
+    if not inputs:
+        raise typer.BadParameter("give at least one image after the model file(s)", param_hint="INPUTS")
 
     setup_logging(verbose, quiet)
     job = dict(
@@ -61,14 +74,14 @@ def predict_cmd(
         device=device, batch_size=batch_size, channels_last=channels_last, compile=compile,
     )  # fmt: skip
     if dask is not None:
-        predict_files(str(model), inputs, out, progress=_DaskLines(), **job)  # type: ignore[arg-type]
+        predict_files(models, inputs, out, progress=_DaskLines(), **job)  # type: ignore[arg-type]
         return
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} tiles"),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=console, disable=quiet,
     ) as bar:  # fmt: skip
-        predict_files(str(model), inputs, out, progress=_Bars(bar, quiet), **job)  # type: ignore[arg-type]
+        predict_files(models, inputs, out, progress=_Bars(bar, quiet), **job)  # type: ignore[arg-type]
 
 
 class _DaskLines:

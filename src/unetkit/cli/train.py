@@ -69,12 +69,27 @@ class RichProgress(BaseCallback):
         self.progress.stop()
 
 
+def _parse_fold(text: str | None) -> list[str]:
+    if text is None:
+        return []
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and int(n) >= 2 and 1 <= int(k) <= int(n)):
+        raise UnetkitError(f"--fold {text!r}: expected K/N with 1 <= K <= N and N >= 2, e.g. --fold 1/5")
+    return [f"data.fold={int(k) - 1}", f"data.num_folds={n}"]
+
+
 def train_cmd(
     data: str = typer.Argument(None, help="Dataset folder (images/ + masks/) or a CSV/YAML list of pairs."),
-    out: Path = typer.Option(None, "--out", "-o", help="Run folder to create (default runs/<model>)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder to create (default runs/<dataset>)."),
+    budget: str = typer.Option(None, "--budget", "-b", help="Training time budget the plan fits, e.g. 30m, 2h."),
+    plan_file: Path = typer.Option(None, "--plan", help="Train a saved plan (unetkit plan ... --out plan.yaml)."),
+    no_plan: bool = typer.Option(False, "--no-plan", help="Skip planning: the config's fixed defaults."),
+    dims: int = typer.Option(None, "--dims", help="2: train a 3D dataset slice by slice."),
+    fold: str = typer.Option(None, "--fold", help="K/N: train fold K of an N-fold cross-validation."),
+    folds: int = typer.Option(None, "--folds", help="Train all N folds (RUN/fold_K), an ensemble for predict."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config (see `unetkit config init`)."),
     epochs: int = typer.Option(None, "--epochs", help="Number of epochs (train.epochs)."),
-    model: str = typer.Option(None, "--model", help="Model preset (see `unetkit models`)."),
+    model: str = typer.Option(None, "--model", help="Model preset (see `unetkit models`); default: planned."),
     patch: int = typer.Option(None, "--patch", help="Patch (network input) size per axis."),
     batch: int = typer.Option(None, "--batch", help="Patches per step (train.batch_size)."),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
@@ -93,7 +108,11 @@ def train_cmd(
 ) -> None:
     """Train a U-Net on a folder of images and masks; writes model.safetensors, metrics and curves to --out.
 
-    Example: unetkit train ../shared/data/isbi2012 --out runs/isbi --epochs 20 --model unet2d_small --patch 128
+    With no other flags it first plans network, patch, batch, spacing, normalisation and schedule from the
+    data and this machine (as `unetkit plan` does), prints why, and saves plan.yaml in the run folder; every
+    flag, --set or config key overrides the plan's choice.
+
+    Example: unetkit train ../shared/data/isbi2012 --out runs/isbi --budget 30m
     """
     from unetkit.config import load_config
     from unetkit.train import train
@@ -116,7 +135,8 @@ def train_cmd(
         from unetkit.classes import parse_classes
 
         overrides.append("data.classes=" + json.dumps([c.to_dict() for c in parse_classes(classes, "--classes")]))
-    overrides += list(set_)
+    overrides += _parse_fold(fold) + list(set_)
+    plan = None
     if resume is not None:
         if out is not None and Path(out) != resume:
             raise UnetkitError("--resume RUN continues RUN in place; leave out --out")
@@ -124,10 +144,44 @@ def train_cmd(
             raise UnetkitError(f"{resume}: no config.yaml here; is this a unetkit run folder?")
         cfg = load_config(resume / "config.yaml", overrides)
         out = resume
-    else:
+    elif no_plan:
+        if budget is not None or plan_file is not None or dims is not None:
+            raise UnetkitError("--no-plan trains the fixed defaults; leave out --budget, --plan and --dims")
         cfg = load_config(config, overrides)
         out = out or Path("runs") / cfg.model.name
-    result = train(cfg, out, resume=resume is not None, callbacks=[RichProgress(quiet)])
+    else:
+        from unetkit.cli.plan import plan_table
+        from unetkit.plan import flatten, load_plan, plan_dataset
+        from unetkit.plan.apply import planned_config, user_settings
+
+        user = user_settings(config, overrides)
+        path = user.get("data", {}).get("path")
+        if path is None:
+            raise UnetkitError("no dataset given: unetkit train DATA (or data.path in --config)")
+        if plan_file is not None:
+            if budget is not None or dims is not None:
+                raise UnetkitError("--plan trains a saved plan; plan again with unetkit plan --budget/--dims instead")
+            plan = load_plan(plan_file)
+        else:
+            plan = plan_dataset(path, budget=budget, device=str(device or "auto"), fixed=flatten(user), dims=dims)
+        cfg = planned_config(plan, user, str(plan_file or "the plan"))
+        out = out or Path("runs") / Path(str(path)).name
+        if not quiet:
+            console.print(plan_table(plan, f"plan for {path}"))
+    if folds is not None:
+        if fold is not None or resume is not None:
+            raise UnetkitError("--folds N trains every fold; leave out --fold and --resume (resume one fold folder)")
+        if folds < 2:
+            raise UnetkitError(f"--folds {folds}: a cross-validation needs at least 2 folds")
+        for k in range(folds):
+            cfg_k = cfg.model_copy(deep=True)
+            cfg_k.data.fold, cfg_k.data.num_folds = k, folds
+            console.print(f"[bold]fold {k + 1}/{folds}[/]")
+            train(cfg_k, Path(out) / f"fold_{k + 1}", callbacks=[RichProgress(quiet)], plan=plan)
+        ensemble = f"{Path(out)}/fold_*/model.safetensors"
+        console.print(f"{folds} folds trained; predict with all of them: unetkit predict {ensemble} IMAGES --out PRED")
+        return
+    result = train(cfg, out, resume=resume is not None, callbacks=[RichProgress(quiet)], plan=plan)
     console.print(f"best epoch {result.best_epoch} (score {result.best_score:.4f}); model: {result.model_path}")
 
 

@@ -8,6 +8,9 @@ Kinds (``Normalizer(kind, **params)``):
   ``scope="dataset"`` (default, fitted from the fingerprint) or ``"image"``.
 - ``"range"``: ``(x - min) / (max - min)`` for fixed ``min``/``max`` (fitted from the image dtype's range,
   e.g. 0..255 for uint8, if not given); never depends on the data's values.
+- ``"ct"``: for CT-like (Hounsfield) intensities: clip to the ``low``/``high`` percentiles (0.5/99.5) of
+  the *foreground* voxels of the training set, then ``(x - mean) / std`` with the foreground's statistics
+  (fitted from samples with masks), so air and bone outliers do not set the scale.
 - ``"none"``: cast to float32.
 
 Per-channel parameters are lists. ``for_image`` freezes per-image statistics for a huge lazily read
@@ -25,11 +28,12 @@ import numpy as np
 from unetkit.data.fingerprint import Fingerprint, IntensityStats
 from unetkit.errors import ConfigError
 
-KINDS = ("zscore", "percentile", "range", "none")
+KINDS = ("zscore", "percentile", "range", "ct", "none")
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "zscore": {"scope": "image"},
     "percentile": {"scope": "dataset", "lower": 0.5, "upper": 99.5},
     "range": {},
+    "ct": {"scope": "dataset"},
     "none": {},
 }
 SUBSAMPLE_VOXELS = 1 << 20
@@ -71,7 +75,12 @@ class Normalizer:
     @property
     def fitted(self) -> bool:
         """Whether the parameters a dataset-level kind needs are present."""
-        need = {"zscore": ("mean", "std"), "percentile": ("low", "high"), "range": ("min", "max")}.get(self.kind, ())
+        need = {
+            "zscore": ("mean", "std"),
+            "percentile": ("low", "high"),
+            "range": ("min", "max"),
+            "ct": ("low", "high", "mean", "std"),
+        }.get(self.kind, ())
         return self.params.get("scope") == "image" or all(k in self.params for k in need)
 
     def fit(self, data: Fingerprint | Sequence[Any]) -> Normalizer:
@@ -82,6 +91,8 @@ class Normalizer:
         """
         if self.fitted:
             return self
+        if self.kind == "ct":
+            return self._fit_ct(data)
         fp = data if isinstance(data, Fingerprint) else _fingerprint_of(data)
         stats = fp.intensity
         if not stats:
@@ -109,6 +120,29 @@ class Normalizer:
                 self.params.update(min=[float(info.min)] * c, max=[float(info.max)] * c)
             else:
                 self.params.update(min=stats["min"], max=stats["max"])
+        return self
+
+    def _fit_ct(self, data: Fingerprint | Sequence[Any]) -> Normalizer:
+        """Foreground percentiles, mean and std from samples with ``image`` and ``mask`` (mask > 0)."""
+        if isinstance(data, Fingerprint) or not data:
+            raise ConfigError("normalization 'ct' is fitted from training samples with masks, not a fingerprint")
+        rng = np.random.default_rng(0)
+        parts = []
+        for s in data:
+            image = np.asarray(s.image, np.float64)
+            fg = np.asarray(s.mask) > 0
+            vox = image.reshape(image.shape[0], -1)[:, fg.reshape(-1)]
+            if vox.shape[1] > 100_000:
+                vox = vox[:, np.sort(rng.choice(vox.shape[1], 100_000, replace=False))]
+            parts.append(vox)
+        pooled = np.concatenate(parts, axis=1)
+        if pooled.shape[1] == 0:
+            raise ConfigError("normalization 'ct': the training masks hold no foreground to fit it on; use zscore")
+        low, high = np.percentile(pooled, [0.5, 99.5], axis=1)
+        clipped = np.clip(pooled, low[:, None], high[:, None])
+        self.params.update(
+            low=low.tolist(), high=high.tolist(), mean=clipped.mean(1).tolist(), std=clipped.std(1).tolist()
+        )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,6 +194,13 @@ class Normalizer:
                 return {"shift": np.asarray(p["mean"], np.float64), "scale": np.asarray(p["std"], np.float64)}
             if self.kind == "percentile":
                 return _clip_scale(np.asarray(p["low"], np.float64), np.asarray(p["high"], np.float64))
+            if self.kind == "ct":
+                return {
+                    "clip_lo": np.asarray(p["low"], np.float64),
+                    "clip_hi": np.asarray(p["high"], np.float64),
+                    "shift": np.asarray(p["mean"], np.float64),
+                    "scale": np.asarray(p["std"], np.float64),
+                }
             lo, hi = np.asarray(p["min"], np.float64), np.asarray(p["max"], np.float64)
             return {"shift": lo, "scale": hi - lo}
         flat = _sample(image, subsample)

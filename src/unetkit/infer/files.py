@@ -174,6 +174,7 @@ def predict_file(
     k = predictor.num_classes
     desc = predictor.description
     spacing = tuple(image.spacing) if image.spacing else None
+    model_spacing = resampling_for(path, spacing, desc)
     targets: list[tuple[str, Any]] = [
         ("labels", open_target(outputs.labels, spatial, np.uint8 if k <= 256 else np.uint16, spacing=spacing))
     ]
@@ -192,7 +193,12 @@ def predict_file(
     counts = np.zeros(k, np.int64)
     t0 = time.perf_counter()
     try:
-        for slab in predictor.iter_slabs(image, on_tiles=on_tiles):
+        slabs = (
+            predictor.iter_slabs(image, on_tiles=on_tiles)
+            if model_spacing is None or spacing is None
+            else [_resampled_slab(predictor, image, spacing, model_spacing, on_tiles)]
+        )
+        for slab in slabs:
             labels = class_labels(slab.proba)
             counts += np.bincount(labels.ravel(), minlength=k)[:k]
             for kind, target in targets:
@@ -213,6 +219,58 @@ def predict_file(
             close()
     seconds = time.perf_counter() - t0
     return PredictionResult(path, outputs, (k, *spatial), predictor.tiles_for(spatial), seconds, counts.tolist())
+
+
+#: Warn when an image's spacing is this far (ratio, any axis) from the model's: the content is at a scale
+#: the model saw only through resampling.
+SPACING_WARN_RATIO = 2.0
+#: Images resampled to the model's spacing are held in memory; larger ones are refused with the fix.
+MAX_RESAMPLED_VOXELS = 512**3
+
+
+def resampling_for(path: Path, spacing: Sequence[float] | None, desc: Any) -> tuple[float, ...] | None:
+    """The model spacing ``path`` must be resampled to, or ``None`` (no spacing on either side, or equal).
+
+    A spacing far from the model's gives a warning line (the model only saw such scales by resampling).
+    """
+    from unetkit.data.resample import needs_resampling
+
+    target = tuple(float(x) for x in desc.spacing) if desc is not None and desc.spacing else None
+    if target is None or spacing is None or len(spacing) != len(target):
+        return None
+    ratios = [float(s) / t for s, t in zip(spacing, target, strict=True)]
+    if any(r > SPACING_WARN_RATIO or r < 1 / SPACING_WARN_RATIO for r in ratios):
+        log.warning(
+            "%s: spacing %s is far from the model's %s (ratio %s): predicted after resampling, check the result",
+            path, list(spacing), list(target), ", ".join(f"{r:.2g}" for r in ratios),
+        )  # fmt: skip
+    return target if needs_resampling(spacing, target) else None
+
+
+def _resampled_slab(
+    predictor: Predictor,
+    image: Any,
+    spacing: Sequence[float],
+    target: Sequence[float],
+    on_tiles: Callable[[int], None] | None,
+) -> Any:
+    """Resample the image to the model's spacing, predict, resample the probabilities back: one slab."""
+    from unetkit.data.resample import resample_image, resample_probabilities, resampled_shape
+    from unetkit.infer.predictor import Slab
+
+    spatial = tuple(int(n) for n in image.shape[1:])
+    new_shape = resampled_shape(spatial, spacing, target)
+    if max(math.prod(spatial), math.prod(new_shape)) > MAX_RESAMPLED_VOXELS:
+        raise DataError(
+            f"{getattr(image, 'path', 'image')}: resampling {spatial} to the model's spacing {list(target)} needs the "
+            f"image in memory (limit {MAX_RESAMPLED_VOXELS:,} voxels); resample it beforehand to {list(target)}"
+        )
+    log.info("resampling %s at spacing %s to the model's %s: %s", spatial, list(spacing), list(target), new_shape)
+    moved = resample_image(np.asarray(image[...]), spacing, target)
+    proba = predictor.predict_proba(moved)
+    if on_tiles is not None:
+        on_tiles(predictor.tiles_for(spatial))
+    return Slab((0,) * len(spatial), resample_probabilities(proba, spatial))
 
 
 class PredictProgress(Protocol):
@@ -241,7 +299,7 @@ class _NoProgress(PredictProgress):
 
 
 def predict_files(
-    model: str | os.PathLike[str] | Predictor,
+    model: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Predictor,
     inputs: Iterable[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
@@ -260,7 +318,8 @@ def predict_files(
     refuses to overwrite an input) before any work; every option is checked before the first image.
 
     Args:
-        model: a model file (``.safetensors``) or an exported ``.onnx`` file, or a ready :class:`Predictor`.
+        model: a model file (``.safetensors``) or an exported ``.onnx`` file, several of them (an ensemble:
+            probabilities averaged, :func:`unetkit.infer.ensemble.load_ensemble`), or a ready :class:`Predictor`.
         inputs: image files, folders and glob patterns.
         out_dir: folder for the results.
         probabilities: also write ``<stem>_prob.tif`` (``.zarr`` for zarr inputs), ``(K, *S)``.
@@ -268,7 +327,8 @@ def predict_files(
         overlay: also write ``<stem>_overlay.png`` with a legend (2D).
         postprocess: a pipeline refining the written labels, e.g. ``"remove-islands:50,fill-holes"``
             (:mod:`unetkit.postprocess.pipeline`; the label image must fit in memory).
-        instances: also write ``<stem>_instances.tif``: ``components``, ``distance`` or ``probability``.
+        instances: also write ``<stem>_instances.tif``: ``components``, ``distance``, ``probability`` or
+            ``boundary``; an interior/boundary model (trained on instance masks) writes them by default.
         dask: run on a Dask cluster: a scheduler address, or ``"local"`` for a 2-worker LocalCluster; labels
             only, to ``<stem>.zarr`` (probabilities, overlay, post-processing and instances are ignored).
         progress: progress hooks (see :class:`PredictProgress`).
@@ -299,8 +359,21 @@ def predict_files(
             log.warning(
                 "Dask prediction writes labels only; probabilities, overlay, postprocess and instances are ignored"
             )
+        if not isinstance(model, str | os.PathLike | Predictor):
+            if len(model) != 1:
+                raise ConfigError("--dask runs one model; ensembles of several model files predict locally")
+            model = model[0]
         return _predict_files_dask(model, files, out, dask, progress, options)
-    predictor = model if isinstance(model, Predictor) else load_predictor(str(model), **options)
+    if isinstance(model, Predictor):
+        predictor = model
+    else:
+        from unetkit.infer.ensemble import load_ensemble
+
+        paths = [model] if isinstance(model, str | os.PathLike) else list(model)
+        predictor = load_ensemble(paths, **options)
+    desc = predictor.description
+    if instances is None and desc is not None and desc.extra.get("target") == "boundary":
+        instances = "boundary"  # the model was trained to separate objects: give the user its instances
     plans = plan_outputs(files, out, probabilities=probabilities, overlay=overlay)
     results: list[PredictionResult] = []
     for src, plan in zip(files, plans, strict=True):

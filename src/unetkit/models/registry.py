@@ -81,6 +81,18 @@ register_preset(
     "attention_unet3d_small", UNet, "Attention U-Net 3D (Oktay 2018): gated skips, same, depth 3, width 8, instance",
     spatial_dims=3, in_channels=1, num_classes=2, depth=3, width=8, padding="same", norm="instance", attention=True,
 )  # fmt: skip
+# The planner's families (`unetkit plan`): nnU-Net-like defaults that the plan reshapes (pool_sizes, kernel_sizes,
+# depth, width) to the data; used as they are, they are sound general-purpose nets.
+register_preset(
+    "unet2d", UNet, "Planned 2D U-Net: instance norm, leaky ReLU, widths 32..512; `unetkit plan` sets its shape",
+    spatial_dims=2, in_channels=1, num_classes=2, depth=5, width=32, max_width=512, padding="same", norm="instance",
+    activation="leaky_relu",
+)  # fmt: skip
+register_preset(
+    "unet3d", UNet, "Planned 3D U-Net: instance norm, leaky ReLU, widths 32..320; `unetkit plan` sets its shape",
+    spatial_dims=3, in_channels=1, num_classes=2, depth=4, width=32, max_width=320, padding="same", norm="instance",
+    activation="leaky_relu",
+)  # fmt: skip
 
 
 def list_models() -> list[str]:

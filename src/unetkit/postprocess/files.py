@@ -41,7 +41,7 @@ def postprocess_file(
     num_classes: int,
     image_path: str | os.PathLike[str] | None = None,
     probabilities_path: str | os.PathLike[str] | None = None,
-    instances: Literal["components", "distance", "probability"] | None = None,
+    instances: Literal["components", "distance", "probability", "boundary"] | None = None,
     spacing: Sequence[float] | None = None,
     max_voxels: int = MAX_VOXELS,
 ) -> list[Path]:
@@ -55,7 +55,8 @@ def postprocess_file(
         image_path: the input image, for ``crf``'s appearance kernel.
         probabilities_path: the written probabilities ``(K, *S)``, for ``crf`` and ``instances="probability"``.
         instances: also write ``<stem>_instances.tif``: ``components``, ``distance`` (watershed on the distance
-            transform) or ``probability`` (watershed on the foreground probability).
+            transform), ``probability`` (watershed on the foreground probability) or ``boundary`` (seeded
+            watershed from the interiors of an interior/boundary model, :mod:`unetkit.data.targets`).
         spacing: voxel size per axis, for physical sizes and distances.
         max_voxels: refuse larger images (they would not fit in memory).
 
@@ -90,6 +91,13 @@ def postprocess_file(
             if probs is None:
                 raise DataError(f"{labels_path}: instances='probability' needs the probabilities (--probabilities)")
             foreground: np.ndarray = 1.0 - probs[0]
+        elif instances == "boundary":  # interior/boundary classes: the labels, or better the probabilities
+            if num_classes != 3:
+                raise DataError(
+                    f"{labels_path}: instances='boundary' reads an interior/boundary model's output (3 classes); "
+                    f"this model has {num_classes}: use components, distance or probability"
+                )
+            foreground = probs if probs is not None else labels
         else:
             foreground = labels > 0
         ids = separate_instances(foreground, instances, spacing=spacing)

@@ -10,10 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from unetkit.classes import palette
 from unetkit.config import DataConfig
 from unetkit.data.datasets import Sample, SegmentationDataset, load_dataset
 from unetkit.data.masks import LabelMapping
 from unetkit.data.normalize import Normalizer
+from unetkit.data.resample import needs_resampling, resample_image, resample_mask
+from unetkit.data.targets import BOUNDARY_CLASS_NAMES, boundary_classes
 from unetkit.errors import ConfigError
 from unetkit.train.weightmap import balance_from_counts, class_counts, weight_map
 from unetkit.utils import atomic_path
@@ -35,17 +38,30 @@ class TrainingData:
     normalizer: Normalizer
     fingerprint: dict[str, Any] = field(default_factory=dict)
     spacing: tuple[float, ...] | None = None
+    target: str = "classes"
+    split: dict[str, list[str]] = field(default_factory=dict)
     label_mapping: LabelMapping | None = None
 
 
-def _split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    if fraction <= 0 or len(samples) < 2:
+def _split(
+    samples: list[Sample], fraction: float, seed: int, fold: int | None = None, num_folds: int = 5
+) -> tuple[list[Sample], list[Sample]]:
+    """Hold out ``fraction`` of the samples (seeded), or fold ``fold`` of a ``num_folds``-fold split."""
+    order = np.random.default_rng(seed).permutation(len(samples))
+    if fold is not None:
+        if fold >= num_folds:
+            raise ConfigError(f"data.fold={fold}: folds are numbered 0..{num_folds - 1} (data.num_folds={num_folds})")
+        if len(samples) < num_folds:
+            raise ConfigError(
+                f"data.num_folds={num_folds}: the dataset has only {len(samples)} images; use fewer folds"
+            )
+        val_idx = set(np.array_split(order, num_folds)[fold].tolist())
+    elif fraction <= 0 or len(samples) < 2:
         if fraction > 0:
             log.warning("only %d image(s): validating on the training image(s)", len(samples))
         return samples, list(samples) if fraction > 0 else []
-    order = np.random.default_rng(seed).permutation(len(samples))
-    n_val = max(1, round(len(samples) * fraction))
-    val_idx = set(order[:n_val].tolist())
+    else:
+        val_idx = set(order[: max(1, round(len(samples) * fraction))].tolist())
     return [s for i, s in enumerate(samples) if i not in val_idx], [s for i, s in enumerate(samples) if i in val_idx]
 
 
@@ -53,10 +69,12 @@ def _load(
     path: str, cfg: DataConfig, spatial_dims: int | None, mapping: LabelMapping | None = None
 ) -> SegmentationDataset:
     # load_dataset checks the whole dataset first and raises one DataError listing every problem.
+    # a boundary target is cut from instance labels: read "auto" masks as instances then
+    kind = "instances" if cfg.target == "boundary" and cfg.mask_kind == "auto" else cfg.mask_kind
     return load_dataset(
         path,
         ignore_index=cfg.ignore_index,
-        mask_kind=cfg.mask_kind,
+        mask_kind=kind,
         spatial_dims=spatial_dims,
         num_classes=cfg.num_classes,
         classes=cfg.class_specs(),
@@ -97,10 +115,64 @@ def _attach_weight_maps(samples: list[Sample], cfg: DataConfig, num_classes: int
                 np.save(f, s.weight)
 
 
+def _boundary_target(samples: list[Sample], ignore_index: int | None) -> None:
+    for s in samples:
+        if s.instances is None:
+            raise ConfigError(
+                f"data.target=boundary: {s.name} has no instance labels (its mask holds classes); "
+                "use data.target=classes or give instance masks"
+            )
+        target = boundary_classes(s.instances)
+        if ignore_index is not None:
+            target[s.mask == ignore_index] = ignore_index
+        s.mask = target
+
+
+def _resample(samples: list[Sample], target: tuple[float, ...]) -> None:
+    for s in samples:
+        if s.spacing is None:
+            log.warning("%s has no voxel spacing: used as it is, not resampled to %s", s.name, list(target))
+            continue
+        if len(s.spacing) != len(target):
+            raise ConfigError(f"data.target_spacing has {len(target)} values, but {s.name} is {len(s.spacing)}D")
+        if needs_resampling(s.spacing, target):
+            s.image = resample_image(s.image, s.spacing, target)
+            s.mask = resample_mask(s.mask, s.spacing, target)
+            if s.instances is not None:
+                s.instances = resample_mask(s.instances, s.spacing, target)
+        s.spacing = target
+
+
+def _slices(samples: list[Sample], axis: int) -> list[Sample]:
+    """Each 3D sample as its 2D slices along ``axis`` (the split is made on volumes, before this)."""
+    out = []
+    for s in samples:
+        if s.mask.ndim != 3:
+            raise ConfigError(f"data.slice_axis={axis}: {s.name} is {s.mask.ndim}D, slices are cut from 3D images")
+        spacing = tuple(v for a, v in enumerate(s.spacing) if a != axis) if s.spacing is not None else None
+        for i in range(s.mask.shape[axis]):
+            out.append(
+                Sample(
+                    name=f"{s.name}_slice{i:04d}",
+                    image=np.ascontiguousarray(np.take(s.image, i, axis=axis + 1)),
+                    mask=np.ascontiguousarray(np.take(s.mask, i, axis=axis)),
+                    instances=None if s.instances is None else np.ascontiguousarray(np.take(s.instances, i, axis=axis)),
+                    spacing=spacing,
+                )
+            )
+    return out
+
+
 def prepare_data(
     cfg: DataConfig, *, seed: int, use_weight_map: bool, cache_dir: Path | None = None, spatial_dims: int | None = None
 ) -> TrainingData:
-    """Check and load the dataset(s), split off validation, fit and apply normalisation, add weight maps."""
+    """Check and load the dataset(s), split off validation, derive the target, resample, cut slices, fit and
+    apply normalisation, add weight maps.
+
+    The order matters: the split is made on whole images (slices of one volume never straddle it), the
+    target is derived before resampling (instance boundaries are exact on the stored grid), normalisation is
+    fitted on the training images as the network will see them.
+    """
     if cfg.path is None:
         raise ConfigError("data.path: no dataset given; pass DATA to `unetkit train` or set data.path")
     ds = _load(cfg.path, cfg, spatial_dims)
@@ -108,24 +180,42 @@ def prepare_data(
         # the validation masks map as the training masks do (one mapping for the model)
         train, val = list(ds.samples), list(_load(cfg.val_path, cfg, ds.spatial_dims, ds.label_mapping).samples)
     else:
-        train, val = _split(list(ds.samples), cfg.val_fraction, seed)
+        train, val = _split(list(ds.samples), cfg.val_fraction, seed, cfg.fold, cfg.num_folds)
+    split = {"train": [s.name for s in train], "val": [s.name for s in val]}
+    unique = list({id(s): s for s in train + val}.values())
+    num_classes, class_names = ds.num_classes, list(ds.class_names)
+    colours = ds.class_colours
+    if cfg.target == "boundary":
+        _boundary_target(unique, cfg.ignore_index)
+        num_classes, class_names, colours = 3, list(BOUNDARY_CLASS_NAMES), palette(3)
+    if cfg.target_spacing is not None:
+        _resample(unique, tuple(float(x) for x in cfg.target_spacing))
+    spatial = ds.spatial_dims
+    if cfg.slice_axis is not None:
+        if ds.spatial_dims != 3:
+            raise ConfigError(f"data.slice_axis={cfg.slice_axis}: the dataset is {ds.spatial_dims}D, not 3D")
+        train, val = _slices(train, cfg.slice_axis), _slices(val, cfg.slice_axis)
+        unique, spatial = list({id(s): s for s in train + val}.values()), 2
     normalizer = Normalizer(cfg.normalization)
     normalizer.fit(train)
-    for s in {id(s): s for s in train + val}.values():
+    for s in unique:
         s.image = np.asarray(normalizer(s.image), dtype=np.float32)
     if use_weight_map:
-        _attach_weight_maps(train, cfg, ds.num_classes, cache_dir)
+        _attach_weight_maps(train, cfg, num_classes, cache_dir)
     fingerprint = ds.fingerprint.to_dict()
     return TrainingData(
         train=train,
         val=val,
-        num_classes=ds.num_classes,
+        num_classes=num_classes,
         in_channels=ds.in_channels,
-        spatial_dims=ds.spatial_dims,
-        class_names=list(ds.class_names),
-        class_colours=ds.class_colours,
+        spatial_dims=spatial,
+        class_names=class_names,
+        class_colours=colours,
         normalizer=normalizer,
         fingerprint=fingerprint,
         spacing=train[0].spacing if train else None,
-        label_mapping=ds.label_mapping,
+        target=cfg.target,
+        split=split,
+        # a boundary target's classes are derived from the instances, not mapped from mask values
+        label_mapping=ds.label_mapping if cfg.target == "classes" else None,
     )

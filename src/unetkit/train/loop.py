@@ -33,6 +33,7 @@ from unetkit.train.data import TrainingData, prepare_data
 from unetkit.train.epoch import RunSetup, save_epoch, train_epoch, validate_epoch
 from unetkit.train.schedule import make_scheduler
 from unetkit.train.state import RunState
+from unetkit.utils import write_json
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,12 @@ def _build_model(cfg: Config, data: TrainingData) -> SegmentationModel:
 
 
 def train(
-    config: Config, out: str | Path, *, resume: bool = False, callbacks: Sequence[BaseCallback] = ()
+    config: Config,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    callbacks: Sequence[BaseCallback] = (),
+    plan: Any = None,
 ) -> TrainResult:
     """Train a network as ``config`` says and write the run folder ``out``.
 
@@ -136,6 +142,8 @@ def train(
             (the best model), ``curves.png``, ``tensorboard/``.
         resume: continue from ``out/checkpoints/last.safetensors`` (epoch, step, optimizer, RNG states).
         callbacks: progress hooks, called on the main process.
+        plan: the :class:`~unetkit.plan.Plan` the config came from, saved as ``out/plan.yaml`` and (its
+            decisions) in the model file.
 
     Returns:
         A :class:`TrainResult`.
@@ -188,6 +196,9 @@ def train(
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
+        write_json(out / "split.json", data.split)
+        if plan is not None:
+            plan.save(out / "plan.yaml")
     listeners: list[BaseCallback] = [*callbacks, TensorBoardLogger(out / "tensorboard")] if main else []
     for cb in listeners:
         cb.on_train_start(
@@ -210,6 +221,9 @@ def train(
     )
     if data.class_colours:
         description["class_colours"] = data.class_colours
+    description["extra"] = {"target": data.target}
+    if plan is not None:
+        description["extra"]["plan"] = plan.to_dict()["decisions"]
     setup = RunSetup(
         config=config,
         fabric=fabric,
