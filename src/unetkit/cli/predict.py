@@ -70,15 +70,18 @@ def predict_cmd(
     if dask is not None:
         from unetkit.infer.dask_predict import predict_files_dask
 
-        if probabilities or overlay or postprocess or instances:
+        if overlay or postprocess or instances:
             err_console.print(
-                "[yellow]--dask writes labels only; --probabilities, --overlay, --postprocess and --instances "
+                "[yellow]--dask writes labels and probabilities only; --overlay, --postprocess and --instances "
                 "are ignored[/]"
             )
 
-        results = predict_files_dask(str(model), files, out, address=None if dask == "local" else dask, **opts)
-        for src, dst in results:
-            console.print(f"{src} -> {dst}")
+        results = predict_files_dask(
+            str(model), files, out, address=None if dask == "local" else dask, probabilities=probabilities,
+            prob_dtype=prob_dtype, **opts,
+        )  # fmt: skip
+        for src, written in results:
+            console.print(f"{src} -> {', '.join(map(str, written))}")
         return
     predictor = load_predictor(str(model), **opts)
     plans = plan_outputs(files, out, probabilities=probabilities, overlay=overlay)

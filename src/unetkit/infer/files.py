@@ -59,6 +59,22 @@ class PredictionResult:
         return float(np.prod(self.shape[1:])) / 1e6
 
 
+def encode_probabilities(proba: np.ndarray, prob_dtype: str) -> np.ndarray:
+    """Probabilities as written to disk: ``float16``, or ``uint8`` = ``round(p x 255)``.
+
+    Shape:
+        any shape in, the same shape out.
+
+    >>> encode_probabilities(np.array([0.0, 0.5, 1.0], np.float32), "uint8").tolist()
+    [0, 128, 255]
+    """
+    if prob_dtype == "float16":
+        return proba.astype(np.float16)
+    if prob_dtype == "uint8":
+        return np.rint(proba * 255.0).astype(np.uint8)
+    raise ConfigError(f"prob_dtype: {prob_dtype!r}; choose one of {', '.join(PROB_DTYPES)}")
+
+
 def output_paths(path: Path, out_dir: Path, *, probabilities: bool, overlay: bool) -> OutputPaths:
     """The output paths for one input (see the module docstring)."""
     fmt = image_format(path)
@@ -185,8 +201,7 @@ def predict_file(
             counts += np.bincount(labels.ravel(), minlength=k)[:k]
             for kind, target in targets:
                 if kind == "proba":
-                    p = slab.proba if prob_dtype == "float16" else np.rint(slab.proba * 255.0)
-                    target.write(slab.start, p)
+                    target.write(slab.start, encode_probabilities(slab.proba, prob_dtype))
                 else:
                     target.write(slab.start, labels)
         for _, target in targets:

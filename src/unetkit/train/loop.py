@@ -78,7 +78,7 @@ def _fabric(cfg: Config) -> Any:
 
 
 def legal_patch(model: SegmentationModel, patch: int | Sequence[int]) -> list[int]:
-    """Round a requested patch (network input) size to a legal one, as DESIGN.md says: valid nets to the
+    """Round a requested patch (network input) size to a legal one, as docs/design.md says: valid nets to the
     nearest legal size, same nets up to a multiple of ``2**depth``."""
     sizes = [int(patch)] * model.spatial_dims if isinstance(patch, int) else [int(p) for p in patch]
     if len(sizes) != model.spatial_dims:
