@@ -127,15 +127,15 @@ def test_dask_blocks_at_the_border_equal_the_local_tiler(padding: str, options: 
     proba = local.predict_proba(image)
     halo = local.plan(image.shape[1:]).tile_in
     frozen = Normalizer.from_dict(norm).freeze(image).to_dict()
-    task = {**options, "device": "cpu", "normalization": frozen}
+    task = {**options, "device": "cpu"}
     for region in ([(0, 40), (0, 35)], [(40, 90), (35, 70)]):  # the top-left and the bottom-right chunk
         box = [slice(max(0, a - h), min(n, b + h)) for (a, b), h, n in zip(region, halo, image.shape[1:], strict=True)]
         block = image[(slice(None), *box)]
         for labels in (True, False):
             location = region if labels else [(0, 3), *region]
             got = _block_proba(
-                block, model=net, key=f"border-{padding}", options=task, shape=image.shape[1:], halo=halo,
-                labels=labels, block_info={None: {"array-location": location}},
+                block, model=net, key=f"border-{padding}", options=task, normalization=frozen, shape=image.shape[1:],
+                halo=halo, labels=labels, block_info={None: {"array-location": location}},
             )  # fmt: skip
             want = proba[(slice(None), *(slice(a, b) for a, b in region))]
             if labels:

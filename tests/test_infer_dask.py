@@ -86,3 +86,28 @@ def test_cli_predict_dask_on_a_scheduler_address(client, tmp_path) -> None:  # t
     assert np.array_equal(zarr.open_array(str(tmp_path / "o" / "img.zarr"))[:], reference.argmax(0))
     proba = zarr.open_array(str(tmp_path / "o" / "img_prob.zarr"))[:]
     assert proba.dtype == np.uint8 and np.abs(proba - reference * 255).max() <= 0.51
+
+
+def test_many_files_keep_their_own_statistics_and_options(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Workers reuse one predictor per model file and options, but each image gets its own statistics."""
+    import zarr
+
+    from unetkit.data.io import write_image
+    from unetkit.data.normalize import Normalizer
+    from unetkit.infer import load_predictor
+    from unetkit.infer.dask_predict import predict_files_dask
+    from unetkit.modelfile import save_model
+
+    net = UNet(2, 1, 3, depth=2, width=4, padding="same").eval()
+    model = str(save_model(tmp_path / "m.safetensors", net, normalization=Normalizer("zscore").to_dict()))
+    rng = np.random.default_rng(3)
+    images = {"dark": rng.random((1, 70, 60)) * 30, "bright": rng.random((1, 70, 60)) * 30 + 200}
+    for name, image in images.items():
+        write_image(tmp_path / f"{name}.npy", image.astype(np.float32))
+    files = [tmp_path / "dark.npy", tmp_path / "bright.npy"]
+    for tile in (32, 48):
+        out = tmp_path / f"o{tile}"
+        predict_files_dask(model, files, out, address=client.scheduler.address, tile=tile, backend="torch", chunk=40)
+        for name, image in images.items():
+            want = load_predictor(model, tile=tile, backend="torch", device="cpu").predict(image.astype(np.float32))
+            assert np.array_equal(zarr.open_array(str(out / f"{name}.zarr"))[:], want), (name, tile)

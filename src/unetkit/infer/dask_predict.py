@@ -13,6 +13,7 @@ by both neighbours; chunks of several tiles per side keep that cost small.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import shutil
@@ -54,8 +55,12 @@ class _PathImage:
         return np.asarray(self._img[key])
 
 
-def _predictor(model: Any, key: str, options: dict[str, Any]) -> Any:
-    """One predictor per worker process and model, built on first use."""
+def _predictor(model: Any, key: str, options: dict[str, Any], normalization: dict[str, Any]) -> Any:
+    """The predictor for ``key`` (model and options) with this image's ``normalization``.
+
+    One network (and backend, e.g. one ONNX export) per worker process and key, built on first use; each
+    image gets a shallow copy carrying its own frozen normalisation.
+    """
     if key not in _PREDICTORS:
         import torch
 
@@ -65,7 +70,9 @@ def _predictor(model: Any, key: str, options: dict[str, Any]) -> Any:
         _PREDICTORS[key] = (
             load_predictor(model, **options) if isinstance(model, str) else Predictor(model, **options)
         )  # fmt: skip
-    return _PREDICTORS[key]
+    predictor = copy.copy(_PREDICTORS[key])
+    predictor.normalization = normalization
+    return predictor
 
 
 class _BlockView:
@@ -95,6 +102,7 @@ def _block_proba(
     model: Any,
     key: str,
     options: dict[str, Any],
+    normalization: dict[str, Any],
     shape: tuple[int, ...],
     halo: tuple[int, ...],
     labels: bool,
@@ -104,14 +112,14 @@ def _block_proba(
 
     ``block`` is the input chunk plus whatever halo exists inside the image; tiles are read from it through
     the same window reader as a local run (:func:`~unetkit.data.windows.read_window`, mirrored at the image
-    border), and ``options`` carry the normalisation frozen on the whole image.
+    border) and normalised with ``normalization``, frozen on the whole image (:meth:`Normalizer.freeze`).
     """
     if block_info is None or None not in block_info:  # dask probing the function with a dummy block
         return np.zeros((0,) * (block.ndim - (1 if labels else 0)), np.uint8 if labels else np.float32)
     location = block_info[None]["array-location"]  # the output chunk's: (K, *chunk) for probabilities
     region = [tuple(r) for r in (location if labels else location[1:])]
     origin = [max(0, a - h) for (a, _), h in zip(region, halo, strict=True)]
-    predictor = _predictor(model, key, dict(options))
+    predictor = _predictor(model, key, dict(options), normalization)
     image = _BlockView(block, origin, shape)
     size = [b - a for a, b in region]
     if labels:
@@ -196,16 +204,16 @@ def predict_dask(
     x = source if isinstance(source, da.Array) else da.from_array(source, chunks=chunks, asarray=False)
     x = x.rechunk(chunks)
     halo = tuple(min(t, n) for t, n in zip(tile_in, spatial, strict=True))
-    key = model if isinstance(model, str) else uuid.uuid4().hex
+    task_options = {**options, "threads": threads_per_task, "device": options.get("device", "cpu")}
+    # workers keep one predictor per model file and options (an in-memory network: per call)
+    key = f"{model if isinstance(model, str) else uuid.uuid4().hex}|{sorted(task_options.items())!r}"
     # the whole image's statistics, from the same subsample a local run takes; the tasks see one block each
     frozen = Normalizer.from_dict(local.normalization).freeze(source).to_dict()
-    task_options = {
-        **options, "normalization": frozen, "threads": threads_per_task, "device": options.get("device", "cpu"),
-    }  # fmt: skip
     label_dtype = np.uint8 if local.num_classes <= 256 else np.uint16
     depth = {0: 0, **{i + 1: h for i, h in enumerate(halo)}}
     common = dict(
-        depth=depth, boundary="none", trim=False, model=model, key=key, options=task_options, shape=spatial, halo=halo,
+        depth=depth, boundary="none", trim=False, model=model, key=key, options=task_options, normalization=frozen,
+        shape=spatial, halo=halo,
     )  # fmt: skip
     targets: list[tuple[Any, Path]] = []
     if probabilities is None:
