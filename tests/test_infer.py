@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from unetkit.data.windows import fold_index, read_window
 from unetkit.errors import ConfigError, InputShapeError
 from unetkit.infer import Predictor, choose_tile, plan_tiles
 from unetkit.infer.backends import probabilities
-from unetkit.infer.tiling import BLEND_MODES, read_reflected, reflect_index, window_1d
+from unetkit.infer.tiling import BLEND_MODES, window_1d
 from unetkit.models import UNet
 
 
@@ -35,14 +36,14 @@ def whole_image_proba(net: UNet, image: np.ndarray) -> np.ndarray:
     return out[(slice(None), *(slice(0, n) for n in spatial))]
 
 
-def test_reflect_index_matches_numpy_pad_far_outside() -> None:
+def test_fold_index_matches_numpy_pad_far_outside() -> None:
     for n in (1, 2, 5):
         a = np.arange(n)
         ref = np.pad(a, (13, 17), mode="reflect") if n > 1 else np.zeros(n + 30, int)
-        assert np.array_equal(a[reflect_index(np.arange(-13, n + 17), n)], ref)
+        assert np.array_equal(a[fold_index(np.arange(-13, n + 17), n)], ref)
 
 
-def test_read_reflected_reads_only_the_needed_box() -> None:
+def test_read_window_reads_only_the_needed_box() -> None:
     class Spy:
         shape, dtype = (1, 100, 100), np.uint8
 
@@ -54,7 +55,7 @@ def test_read_reflected_reads_only_the_needed_box() -> None:
             return np.zeros((1, *(s.stop - s.start for s in key[1:])), np.uint8)
 
     spy = Spy()
-    assert read_reflected(spy, (40, -3), (10, 8)).shape == (1, 10, 8)
+    assert read_window(spy, (40, -3), (10, 8)).shape == (1, 10, 8)
     assert spy.boxes == [(slice(None), slice(40, 50), slice(0, 5))]
 
 

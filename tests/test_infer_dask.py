@@ -40,21 +40,74 @@ def test_dask_labels_equal_local_tiler(client, tmp_path, padding: str, options: 
     assert np.array_equal(got, reference)
 
 
+def test_dask_with_per_image_normalisation_and_probabilities(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A model file with the training default (zscore per image): statistics of the whole image, not the block."""
+    import zarr
+
+    from unetkit.data.normalize import Normalizer
+    from unetkit.infer import load_predictor
+    from unetkit.infer.dask_predict import predict_dask
+    from unetkit.modelfile import save_model
+
+    net = UNet(2, 1, 3, depth=2, width=4, padding="same").eval()
+    model = save_model(tmp_path / "m.safetensors", net, normalization=Normalizer("zscore").to_dict())
+    rng = np.random.default_rng(2)
+    image = (rng.random((1, 130, 90)) * 40 + np.linspace(0, 200, 90)).astype(np.float32)  # blocks differ in mean
+    local = load_predictor(str(model), device="cpu", tile=32, backend="torch")
+    reference = local.predict_proba(image)
+    out = predict_dask(
+        str(model), image, tmp_path / "l.zarr", probabilities=tmp_path / "p.zarr", client=client, chunk=40,
+        tile=32, backend="torch",
+    )  # fmt: skip
+    assert np.array_equal(zarr.open_array(str(out))[:], reference.argmax(0))
+    proba = zarr.open_array(str(tmp_path / "p.zarr"))
+    assert proba.dtype == np.float16 and proba.shape == reference.shape
+    assert np.abs(proba[:].astype(np.float32) - reference).max() < 1e-3
+
+
 def test_cli_predict_dask_on_a_scheduler_address(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import zarr
     from typer.testing import CliRunner
 
     from unetkit.cli import app
     from unetkit.data.io import write_image
+    from unetkit.data.normalize import Normalizer
     from unetkit.modelfile import load_model, save_model
 
     net = UNet(2, 1, 2, depth=2, width=4, padding="valid").eval()
-    model = save_model(tmp_path / "m.safetensors", net)
+    model = save_model(tmp_path / "m.safetensors", net, normalization=Normalizer("zscore").to_dict())
     image = (np.random.default_rng(1).random((1, 120, 90)) * 255).astype(np.uint8)
     write_image(tmp_path / "img.zarr", image)
     address = client.scheduler.address
     args = ["predict", str(model), str(tmp_path / "img.zarr"), "--out", str(tmp_path / "o"), "--tile", "60"]
-    result = CliRunner().invoke(app, [*args, "--dask", address, "--backend", "torch"])
+    result = CliRunner().invoke(app, [*args, "--dask", address, "--probabilities", "--prob-dtype", "uint8"])
     assert result.exit_code == 0, result.output
-    reference = Predictor(load_model(model), tile=60, device="cpu").predict(image)
-    assert np.array_equal(zarr.open_array(str(tmp_path / "o" / "img.zarr"))[:], reference)
+    reference = Predictor(load_model(model), tile=60, device="cpu").predict_proba(image)
+    assert np.array_equal(zarr.open_array(str(tmp_path / "o" / "img.zarr"))[:], reference.argmax(0))
+    proba = zarr.open_array(str(tmp_path / "o" / "img_prob.zarr"))[:]
+    assert proba.dtype == np.uint8 and np.abs(proba - reference * 255).max() <= 0.51
+
+
+def test_many_files_keep_their_own_statistics_and_options(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Workers reuse one predictor per model file and options, but each image gets its own statistics."""
+    import zarr
+
+    from unetkit.data.io import write_image
+    from unetkit.data.normalize import Normalizer
+    from unetkit.infer import load_predictor
+    from unetkit.infer.dask_predict import predict_files_dask
+    from unetkit.modelfile import save_model
+
+    net = UNet(2, 1, 3, depth=2, width=4, padding="same").eval()
+    model = str(save_model(tmp_path / "m.safetensors", net, normalization=Normalizer("zscore").to_dict()))
+    rng = np.random.default_rng(3)
+    images = {"dark": rng.random((1, 70, 60)) * 30, "bright": rng.random((1, 70, 60)) * 30 + 200}
+    for name, image in images.items():
+        write_image(tmp_path / f"{name}.npy", image.astype(np.float32))
+    files = [tmp_path / "dark.npy", tmp_path / "bright.npy"]
+    for tile in (32, 48):
+        out = tmp_path / f"o{tile}"
+        predict_files_dask(model, files, out, address=client.scheduler.address, tile=tile, backend="torch", chunk=40)
+        for name, image in images.items():
+            want = load_predictor(model, tile=tile, backend="torch", device="cpu").predict(image.astype(np.float32))
+            assert np.array_equal(zarr.open_array(str(out / f"{name}.zarr"))[:], want), (name, tile)

@@ -8,7 +8,8 @@ import torch
 
 from unetkit import create_model
 from unetkit.augment import AugmentConfig, Augmenter
-from unetkit.data.sampling import PatchBatch, PatchSampler, crop_to_output, extract_patch, mirror_indices
+from unetkit.data.sampling import PatchBatch, PatchSampler, crop_to_output
+from unetkit.data.windows import read_window, window_indices
 from unetkit.errors import ConfigError, DataError, InputShapeError
 
 
@@ -54,19 +55,19 @@ def test_patches_are_the_mirrored_image_region(dims: int) -> None:
     patch = (20, 12) if dims == 2 else (9, 4, 16)  # larger than the image on some axes
     batch = PatchSampler([sample], patch).sample(6, gen(1))
     for b, origin in enumerate(batch.origin):
-        idx = np.ix_(*(mirror_indices(o, p, s) for o, p, s in zip(origin, patch, shape, strict=True)))
+        idx = np.ix_(*(window_indices(o, p, s) for o, p, s in zip(origin, patch, shape, strict=True)))
         assert np.array_equal(batch.image[b, 0].numpy(), sample.image[0][idx])
         assert np.array_equal(batch.weight[b].numpy(), sample.weight[idx])
 
 
 def test_mirror_padding_values() -> None:
     row = np.array([10, 20, 30])
-    assert extract_patch(row, [-4], [11]).tolist() == [30, 30, 20, 10, 10, 20, 30, 30, 20, 10, 10]
+    assert read_window(row, [-4], [11]).tolist() == [10, 20, 30, 20, 10, 20, 30, 20, 10, 20, 30]
     image = np.arange(12).reshape(1, 3, 4)
-    patch = extract_patch(image, (-1, 2), (5, 4))
+    patch = read_window(image, (-1, 2), (5, 4))
     assert patch.shape == (1, 5, 4)
-    assert patch[0, :, 0].tolist() == [2, 2, 6, 10, 10]  # rows mirrored at both ends, edge repeated
-    assert patch[0, 1].tolist() == [2, 3, 3, 2]  # columns run over the right border
+    assert patch[0, :, 0].tolist() == [6, 2, 6, 10, 6]  # rows mirrored at both ends, edge not repeated
+    assert patch[0, 1].tolist() == [2, 3, 2, 1]  # columns run over the right border
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from unetkit.augment.config import AugmentConfig
+from unetkit.data.windows import fold_index
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,9 @@ def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
 def blur_matrices(sigma: torch.Tensor, size: int) -> torch.Tensor:
     """Per-sample Gaussian blur along one axis of length ``size`` as a matrix, mirrored borders folded in.
 
-    Row ``i`` holds the kernel centred on ``i``; taps beyond the border land on their mirror voxel (edge
-    repeated, as in patch sampling and ``grid_sample``'s reflection), so any sigma works on any size.
+    Row ``i`` holds the kernel centred on ``i``; taps beyond the border land on their mirror voxel (edge not
+    repeated: :func:`unetkit.data.windows.fold_index`, the border rule of patches, tiles and the spatial
+    resampling), so any sigma works on any size.
 
     Shape:
         ``sigma (b,) -> (b, size, size)``; each row sums to 1.
@@ -116,8 +118,7 @@ def blur_matrices(sigma: torch.Tensor, size: int) -> torch.Tensor:
     radius = max(1, math.ceil(3.0 * float(sigma.max())))
     kernels = gaussian_kernels(sigma, radius)  # (b, 2r+1)
     src = torch.arange(size, device=sigma.device)[:, None] + torch.arange(-radius, radius + 1, device=sigma.device)
-    src = src % (2 * size)
-    src = torch.where(src >= size, 2 * size - 1 - src, src)
+    src = fold_index(src, size)
     b = sigma.shape[0]
     out = torch.zeros(b, size, size, dtype=kernels.dtype, device=sigma.device)
     return out.scatter_add_(2, src.expand(b, -1, -1), kernels[:, None, :].expand(-1, size, -1))

@@ -4,8 +4,8 @@ Every spatial transform of a sample is a map from an output pixel ``p`` to the i
 ``x = M (p + d(p))``, with ``p`` in pixels relative to the image centre, ``M = Flip @ Rot90 @ Rot @ Zoom^-1``
 and ``d`` the elastic displacement field. ``M`` gives the affine grid (:func:`affine_grid`) and ``M d`` is
 computed on the coarse control grid, so the dense field is interpolated once and added to the affine
-grid; a single ``F.grid_sample`` (``align_corners=False``, mirrored borders) then resamples the image,
-the mask and the weight map. The same code serves 2D and 3D: matrices are ``spatial_dims x spatial_dims``.
+grid; a single ``F.grid_sample`` (mirrored borders, see :func:`resample`) then resamples the image, the
+mask and the weight map. The same code serves 2D and 3D: matrices are ``spatial_dims x spatial_dims``.
 
 Samples whose transform is only flips and quarter turns (in a square plane) skip ``grid_sample`` and use
 ``torch.flip`` / ``torch.rot90``, which are exact and map pixel centres onto pixel centres just like the grid.
@@ -266,14 +266,25 @@ def displacement_field(params: SpatialParams, spatial_shape: tuple[int, ...]) ->
 
 
 def resample(x: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
-    """``grid_sample`` with mirrored borders and ``align_corners=False``.
+    """``grid_sample`` of a grid in ``align_corners=False`` units, mirrored at the border pixels' centres.
+
+    Positions outside the image read its mirror image without repeating the edge pixel (numpy's
+    ``reflect``, :func:`unetkit.data.windows.fold_index`), the one border rule of training patches and
+    prediction tiles (docs/design.md). ``grid_sample``'s ``"reflection"`` mirrors about the pixel *edges*
+    (edge repeated) with ``align_corners=False`` and about the border pixels' *centres* with
+    ``align_corners=True``, so the grid is rescaled to ``align_corners=True`` units (``g * S / (S - 1)``
+    per axis; the same pixel positions) and sampled that way. Bicubic taps beyond the border are mirrored
+    by the same rule.
 
     Shape:
         ``(B, C, *S), (B, *S, n) -> (B, C, *S)``
     """
     if mode == "bicubic" and x.dim() != 4:
         mode = "bilinear"  # grid_sample has no tricubic; the Augmenter rejects this combination up front
-    return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode="reflection", align_corners=False)
+    sizes = torch.tensor(tuple(reversed(x.shape[2:])), dtype=torch.float64)  # grid order: x, y[, z]
+    scale = torch.where(sizes > 1, sizes / (sizes - 1).clamp(min=1), torch.zeros_like(sizes))
+    corners = grid.to(x.dtype) * scale.to(device=grid.device, dtype=x.dtype)
+    return F.grid_sample(x, corners, mode=mode, padding_mode="reflection", align_corners=True)
 
 
 def resample_labels(mask: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:

@@ -13,8 +13,9 @@ Kinds (``Normalizer(kind, **params)``):
   (fitted from samples with masks), so air and bone outliers do not set the scale.
 - ``"none"``: cast to float32.
 
-Per-channel parameters are lists. ``for_image`` freezes per-image statistics for a huge lazily read
-image (from blocks spread over it) so every tile is normalised the same way.
+Per-channel parameters are lists. ``freeze`` writes per-image statistics of a (huge, lazily read) image,
+from blocks spread over it, into a dataset-scope normaliser; ``for_image`` applies it, so every tile (and
+every Dask block, which gets the frozen parameters) is normalised the same way.
 """
 
 from __future__ import annotations
@@ -169,8 +170,7 @@ class Normalizer:
     def for_image(self, image: Any) -> Callable[[Any], Any]:
         """A function normalising tiles of ``image`` (array-like ``(C, *S)``, e.g. a lazy image) consistently.
 
-        Per-image statistics are computed once, from the whole image when it is small, else from blocks
-        spread over it (about ``SUBSAMPLE_VOXELS`` voxels), so reading stays bounded.
+        Per-image statistics are computed once (see :meth:`freeze`), so every tile is normalised the same way.
 
         Example:
             >>> import numpy as np
@@ -179,7 +179,36 @@ class Normalizer:
             >>> bool(np.allclose(f(img[:, :4]), Normalizer("zscore")(img)[:, :4]))
             True
         """
-        return self._transform(self._stats_for(image, subsample=True))
+        frozen = self.freeze(image)
+        return frozen._transform(frozen._stats_for(image))
+
+    def freeze(self, image: Any) -> Normalizer:
+        """This normalisation with ``image``'s statistics written into its parameters.
+
+        Per-image kinds (``scope="image"``) become the same kind with ``scope="dataset"`` and the statistics
+        :meth:`for_image` uses: computed from the whole image when it is small, else from blocks spread over
+        it (about ``SUBSAMPLE_VOXELS`` voxels), so reading stays bounded. The result normalises any part of
+        the image exactly as :meth:`for_image` does, without reading it, and serialises with :meth:`to_dict`:
+        this is how per-image statistics are computed once and shipped to Dask workers, which see one block
+        of the image each. Kinds that do not depend on the image return ``self``.
+
+        Example:
+            >>> import numpy as np
+            >>> img = np.arange(64, dtype=np.float32).reshape(1, 8, 8)
+            >>> frozen = Normalizer("zscore").freeze(img)
+            >>> frozen.params["scope"], [round(m, 2) for m in frozen.params["mean"]]
+            ('dataset', [31.5])
+            >>> bool(np.array_equal(frozen(img[:, :2]), Normalizer("zscore").for_image(img)(img[:, :2])))
+            True
+        """
+        if self.kind not in ("zscore", "percentile") or self.params.get("scope") != "image":
+            return self
+        stats = self._stats_for(image, subsample=True)
+        if self.kind == "zscore":
+            fitted = {"mean": stats["shift"].tolist(), "std": stats["scale"].tolist()}
+        else:
+            fitted = {"low": stats["clip_lo"].tolist(), "high": stats["clip_hi"].tolist()}
+        return Normalizer(self.kind, **{**self.params, "scope": "dataset", **fitted})
 
     def _stats_for(self, image: Any, subsample: bool = False) -> dict[str, np.ndarray]:
         p = self.params

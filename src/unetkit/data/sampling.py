@@ -6,9 +6,9 @@ class, which is placed at a random position inside the central output region of 
 valid network predicts; the whole patch for same-padded nets). Every patch's output region lies inside the
 image (or, for images smaller than the output, contains it); forced patches are placed uniformly among the
 positions that also hold their voxel, the others uniformly among all such positions.
-Whatever runs over the image border is mirrored, as in the U-Net paper (edge pixels repeated, the same
-convention as the augmentation's ``grid_sample(padding_mode="reflection")``). Every random number comes from
-the given ``torch.Generator``, so a seed replays exactly.
+Whatever runs over the image border is mirrored, as in the U-Net paper, by the one window reader
+:func:`unetkit.data.windows.read_window` that prediction uses too (docs/design.md, "Border mirroring"). Every
+random number comes from the given ``torch.Generator``, so a seed replays exactly.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch
 
+from unetkit.data.windows import read_window
 from unetkit.errors import ConfigError, DataError, InputShapeError
 from unetkit.shapes import ShapeContract
 
@@ -63,37 +64,6 @@ class PatchBatch:
             mask=self.mask.to(device, non_blocking=non_blocking),
             weight=None if self.weight is None else self.weight.to(device, non_blocking=non_blocking),
         )
-
-
-def mirror_indices(start: int, length: int, size: int) -> np.ndarray:
-    """Indices ``start .. start + length - 1`` folded into ``[0, size)`` by mirroring (edge repeated).
-
-    >>> mirror_indices(-3, 10, 4).tolist()
-    [2, 1, 0, 0, 1, 2, 3, 3, 2, 1]
-    """
-    i = np.arange(start, start + length) % (2 * size)
-    return np.where(i >= size, 2 * size - 1 - i, i)
-
-
-def extract_patch(array: Any, origin: Sequence[int], patch_size: Sequence[int]) -> np.ndarray:
-    """Cut a mirror-padded patch from the trailing ``len(patch_size)`` axes of ``array``.
-
-    Only the bounding box of the needed voxels is read, so lazy arrays (``LazyImage``) read just that region.
-
-    Shape:
-        ``(..., *S) -> (..., *patch_size)``
-
-    >>> extract_patch(np.arange(4), [-2], [8]).tolist()
-    [1, 0, 0, 1, 2, 3, 3, 2]
-    """
-    n = len(patch_size)
-    lead = len(array.shape) - n
-    spatial = array.shape[lead:]
-    indices = [mirror_indices(o, p, s) for o, p, s in zip(origin, patch_size, spatial, strict=True)]
-    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in indices)
-    region = np.asarray(array[(slice(None),) * lead + box])
-    local = np.ix_(*(i - b.start for i, b in zip(indices, box, strict=True)))
-    return region[(slice(None),) * lead + local]
 
 
 _Cropped = TypeVar("_Cropped")
@@ -295,13 +265,19 @@ class PatchSampler:
         return self._cut(picks)
 
     def _cut(self, picks: list[tuple[int, tuple[int, ...], bool]]) -> PatchBatch:
+        def patch(array: Any, origin: tuple[int, ...]) -> torch.Tensor:
+            # a window inside the image may be a (read-only) view of the sample: own a copy
+            return torch.from_numpy(
+                np.require(read_window(array, origin, self.patch_size), requirements=("C", "W", "O"))
+            )
+
         images, masks, weights = [], [], []
         for i, origin, _ in picks:
             s = self.samples[i]
-            images.append(torch.from_numpy(np.ascontiguousarray(extract_patch(s.image, origin, self.patch_size))))
-            masks.append(torch.from_numpy(np.ascontiguousarray(extract_patch(s.mask, origin, self.patch_size))))
+            images.append(patch(s.image, origin))
+            masks.append(patch(s.mask, origin))
             if s.weight is not None:
-                weights.append(torch.from_numpy(np.ascontiguousarray(extract_patch(s.weight, origin, self.patch_size))))
+                weights.append(patch(s.weight, origin))
         if weights and len(weights) != len(picks):
             raise DataError("some samples have a weight map and others do not; give every sample a weight map or none.")
         return PatchBatch(

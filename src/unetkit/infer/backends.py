@@ -199,7 +199,13 @@ class OnnxBackend:
         self.tta = tta
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        (logits,) = self.session.run(None, {self.input_name: x})
+        try:
+            (logits,) = self.session.run(None, {self.input_name: x})
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise UnetkitError(
+                f"onnxruntime cannot run the network on a batch of shape {tuple(x.shape)} ({exc}); "
+                "fix: use a tile size legal for the network, or --backend torch"
+            ) from None
         return probabilities(logits, np)  # type: ignore[no-any-return]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

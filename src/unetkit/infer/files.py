@@ -76,6 +76,22 @@ class PredictionResult:
         return float(np.prod(self.shape[1:])) / 1e6
 
 
+def encode_probabilities(proba: np.ndarray, prob_dtype: str) -> np.ndarray:
+    """Probabilities as written to disk: ``float16``, or ``uint8`` = ``round(p x 255)``.
+
+    Shape:
+        any shape in, the same shape out.
+
+    >>> encode_probabilities(np.array([0.0, 0.5, 1.0], np.float32), "uint8").tolist()
+    [0, 128, 255]
+    """
+    if prob_dtype == "float16":
+        return proba.astype(np.float16)
+    if prob_dtype == "uint8":
+        return np.rint(proba * 255.0).astype(np.uint8)
+    raise ConfigError(f"prob_dtype: {prob_dtype!r}; choose one of {', '.join(PROB_DTYPES)}")
+
+
 def output_paths(path: Path, out_dir: Path, *, probabilities: bool, overlay: bool) -> OutputPaths:
     """The output paths for one input (see the module docstring)."""
     fmt = image_format(path)
@@ -203,8 +219,7 @@ def predict_file(
             counts += np.bincount(labels.ravel(), minlength=k)[:k]
             for kind, target in targets:
                 if kind == "proba":
-                    p = slab.proba if prob_dtype == "float16" else np.rint(slab.proba * 255.0)
-                    target.write(slab.start, p)
+                    target.write(slab.start, encode_probabilities(slab.proba, prob_dtype))
                 else:
                     target.write(slab.start, labels)
         for _, target in targets:
@@ -355,15 +370,14 @@ def predict_files(
     files = expand_inputs(inputs)
     out = Path(out_dir)
     if dask is not None:
-        if probabilities or overlay or postprocess or instances:
-            log.warning(
-                "Dask prediction writes labels only; probabilities, overlay, postprocess and instances are ignored"
-            )
+        if overlay or postprocess or instances:
+            log.warning("Dask prediction writes labels and probabilities only; overlay, postprocess and instances "
+                        "are ignored")  # fmt: skip
         if not isinstance(model, str | os.PathLike | Predictor):
             if len(model) != 1:
                 raise ConfigError("--dask runs one model; ensembles of several model files predict locally")
             model = model[0]
-        return _predict_files_dask(model, files, out, dask, progress, options)
+        return _predict_files_dask(model, files, out, dask, progress, options, probabilities, prob_dtype)
     if isinstance(model, Predictor):
         predictor = model
     else:
@@ -411,22 +425,27 @@ def _predict_files_dask(
     dask: str,
     progress: PredictProgress,
     options: dict[str, Any],
+    probabilities: bool = False,
+    prob_dtype: str = "float16",
 ) -> list[PredictionResult]:
-    """Labels of every file over one Dask cluster (each worker loads the model file)."""
+    """Labels (and probabilities) of every file over one Dask cluster (each worker loads the model file)."""
     from unetkit.infer.dask_predict import predict_files_dask
 
     if isinstance(model, Predictor):
         raise ConfigError("Dask prediction needs a model file (each worker loads it), not a Predictor")
     predictor = load_predictor(str(model), **options)  # the model and options are checked before a cluster starts
     t0 = time.perf_counter()
-    pairs = predict_files_dask(str(model), files, out, address=None if dask == "local" else dask, **options)
+    pairs = predict_files_dask(
+        str(model), files, out, address=None if dask == "local" else dask, probabilities=probabilities,
+        prob_dtype=prob_dtype, **options,
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
     results = []
-    for src, dst in pairs:
+    for src, written in pairs:
         with open_image(src, spatial_dims=predictor.spatial_dims) as img:
             spatial = tuple(int(s) for s in img.shape[1:])
-        res = PredictionResult(src, OutputPaths(labels=dst), (predictor.num_classes, *spatial),
-                               predictor.tiles_for(spatial), seconds)  # fmt: skip
+        paths = OutputPaths(labels=written[0], probabilities=written[1] if len(written) > 1 else None)
+        res = PredictionResult(src, paths, (predictor.num_classes, *spatial), predictor.tiles_for(spatial), seconds)
         progress.predicted(res)
         progress.done(res)
         results.append(res)

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from unetkit.data.windows import read_window
 from unetkit.errors import ConfigError, InputShapeError, UnetkitError
 from unetkit.infer.backends import BACKENDS, Backend, OnnxBackend, TorchBackend, passes_per_tile, resolve_backend
-from unetkit.infer.tiling import Span, TilePlan, choose_tile, plan_tiles, read_reflected
+from unetkit.infer.tiling import Span, TilePlan, choose_tile, plan_tiles
 from unetkit.shapes import ShapeContract
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class Predictor:
         normalization: ``{"kind": ..., "params": {...}}``; default: the model file's, else none.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         tile: the network input window (int or one per axis); default: the model file's ``tile_size``,
-            else 256 (2D) / 96 (3D). Rounded to a legal size (DESIGN.md).
+            else 256 (2D) / 96 (3D). Rounded to a legal size (docs/design.md).
         overlap: fraction of the tile shared by neighbours, ``same`` nets only.
         blend: ``gaussian``, ``hann``, ``linear``, ``constant`` or ``center`` (``same`` nets only).
         batch_size: tiles per network call.
@@ -251,13 +252,13 @@ class Predictor:
                 it would be in a whole-image run; default: everything.
             on_tiles: called with the number of tiles just computed (for progress bars).
             reader: ``reader(start, size) -> (C, *size)`` tile reads in image coordinates (mirror-padded);
-                default :func:`~unetkit.infer.tiling.read_reflected` on ``image``.
+                default :func:`~unetkit.data.windows.read_window` on ``image``.
         """
         image = self._check_image(image)
         spatial = tuple(int(n) for n in image.shape[1:])
         plan = self.plan(spatial)
         region = [(0, n) for n in spatial] if region is None else [(int(a), int(b)) for a, b in region]
-        read = reader or (lambda start, size: read_reflected(image, start, size))
+        read = reader or (lambda start, size: read_window(image, start, size))
         normalise = _tile_normaliser(self.normalization, image)
         weights = plan.weights()
         axis0, others = plan.axes[0], plan.axes[1:]

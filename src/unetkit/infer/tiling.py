@@ -1,6 +1,7 @@
-"""The tiler's pure parts: a grid of tiles, mirror indexing, blend windows and their normalisers.
+"""The tiler's pure parts: a grid of tiles, blend windows and their normalisers.
 
-Nothing here runs a network or touches a file. A :class:`TilePlan` lays tiles over an image of any size:
+Nothing here runs a network or touches a file; tiles are read, mirrored at the image border, by
+:func:`unetkit.data.windows.read_window`. A :class:`TilePlan` lays tiles over an image of any size:
 
 - ``valid`` nets (the paper's overlap-tile strategy): output tiles abut exactly, with no blending. The
   output stride is the largest multiple of ``2**depth`` that fits in the output tile, so every tile sees
@@ -57,45 +58,6 @@ class Axis:
     def overlapping(self, start: int, stop: int) -> list[int]:
         """Indices of the spans whose kept range meets ``[start, stop)``."""
         return [i for i, s in enumerate(self.spans) if s.keep_start < stop and s.keep_stop > start]
-
-
-def reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
-    """Map coordinates (any integers) into ``[0, n)`` by mirroring without repeating the edge.
-
-    The same as ``np.pad(..., mode="reflect")``, however far outside the image a coordinate lies.
-
-    >>> reflect_index(np.arange(-3, 6), 4).tolist()
-    [3, 2, 1, 0, 1, 2, 3, 2, 1]
-    """
-    if n == 1:
-        return np.zeros_like(idx)
-    period = 2 * (n - 1)
-    r = np.mod(idx, period)
-    return np.where(r < n, r, period - r)
-
-
-def read_reflected(image: object, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    """Read the window ``[start, start + size)`` of ``image`` (``(C, *S)``) extended by mirroring.
-
-    Only the bounding box of the needed pixels is read, so lazily-read images stay lazy; ``image`` needs
-    only ``.shape`` and slicing with a tuple of slices.
-
-    Shape:
-        ``image (C, *S) -> (C, *size)``
-
-    >>> a = np.arange(5)[None]
-    >>> read_reflected(a, (-2,), (9,)).tolist()
-    [[2, 1, 0, 1, 2, 3, 4, 3, 2]]
-    """
-    shape = tuple(image.shape)  # type: ignore[attr-defined]
-    idx = [reflect_index(np.arange(a, a + n), dim) for a, n, dim in zip(start, size, shape[1:], strict=True)]
-    box = (slice(None), *(slice(int(i.min()), int(i.max()) + 1) for i in idx))
-    block = np.asarray(image[box])  # type: ignore[index]
-    for ax, (i, sl) in enumerate(zip(idx, box[1:], strict=True)):
-        local = i - sl.start
-        if not (local[0] == 0 and len(local) == block.shape[ax + 1] and np.all(np.diff(local) == 1)):
-            block = np.take(block, local, axis=ax + 1)
-    return block
 
 
 def window_1d(n: int, mode: str) -> np.ndarray:

@@ -2,12 +2,14 @@
 
 Non-overlapping ``patch``-sized patches are embedded by one strided convolution, learnable position
 embeddings are defined on the patch grid of a reference image size and resampled linearly (bilinear /
-trilinear) for any other grid, then pre-norm transformer layers run; every layer's output is returned.
+trilinear) for any other grid (also in an exported ONNX graph, whose spatial axes stay dynamic), then
+pre-norm transformer layers run; every layer's output is returned.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +37,21 @@ class PatchEmbedding(nn.Module):
         nn.init.trunc_normal_(self.position, std=0.02)
 
     def position_for(self, grid: Sequence[int]) -> torch.Tensor:
-        """The position embeddings on ``grid`` (the learnt ones on the reference grid, else resampled)."""
-        grid = tuple(int(g) for g in grid)
-        if grid == self.grid:
-            return self.position
+        """The position embeddings on ``grid`` (the learnt ones on the reference grid, else resampled).
+
+        While tracing (ONNX export) the resampling is always recorded, with the grid taken from the traced
+        input shape, so the exported graph resamples to whatever size it is run at (on the reference grid
+        linear resampling with ``align_corners=False`` is the identity) instead of freezing the export size.
+        """
+        if torch.jit.is_tracing():
+            size: Sequence[Any] = grid  # traced sizes: kept symbolic (int() would freeze them)
+        else:
+            size = tuple(int(g) for g in grid)
+            if size == self.grid:
+                return self.position
         hidden = self.position.shape[-1]
         pos = self.position.transpose(1, 2).reshape(1, hidden, *self.grid)
-        pos = F.interpolate(pos, size=grid, mode=self.mode, align_corners=False)
+        pos = F.interpolate(pos, size=size, mode=self.mode, align_corners=False)  # type: ignore[arg-type]
         return pos.flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -82,7 +82,7 @@ def _fabric(cfg: Config) -> Any:
 
 def legal_patch(model: SegmentationModel, patch: int | Sequence[int]) -> list[int]:
     """Round a requested patch (network input) size to a legal one by the one rounding rule
-    (:meth:`unetkit.shapes.ShapeContract.round`): valid nets to the nearest legal size, same nets up."""
+    (:meth:`unetkit.shapes.ShapeContract.round`, docs/design.md): valid nets to the nearest legal size, same nets up."""
     legal = list(model.contract.round(patch, "patch"))
     sizes = [int(patch)] * len(legal) if isinstance(patch, int) else [int(p) for p in patch]
     if legal != sizes:
