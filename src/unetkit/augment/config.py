@@ -37,10 +37,16 @@ class _Part(BaseModel):
     p: float = Field(default=0.0, ge=0.0, le=1.0, description="Probability that a sample gets this transform.")
 
 
-def _check_range(value: tuple[float, float], name: str) -> tuple[float, float]:
+def _check_range(
+    value: tuple[float, float], name: str, *, above: float | None = None, inclusive: bool = False, what: str = ""
+) -> tuple[float, float]:
+    """A finite ``(low, high)`` with ``low <= high`` and, when ``above`` is given, ``low > above`` (``>=``
+    with ``inclusive``); ``what`` names the values in the message."""
     lo, hi = value
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
         raise ValueError(f"{name} must be two finite numbers (low, high) with low <= high, got {value}")
+    if above is not None and (lo < above if inclusive else lo <= above):
+        raise ValueError(f"{what or name} must be {'>=' if inclusive else '>'} {above:g}, got {value}")
     return value
 
 
@@ -104,10 +110,7 @@ class ScaleConfig(_Part):
     @field_validator("range")
     @classmethod
     def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        _check_range(v, "range")
-        if v[0] <= 0:
-            raise ValueError(f"zoom factors must be > 0, got {v}")
-        return v
+        return _check_range(v, "range", above=0, what="zoom factors")
 
 
 class ElasticConfig(_Part):
@@ -130,10 +133,7 @@ class NoiseConfig(_Part):
     @field_validator("std")
     @classmethod
     def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        _check_range(v, "std")
-        if v[0] < 0:
-            raise ValueError(f"noise std must be >= 0, got {v}")
-        return v
+        return _check_range(v, "std", above=0, inclusive=True, what="noise std")
 
 
 class BlurConfig(_Part):
@@ -145,10 +145,7 @@ class BlurConfig(_Part):
     @field_validator("sigma")
     @classmethod
     def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        _check_range(v, "sigma")
-        if v[0] <= 0:
-            raise ValueError(f"blur sigma must be > 0, got {v}")
-        return v
+        return _check_range(v, "sigma", above=0, what="blur sigma")
 
 
 class FactorConfig(_Part):
@@ -160,10 +157,7 @@ class FactorConfig(_Part):
     @field_validator("range")
     @classmethod
     def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        _check_range(v, "range")
-        if v[0] <= 0:
-            raise ValueError(f"factors must be > 0, got {v}")
-        return v
+        return _check_range(v, "range", above=0, what="factors")
 
 
 class GammaConfig(FactorConfig):
