@@ -28,16 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, monai_items, write_result
-from augment_throughput import monai_pipeline
+from _common import isbi_scores, machine, monai_predictor, monai_train, write_result
 
 from unetkit.config import load_config
 from unetkit.data.io import read_image
 from unetkit.infer import Predictor
-from unetkit.metrics import ConfusionMatrix, pixel_error, rand_error, warping_error
 from unetkit.modelfile import load_model
 from unetkit.train import train
 
@@ -71,21 +68,7 @@ def dihedral_proba(predict: Any, image: np.ndarray, tta: bool) -> np.ndarray:
 
 def scores(probas: list[np.ndarray], test: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     """The ISBI errors and the IoU of the cell interior (class 1), averaged over the test slices."""
-    cm = ConfusionMatrix(2)
-    pe, re, we = [], [], []
-    for proba, (_, truth) in zip(probas, test, strict=True):
-        pred = proba.argmax(0)
-        cm.update(pred, truth)
-        pe.append(pixel_error(pred, truth))
-        re.append(rand_error(pred, truth))
-        we.append(warping_error(pred, truth))
-    return {
-        "pixel_error": float(np.mean(pe)),
-        "rand_error": float(np.mean(re)),
-        "warping_error": float(np.mean(we)),
-        "iou": float(cm.iou()[1]),
-        "dice": float(cm.dice()[1]),
-    }
+    return isbi_scores([p.argmax(0) for p in probas], [truth for _, truth in test])
 
 
 def run_unetkit(
@@ -143,56 +126,9 @@ def run_monai(
     budget: float,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    import monai.transforms as mt
-    from monai.data import DataLoader, Dataset
-    from monai.inferers import sliding_window_inference
-    from monai.losses import DiceCELoss
-    from monai.networks.nets import BasicUNet
-
-    patch = 256
-    items = monai_items(train_pairs)
-    pre = mt.Compose(
-        [
-            mt.NormalizeIntensityd("image"),
-            mt.RandCropByPosNegLabeld(
-                ("image", "label"), label_key="label", spatial_size=(patch, patch), pos=1, neg=1, num_samples=1
-            ),
-        ]
-    )
-    augment = monai_pipeline(2, patch)
-
-    def transform(d: dict[str, Any]) -> dict[str, Any]:
-        return augment(pre(d)[0])
-
-    loader = DataLoader(Dataset(items * 4, transform=transform), batch_size=4, shuffle=True, num_workers=0)
-    torch.manual_seed(0)
-    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, norm="batch")
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    deadline, steps = time.monotonic() + budget * 60, 0
-    t0 = time.perf_counter()
-    while time.monotonic() < deadline:
-        for batch in loader:
-            net.train()
-            loss = loss_fn(net(batch["image"]), batch["label"].long())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            if time.monotonic() >= deadline:
-                break
-    train_s = time.perf_counter() - t0
-    net.eval()
-    norm = mt.NormalizeIntensity()
-
-    def predict(image: np.ndarray) -> np.ndarray:
-        x = norm(torch.from_numpy(image.astype(np.float32)))[None]
-        with torch.inference_mode():
-            y = sliding_window_inference(
-                x, (patch, patch), 4, net, overlap=0.25, mode="gaussian", padding_mode="reflect"
-            )
-        return y.softmax(1)[0].numpy()
-
+    patch = (256, 256)
+    net, steps, train_s = monai_train(train_pairs, 2, patch, 4, budget)
+    predict = monai_predictor(net, patch)
     t0 = time.perf_counter()
     probas = [dihedral_proba(predict, img[None], args.tta) for img, _ in test]
     return {
