@@ -204,3 +204,14 @@ def test_in_plane_rotation_about_one_axis():
     assert cfg.rotate.range_for(3) == (-180.0, 180.0)
     params = sample_spatial(cfg, 3, 16, torch.Generator().manual_seed(0))
     assert (params.angles[:, 1:] == 0).all() and (params.angles[:, 0] != 0).any()
+
+
+def test_thin_separating_gaps_choose_the_weight_map():
+    o = plan_training(
+        grey2d(objects_per_image=80, separated_objects=0.9), CPU, linear_timer(), budget_minutes=5
+    ).overrides()
+    assert o["train.loss"] == "weighted_ce" and o["data.weight_map.enabled"] is True
+    o = plan_training(
+        grey2d(objects_per_image=80, separated_objects=0.1), CPU, linear_timer(), budget_minutes=5
+    ).overrides()
+    assert o["train.loss"] == "dice_ce"

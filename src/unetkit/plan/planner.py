@@ -320,6 +320,7 @@ class _Planner:
 
     def loss_and_sampling(self) -> None:
         f = self.f
+        thin_gaps = f.objects_per_image >= 10 and f.separated_objects > 0.5
         if f.mask_kind == "instances" and f.touching_instances > 0.05:
             self.decide(
                 "loss",
@@ -327,6 +328,16 @@ class _Planner:
                 "weighted_ce",
                 f"instance labels, {f.touching_instances:.0%} of the objects touch another: the paper's weighted "
                 "cross-entropy with its weight map, which makes the thin gaps between touching objects count",
+            )
+            self.decide("weight map", "data.weight_map.enabled", True, "the paper's w0 = 10, sigma = 5 px")
+        elif thin_gaps:
+            self.decide(
+                "loss",
+                "train.loss",
+                "weighted_ce",
+                f"{f.objects_per_image:g} objects per image, {f.separated_objects:.0%} of them within a few pixels of "
+                "another: the paper's weighted cross-entropy with its weight map, which makes the thin separating "
+                "borders count (the U-Net paper's reason for it)",
             )
             self.decide("weight map", "data.weight_map.enabled", True, "the paper's w0 = 10, sigma = 5 px")
         else:
