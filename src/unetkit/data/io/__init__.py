@@ -181,7 +181,9 @@ def write_image(
         spatial_dims = len(spacing)
     arr = as_channels_first(arr, spatial_dims, path)
     if spacing is not None and len(spacing) != arr.ndim - 1:
-        raise DataError(f"spacing {tuple(spacing)} has {len(spacing)} values for {arr.ndim - 1} spatial axes", file=path)
+        raise DataError(
+            f"spacing {tuple(spacing)} has {len(spacing)} values for {arr.ndim - 1} spatial axes", file=path
+        )
     writer = {"pil": write_pil, "tiff": write_tiff, "nifti": write_nifti, "zarr": write_zarr, "npy": write_npy}
     writer[fmt](path, arr, tuple(float(s) for s in spacing) if spacing is not None else None)
 

@@ -115,9 +115,7 @@ def open_zarr(path: Path, spatial_dims: int | None) -> LazyImage:
             with bad.guard(path):
                 node = node[array_path]
         elif not arrays:
-            raise DataError(
-                "zarr group holds no array", file=path, fix="point at a zarr array or a group holding one"
-            )
+            raise DataError("zarr group holds no array", file=path, fix="point at a zarr array or a group holding one")
         else:
             node = max(arrays, key=lambda kv: int(np.prod(kv[1].shape)))[1]
     with bad.guard(path):
