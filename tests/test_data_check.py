@@ -96,6 +96,25 @@ def test_every_bad_input_is_reported_together(tmp_path: Path) -> None:
     assert len(lines) == 1 + len(report.problems) and "(fix: " in lines[1]
 
 
+def test_check_shows_each_reader_fix_once(tmp_path: Path) -> None:
+    _good(tmp_path, 1)
+    (tmp_path / "images" / "empty.png").write_bytes(b"")
+    write_image(tmp_path / "masks" / "empty.png", np.zeros((16, 16), np.uint8))
+    _pair(tmp_path, "trunc", np.zeros((16, 16), np.uint8), np.zeros((16, 16), np.uint8), msk_ext=".tif")
+    data = (tmp_path / "masks" / "trunc.tif").read_bytes()
+    (tmp_path / "masks" / "trunc.tif").write_bytes(data[: len(data) // 2])
+    report = check_dataset(tmp_path)
+    probs = {p.file: p for p in report.problems}
+    empty = probs["images/empty.png"]
+    assert (empty.problem, empty.fix) == ("file is empty (0 bytes)", "re-export it or remove it from the dataset")
+    for p in report.problems:
+        assert "fix:" not in p.problem and str(tmp_path) not in p.problem, p
+        assert str(p).count("fix") == 1, p
+    res = CliRunner().invoke(app, ["check", str(tmp_path)])
+    line = next(ln for ln in res.output.splitlines() if "images/empty.png" in ln)
+    assert line.count("re-export") == 1 and line.count("fix") == 1, line
+
+
 def test_float_mask_and_unknown_dataset(tmp_path: Path) -> None:
     img = np.zeros((8, 8), np.uint8)
     write_image(tmp_path / "images" / "a.png", img)

@@ -204,6 +204,40 @@ def test_garbage_and_missing_and_unknown(tmp_path: Path) -> None:
         image_format(tmp_path / "x.gif")
 
 
+def _one_line_with_fields(exc: DataError, file: Path) -> None:
+    """A reader's error keeps file, problem and fix apart, and ``str()`` names each once, on one line."""
+    assert exc.file == str(file) and exc.problem and exc.fix
+    assert str(file) not in exc.problem and "fix:" not in exc.problem
+    assert str(exc) == f"{file}: {exc.problem}; fix: {exc.fix}" and "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("name", ["e.png", "e.tif", "e.nii.gz", "e.npy"])
+def test_reader_errors_are_data_not_text(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(DataError) as empty:
+        read_image(tmp_path / name)
+    _one_line_with_fields(empty.value, tmp_path / name)
+    assert (empty.value.problem, empty.value.fix) == (
+        "file is empty (0 bytes)",
+        "re-export it or remove it from the dataset",
+    )
+    write_image(tmp_path / name, _img((1, 64, 64)))
+    data = (tmp_path / name).read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError) as truncated:
+        read_image(tmp_path / name)
+    _one_line_with_fields(truncated.value, tmp_path / name)
+    with pytest.raises(DataError) as missing:
+        read_image(tmp_path / "missing.png")
+    _one_line_with_fields(missing.value, tmp_path / "missing.png")
+    with pytest.raises(DataError) as unknown:
+        image_format(tmp_path / "x.gif")
+    _one_line_with_fields(unknown.value, tmp_path / "x.gif")
+    with pytest.raises(DataError) as unwritable:
+        write_image(tmp_path / "f.png", np.zeros((1, 4, 4), np.float32))
+    _one_line_with_fields(unwritable.value, tmp_path / "f.png")
+
+
 def test_write_rejects_what_the_format_cannot_hold(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot store"):
         write_image(tmp_path / "f.png", np.zeros((1, 4, 4), np.float32))

@@ -68,8 +68,9 @@ def test_nifti_volume_with_valid_3d_net(tmp_path: Path) -> None:
 
 def test_never_overwrites_an_input(tmp_path: Path) -> None:
     write_image(tmp_path / "a.tif", np.zeros((1, 8, 8), np.uint8))
-    with pytest.raises(DataError, match="overwrite the input"):
+    with pytest.raises(DataError, match="overwrite the input") as exc:
         plan_outputs([tmp_path / "a.tif"], tmp_path, probabilities=False, overlay=False)
+    assert (exc.value.file, exc.value.fix) == (str(tmp_path / "a.tif"), "choose another --out folder")
     (tmp_path / "d1").mkdir()
     (tmp_path / "d2").mkdir()
     for d in ("d1", "d2"):
@@ -85,8 +86,12 @@ def test_expand_inputs_files_folders_globs(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in expand_inputs([tmp_path])] == ["a.tif", "b.png"]
     assert [p.name for p in expand_inputs([str(tmp_path / "*.png"), tmp_path / "b.png"])] == ["b.png"]
-    with pytest.raises(DataError, match="no such file"):
+    with pytest.raises(DataError, match="no such file") as exc:
         expand_inputs([tmp_path / "missing.tif"])
+    assert exc.value.file == str(tmp_path / "missing.tif") and exc.value.fix == "check the path"
+    assert (
+        str(exc.value) == f"{tmp_path / 'missing.tif'}: no such file, folder or matching pattern; fix: check the path"
+    )
 
 
 def test_failed_run_leaves_destination_untouched(tmp_path: Path) -> None:

@@ -31,8 +31,9 @@ def test_postprocess_file_in_place_and_instances(tmp_path: Path) -> None:
     assert ids.max() == 2  # the watershed splits the two squares at the neck
     with pytest.raises(DataError, match="probabilities"):
         postprocess_file(path, num_classes=2, instances="probability")
-    with pytest.raises(DataError, match="in memory"):
+    with pytest.raises(DataError, match="in memory") as exc:
         postprocess_file(path, "fill-holes", num_classes=2, max_voxels=100)
+    assert exc.value.file == str(path) and exc.value.fix and str(path) not in exc.value.problem
 
 
 def test_predict_cli_postprocess_and_instances(tmp_path: Path) -> None:

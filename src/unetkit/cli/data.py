@@ -60,7 +60,9 @@ def check_cmd(
     console.print(_fingerprint_table(report))
     if not report.ok:
         n = len(report.problems)
-        raise DataError(f"{data}: {n} problem{'s' * (n != 1)} found (listed above); fix them and run the check again")
+        raise DataError(
+            f"{n} problem{'s' * (n != 1)} found (listed above)", file=data, fix="correct them and run the check again"
+        )
     console.print(f"[bold green]✓[/] {data}: {report.fingerprint.num_samples} pairs, no problems", soft_wrap=True)
 
 

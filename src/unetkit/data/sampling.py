@@ -200,13 +200,16 @@ class PatchSampler:
             image_shape, mask_shape = tuple(s.image.shape), tuple(np.shape(s.mask))
             if len(mask_shape) != self.spatial_dims or image_shape[1:] != mask_shape:
                 raise DataError(
-                    f"{self._name(i)}: image {image_shape} and mask {mask_shape} do not match; expected image "
-                    f"(C, *S) and mask (*S) with {self.spatial_dims} spatial axes."
+                    f"image {image_shape} and mask {mask_shape} do not match; expected image (C, *S) and mask (*S) "
+                    f"with {self.spatial_dims} spatial axes.",
+                    file=self._name(i),
                 )
             if s.weight is not None and tuple(np.shape(s.weight)) != mask_shape:
-                raise DataError(f"{self._name(i)}: weight {tuple(np.shape(s.weight))} differs from mask {mask_shape}.")
+                raise DataError(
+                    f"weight {tuple(np.shape(s.weight))} differs from mask {mask_shape}.", file=self._name(i)
+                )
             if channels is not None and image_shape[0] != channels:
-                raise DataError(f"{self._name(i)}: {image_shape[0]} channels, the first sample has {channels}.")
+                raise DataError(f"{image_shape[0]} channels, the first sample has {channels}.", file=self._name(i))
             channels = image_shape[0]
         return int(channels or 0)
 

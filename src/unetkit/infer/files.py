@@ -116,7 +116,7 @@ def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
         elif glob.has_magic(text):
             found += sorted(Path(m) for m in glob.glob(text) if is_image_file(m))
         else:
-            raise DataError(f"{text}: no such file, folder or matching pattern; fix: check the path")
+            raise DataError("no such file, folder or matching pattern", file=text, fix="check the path")
     unique = list(dict.fromkeys(found))
     if not unique:
         raise DataError(f"no image files in {', '.join(map(str, items))}; readable: {', '.join(IMAGE_SUFFIXES)}")
@@ -133,12 +133,12 @@ def plan_outputs(inputs: Sequence[Path], out_dir: Path, *, probabilities: bool, 
             r = out.resolve()
             if r in ins:
                 raise DataError(
-                    f"{out}: this output would overwrite the input {ins[r]}; fix: choose another --out folder"
+                    f"this output would overwrite the input {ins[r]}", file=out, fix="choose another --out folder"
                 )
             if r in seen:
                 raise DataError(
-                    f"{seen[r]} and {src} would both write {out} (same file name); fix: predict them into "
-                    "different --out folders or rename one"
+                    f"{seen[r]} and {src} would both write {out} (same file name)",
+                    fix="predict them into different --out folders or rename one",
                 )
             seen[r] = src
     return plans
@@ -185,7 +185,7 @@ def predict_file(
         outputs = plan_outputs([path], Path(out_dir), probabilities=probabilities, overlay=overlay)[0]
     image = open_image(path, spatial_dims=predictor.spatial_dims)
     if image.ndim - 1 != predictor.spatial_dims:
-        raise DataError(f"{path}: a {image.ndim - 1}D image for a {predictor.spatial_dims}D network")
+        raise DataError(f"a {image.ndim - 1}D image for a {predictor.spatial_dims}D network", file=path)
     spatial = tuple(int(s) for s in image.shape[1:])
     k = predictor.num_classes
     desc = predictor.description

@@ -102,7 +102,7 @@ class RawTarget(Target):
         with tifffile.TiffFile(self.tmp) as tif:
             offset = tif.series[0].dataoffset
         if offset is None:
-            raise DataError(f"{self.path}: tifffile did not lay the data out contiguously; write .zarr instead")
+            raise DataError("tifffile did not lay the data out contiguously", file=self.path, fix="write .zarr instead")
         return int(offset)
 
     def _npy_header(self) -> int:

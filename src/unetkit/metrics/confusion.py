@@ -50,7 +50,7 @@ def confusion_matrix(pred: Any, target: Any, num_classes: int, ignore_index: int
         raise DataError(f"prediction shape {p.shape} differs from truth shape {t.shape}; they must be equal")
     for name, a in (("prediction", p), ("truth", t)):
         if a.dtype.kind not in "iub":
-            raise DataError(f"{name} labels have dtype {a.dtype}; pass integer class labels (argmax the scores)")
+            raise DataError(f"{name} labels have dtype {a.dtype}", fix="pass integer class labels (argmax the scores)")
     p = p.reshape(-1).astype(np.int64, copy=False)
     t = t.reshape(-1).astype(np.int64, copy=False)
     if ignore_index is not None:
@@ -68,8 +68,8 @@ def _check_range(p: Any, t: Any, num_classes: int, ignore_index: int | None) -> 
             if lo < 0 or hi >= num_classes:
                 hint = f" or set ignore_index={hi}" if name == "truth" and ignore_index is None else ""
                 raise DataError(
-                    f"{name} labels span [{lo}, {hi}] but num_classes={num_classes} allows [0, {num_classes - 1}]; "
-                    f"pass the right num_classes{hint}"
+                    f"{name} labels span [{lo}, {hi}] but num_classes={num_classes} allows [0, {num_classes - 1}]",
+                    fix=f"pass the right num_classes{hint}",
                 )
 
 

@@ -25,9 +25,11 @@ DSB_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in rang
 def _labels(a: Any, name: str) -> np.ndarray:
     arr = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
     if arr.dtype.kind not in "iub":
-        raise DataError(f"{name} instance labels have dtype {arr.dtype}; pass integer object ids (0 = background)")
+        raise DataError(
+            f"{name} instance labels have dtype {arr.dtype}", fix="pass integer object ids (0 = background)"
+        )
     if arr.size and arr.min() < 0:
-        raise DataError(f"{name} instance labels contain negative ids; use 0 for background, 1.. for objects")
+        raise DataError(f"{name} instance labels contain negative ids", fix="use 0 for background, 1.. for objects")
     return arr
 
 

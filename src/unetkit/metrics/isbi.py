@@ -38,7 +38,7 @@ __all__ = [
 def _binary(a: Any, name: str) -> np.ndarray:
     arr = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
     if arr.ndim < 2:
-        raise DataError(f"{name} has shape {arr.shape}; pass a 2D image or a 3D volume")
+        raise DataError(f"{name} has shape {arr.shape}", fix="pass a 2D image or a 3D volume")
     return arr != 0
 
 

@@ -68,8 +68,9 @@ def postprocess_file(
     labels = read_image(labels_path).array[0]
     if labels.size > max_voxels:
         raise DataError(
-            f"{labels_path}: {labels.size:,} voxels; post-processing needs the whole label image in memory "
-            f"(limit {max_voxels:,}); post-process tiles of it, or leave out --postprocess/--instances"
+            f"{labels.size:,} voxels; post-processing needs the whole label image in memory (limit {max_voxels:,})",
+            file=labels_path,
+            fix="post-process tiles of it, or leave out --postprocess/--instances",
         )
     probs = None
     if probabilities_path:
@@ -80,7 +81,7 @@ def postprocess_file(
         needs_image = any(s.name == "crf" for s in parsed)
         image = read_image(image_path).array if needs_image and image_path else None
         if needs_image and image is None:
-            raise DataError(f"{labels_path}: the crf step needs the input image; give image_path")
+            raise DataError("the crf step needs the input image", file=labels_path, fix="give image_path")
         out = apply_postprocess(labels, parsed, num_classes=num_classes, probs=probs, image=image, spacing=spacing)
         write_image(labels_path, out.astype(labels.dtype), spacing=tuple(spacing) if spacing else None)
         written.append(labels_path)
@@ -89,7 +90,7 @@ def postprocess_file(
     if instances is not None:
         if instances == "probability":
             if probs is None:
-                raise DataError(f"{labels_path}: instances='probability' needs the probabilities (--probabilities)")
+                raise DataError("instances='probability' needs the probabilities (--probabilities)", file=labels_path)
             foreground: np.ndarray = 1.0 - probs[0]
         elif instances == "boundary":  # interior/boundary classes: the labels, or better the probabilities
             if num_classes != 3:

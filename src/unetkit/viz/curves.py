@@ -25,11 +25,11 @@ def read_metrics_csv(path: str | os.PathLike[str]) -> dict[str, list[float]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such metrics file; give the metrics.csv a training run wrote")
+        raise DataError("no such metrics file", file=path, fix="give the metrics.csv a training run wrote")
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows or "epoch" not in rows[0]:
-        raise DataError(f"{path}: expected a CSV with a header that has an 'epoch' column and one row per epoch")
+        raise DataError("expected a CSV with a header that has an 'epoch' column and one row per epoch", file=path)
     out: dict[str, list[float]] = {}
     for col in rows[0]:
         values = []

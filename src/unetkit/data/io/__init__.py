@@ -122,7 +122,7 @@ def read_mask(path: str | os.PathLike[str], spatial_dims: int | None = None) -> 
     if c == 2:  # grey + alpha
         return arr[0]
     raise DataError(
-        f"{path}: mask has {c} channels; fix: masks must be single-channel class indices or an RGB palette image"
+        f"mask has {c} channels", file=path, fix="masks must be single-channel class indices or an RGB palette image"
     )
 
 
@@ -176,12 +176,14 @@ def write_image(
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     if spacing is not None and len(spacing) not in (2, 3):
-        raise DataError(f"{path}: spacing {tuple(spacing)} must have 2 or 3 values, one per spatial axis")
+        raise DataError(f"spacing {tuple(spacing)} must have 2 or 3 values, one per spatial axis", file=path)
     if spatial_dims is None and spacing is not None:
         spatial_dims = len(spacing)
     arr = as_channels_first(arr, spatial_dims, path)
     if spacing is not None and len(spacing) != arr.ndim - 1:
-        raise DataError(f"{path}: spacing {tuple(spacing)} has {len(spacing)} values for {arr.ndim - 1} spatial axes")
+        raise DataError(
+            f"spacing {tuple(spacing)} has {len(spacing)} values for {arr.ndim - 1} spatial axes", file=path
+        )
     writer = {"pil": write_pil, "tiff": write_tiff, "nifti": write_nifti, "zarr": write_zarr, "npy": write_npy}
     writer[fmt](path, arr, tuple(float(s) for s in spacing) if spacing is not None else None)
 

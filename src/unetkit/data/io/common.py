@@ -74,7 +74,9 @@ def image_format(path: str | os.PathLike[str]) -> str:
         return "npy"
     if name.endswith(".zarr") or is_zarr_dir(path):
         return "zarr"
-    raise DataError(f"{path}: unknown image format '{Path(path).suffix}'; fix: use one of {', '.join(IMAGE_SUFFIXES)}")
+    raise DataError(
+        f"unknown image format '{Path(path).suffix}'", file=path, fix=f"use one of {', '.join(IMAGE_SUFFIXES)}"
+    )
 
 
 def strip_suffix(name: str) -> str:
@@ -100,9 +102,9 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
 def check_file(path: Path, fmt: str) -> None:
     """Refuse a missing or empty file before any reader sees it."""
     if not path.exists():
-        raise DataError(f"{path}: file not found; fix: check the path")
+        raise DataError("file not found", file=path, fix="check the path")
     if fmt != "zarr" and path.is_file() and path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty (0 bytes); fix: re-export it or remove it from the dataset")
+        raise DataError("file is empty (0 bytes)", file=path, fix="re-export it or remove it from the dataset")
 
 
 def check_spatial_dims(spatial_dims: int | None) -> None:
@@ -123,8 +125,9 @@ def as_channels_first(arr: np.ndarray, spatial_dims: int | None, path: Path) -> 
     if arr.ndim == spatial_dims + 1:
         return arr
     raise DataError(
-        f"{path}: cannot write an array of shape {arr.shape} as a {spatial_dims}D image; "
-        "fix: pass (C, *spatial) or (*spatial)"
+        f"cannot write an array of shape {arr.shape} as a {spatial_dims}D image",
+        file=path,
+        fix="pass (C, *spatial) or (*spatial)",
     )
 
 
@@ -135,22 +138,23 @@ class BadFile:
     Attributes:
         fmt: the format's name, for the message.
         errors: the exception types its third-party reader raises for a truncated or corrupt file.
-        explain: a more specific message for some of them (e.g. a missing codec), or ``None``.
+        explain: a more specific error for some of them (e.g. a missing codec), or ``None``.
     """
 
     fmt: str
     errors: tuple[type[BaseException], ...]
-    explain: Callable[[Path, BaseException], str | None] | None = None
+    explain: Callable[[Path, BaseException], DataError | None] | None = None
 
     def error(self, path: Path, exc: BaseException, doing: str = "") -> DataError:
         """The :class:`DataError` for ``exc`` raised by the reader of ``path``."""
         specific = self.explain(path, exc) if self.explain is not None else None
         if specific is not None:
-            return DataError(specific)
+            return specific
         what = f"{doing} failed" if doing else f"unreadable or truncated {self.fmt} file"
         return DataError(
-            f"{path}: {what} ({type(exc).__name__}: {exc}); "
-            "fix: the file is probably truncated or corrupt, re-export it or remove it from the dataset"
+            f"{what} ({type(exc).__name__}: {exc})",
+            file=path,
+            fix="the file is probably truncated or corrupt, re-export it or remove it from the dataset",
         )
 
     @contextlib.contextmanager

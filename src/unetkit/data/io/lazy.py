@@ -101,8 +101,9 @@ def layout_from_axes(shape: tuple[int, ...], axes: str, spatial_dims: int | None
     axes = axes.upper()
     if len(axes) != len(shape) or "?" in axes:
         raise DataError(
-            f"{path}: cannot tell channels from spatial axes in an array of shape {shape}; "
-            "fix: store it as (C, *spatial) with 2 or 3 spatial axes, or as a TIFF with axes metadata"
+            f"cannot tell channels from spatial axes in an array of shape {shape}",
+            file=path,
+            fix="store it as (C, *spatial) with 2 or 3 spatial axes, or as a TIFF with axes metadata",
         )
     drop = [i for i, a in enumerate(axes) if a not in "CSZYX" and shape[i] == 1]
     chan = [i for i, a in enumerate(axes) if a in "CS"]
@@ -129,14 +130,16 @@ def layout_from_axes(shape: tuple[int, ...], axes: str, spatial_dims: int | None
         spat.append(chan.pop())  # e.g. a 3-page TIFF tifffile took for planar RGB: read as a 3-slice volume
     if len(chan) > 1:
         raise DataError(
-            f"{path}: axes '{axes}' of shape {shape} have more than one channel-like axis; "
-            "fix: save one image per file as (C, Y, X) or (C, Z, Y, X)"
+            f"axes '{axes}' of shape {shape} have more than one channel-like axis",
+            file=path,
+            fix="save one image per file as (C, Y, X) or (C, Z, Y, X)",
         )
     if len(spat) not in (2, 3) or (spatial_dims is not None and len(spat) != spatial_dims):
         want = f"{spatial_dims}D" if spatial_dims else "2D or 3D"
         raise DataError(
-            f"{path}: axes '{axes}' of shape {shape} give {len(spat)} spatial axes, expected {want}; "
-            "fix: pass the right spatial_dims or re-save the image"
+            f"axes '{axes}' of shape {shape} give {len(spat)} spatial axes, expected {want}",
+            file=path,
+            fix="pass the right spatial_dims or re-save the image",
         )
     spat.sort(key=lambda i: _SPATIAL_ORDER.get(axes[i], -1))
     return Layout(channel=chan[0] if chan else None, spatial=tuple(spat), drop=tuple(sorted(drop)))

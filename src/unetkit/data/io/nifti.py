@@ -46,7 +46,7 @@ def open_nifti(path: Path, spatial_dims: int | None) -> LazyImage:
     if spatial_dims is None and len(shape) >= 3 and shape[2] == 1:
         spatial_dims = 2  # a single-slice NIfTI is a 2D image
     if axes is None:
-        raise DataError(f"{path}: NIfTI image with {len(shape)} axes; fix: save it as (X, Y[, Z[, C]])")
+        raise DataError(f"NIfTI image with {len(shape)} axes", file=path, fix="save it as (X, Y[, Z[, C]])")
     layout = layout_from_axes(shape, axes, spatial_dims, path)
     spacing = tuple(zooms[i] for i in layout.spatial) if len(zooms) >= len(layout.spatial) else None
     return LazyImage(source, layout, path, spacing=spacing, bad_file=bad)

@@ -18,13 +18,15 @@ from unetkit.utils import atomic_path
 log = logging.getLogger(__name__)
 
 
-def _too_large(path: Path, exc: BaseException) -> str | None:
+def _too_large(path: Path, exc: BaseException) -> DataError | None:
     from PIL import Image
 
     if isinstance(exc, Image.DecompressionBombError):
-        return (
-            f"{path}: {exc}; fix: store images this large as TIFF or zarr (read region by region), or raise "
-            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        return DataError(
+            str(exc),
+            file=path,
+            fix="store images this large as TIFF or zarr (read region by region), or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file",
         )
     return None
 
@@ -71,8 +73,9 @@ def write_pil(path: Path, arr: np.ndarray, spacing: tuple[float, ...] | None) ->
         or (arr.dtype == np.uint16 and c != 1)
     ):
         raise DataError(
-            f"{path}: cannot store {arr.dtype} array of shape {arr.shape} in {path.suffix}; "
-            "fix: 2D grey/RGB(A) uint8 (or grey uint16 PNG) only, use .tif or .npy for anything else"
+            f"cannot store {arr.dtype} array of shape {arr.shape} in {path.suffix}",
+            file=path,
+            fix="2D grey/RGB(A) uint8 (or grey uint16 PNG) only, use .tif or .npy for anything else",
         )
     if spacing is not None:
         log.debug("%s: %s does not store spacing; it is dropped", path, path.suffix)

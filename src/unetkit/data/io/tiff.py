@@ -79,17 +79,19 @@ def write_tiff(path: Path, arr: np.ndarray, spacing: tuple[float, ...] | None) -
 # ----------------------------------------------------------------------------------------------- reading
 
 
-def _missing_codec(path: Path, exc: BaseException) -> str | None:
+def _missing_codec(path: Path, exc: BaseException) -> DataError | None:
     """tifffile decodes LZW, JPEG, zstd, PackBits, ... only with the optional ``imagecodecs`` package."""
     text = str(exc)
     if "imagecodecs" not in text:
         return None
-    fix = "fix: pip install imagecodecs, or re-save the image uncompressed (or with deflate)"
+    fix = "pip install imagecodecs, or re-save the image uncompressed (or with deflate)"
     m = re.search(r"(COMPRESSION|PREDICTOR)\.(\w+)", text)
     if m is None:
-        return f"{path}: reading this TIFF needs the 'imagecodecs' package ({text}); {fix}"
+        return DataError(f"reading this TIFF needs the 'imagecodecs' package ({text})", file=path, fix=fix)
     what = f"compressed with {m.group(2)}" if m.group(1) == "COMPRESSION" else f"uses the {m.group(2)} predictor"
-    return f"{path}: the TIFF is {what}, which tifffile decodes only with the 'imagecodecs' package; {fix}"
+    return DataError(
+        f"the TIFF is {what}, which tifffile decodes only with the 'imagecodecs' package", file=path, fix=fix
+    )
 
 
 @functools.cache
@@ -131,7 +133,7 @@ def open_tiff(path: Path, spatial_dims: int | None) -> LazyImage:
     try:
         with bad.guard(path):
             if not tif.series:
-                raise DataError(f"{path}: the TIFF holds no image; fix: re-export it")
+                raise DataError("the TIFF holds no image", file=path, fix="re-export it")
             series = tif.series[0]
             shape, axes, dtype = tuple(int(s) for s in series.shape), str(series.axes), series.dtype
             source = zarr.open(series.aszarr(level=0), mode="r")
@@ -179,6 +181,7 @@ def tiff_spacing(meta: dict[str, Any], ndim: int, path: Path) -> tuple[float, ..
         return (sz, sy, sx) if (sz, sy, sx) != (1.0, 1.0, 1.0) else None
     except (TypeError, ValueError, IndexError, AttributeError) as exc:  # malformed values in the file's tags
         raise DataError(
-            f"{path}: malformed spacing metadata ({type(exc).__name__}: {exc}); fix: re-save the image with "
-            "a valid resolution (or without one)"
+            f"malformed spacing metadata ({type(exc).__name__}: {exc})",
+            file=path,
+            fix="re-save the image with a valid resolution (or without one)",
         ) from exc

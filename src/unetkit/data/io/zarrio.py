@@ -115,7 +115,7 @@ def open_zarr(path: Path, spatial_dims: int | None) -> LazyImage:
             with bad.guard(path):
                 node = node[array_path]
         elif not arrays:
-            raise DataError(f"{path}: zarr group holds no array; fix: point at a zarr array or a group holding one")
+            raise DataError("zarr group holds no array", file=path, fix="point at a zarr array or a group holding one")
         else:
             node = max(arrays, key=lambda kv: int(np.prod(kv[1].shape)))[1]
     with bad.guard(path):
@@ -142,8 +142,9 @@ def _ome_level(multiscales: Any, path: Path) -> tuple[str, list[str] | None, lis
         return str(first["path"]), names, scale
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise DataError(
-            f"{path}: malformed OME-Zarr 'multiscales' metadata ({type(exc).__name__}: {exc}); "
-            "fix: re-export the store, or point at the array inside it"
+            f"malformed OME-Zarr 'multiscales' metadata ({type(exc).__name__}: {exc})",
+            file=path,
+            fix="re-export the store, or point at the array inside it",
         ) from exc
 
 
@@ -155,6 +156,7 @@ def _spacing(spacing: Any, scale: list[float] | None, spatial: tuple[int, ...], 
         return tuple(float(s) for s in spacing) if spacing is not None else None
     except (TypeError, ValueError, IndexError) as exc:
         raise DataError(
-            f"{path}: malformed spacing metadata ({type(exc).__name__}: {exc}); fix: store 'spacing' as one "
-            "number per spatial axis"
+            f"malformed spacing metadata ({type(exc).__name__}: {exc})",
+            file=path,
+            fix="store 'spacing' as one number per spatial axis",
         ) from exc
