@@ -38,8 +38,9 @@ class DataFacts:
         instances_per_image: median number of objects per image (0 when not instances).
         objects_per_image: median number of foreground objects (connected components of the classes > 0, or
             the instances) per image.
-        separated_objects: share of those objects that come within ``GAP`` pixels of another one (gaps of fewer than ``GAP`` background pixels): objects
-            kept apart only by thin gaps (cell membranes, touching nuclei), the paper's case for its weight map.
+        separated_objects: share of those objects that come within ``GAP`` pixels of another one (a gap of
+            fewer than ``GAP`` background pixels): objects kept apart only by thin gaps (cell membranes,
+            touching nuclei), the paper's case for its weight map.
         foreground_intensity: per-channel ``p0.5``, ``p99.5``, ``mean``, ``std`` of the image inside the
             foreground (mask > 0).
         intensity: per-channel ``min``/``max`` of all images (from the dataset fingerprint).
