@@ -81,3 +81,13 @@ def test_cli_predict_several_models(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "x.png").is_file() and not (tmp_path / "out" / "b.png").exists()
+
+
+def test_planned_deep_instance_norm_net_exports_to_onnx() -> None:
+    """A planned net (depth 6, instance norm) once failed to export: its bottom was 1 pixel at the trace size."""
+    pytest.importorskip("onnxruntime")
+    net = create_model("unet2d", depth=6, width=4, max_width=8).eval()
+    image = np.random.default_rng(0).random((1, 80, 70)).astype(np.float32)
+    torch_p = Predictor(net, backend="torch", tile=128).predict_proba(image)
+    onnx_p = Predictor(net, backend="onnxruntime", tile=128).predict_proba(image)
+    assert np.abs(torch_p - onnx_p).max() < 1e-4

@@ -350,6 +350,8 @@ class ShapeContract:
         ``valid`` nets take the nearest legal size (ties up): their output is smaller than their input
         anyway, so neither direction is special. ``same`` nets round up (a tile or patch at least as large
         as asked), and, given ``image`` (a prediction tile's image size), never beyond what covers the image.
+        A same net's size is at least one step above the smallest legal size, so the bottom feature map
+        keeps two pixels per axis (normalisation layers cannot normalise one).
 
         Args:
             sizes: one size for every axis, or one per axis.
@@ -372,8 +374,10 @@ class ShapeContract:
             raise ConfigError(f"{label}: {len(req)} sizes given for a {d}D network; give one size or {d}")
         if min(req) < 1:
             raise ConfigError(f"{label}: sizes must be positive, got {req}")
-        if self.padding == "valid":
+        if self.padding == "valid":  # the valid convolutions keep the bottom above one pixel already
             return tuple(self.legal_size(n, ax, "nearest") for ax, n in enumerate(req))
+        # never a one-pixel bottom: instance (and batch-of-one) norm cannot normalise a single pixel
+        floor = tuple(m + s for m, s in zip(self.min_input_size(), self.steps(), strict=True))
         if image is not None:
             req = tuple(min(n, int(m)) for n, m in zip(req, image, strict=True))
-        return tuple(self.legal_size(n, ax, "ceil") for ax, n in enumerate(req))
+        return tuple(max(self.legal_size(n, ax, "ceil"), floor[ax]) for ax, n in enumerate(req))

@@ -31,7 +31,7 @@ def onnx_bytes(model: torch.nn.Module, opset: int = 17) -> bytes:
     """The network as a serialised ONNX model: input ``image (B, C, *S)``, output ``logits (B, K, *S_out)``.
 
     Batch and every spatial axis are dynamic; any size legal for the network (``model.contract``) works.
-    The trace runs at the smallest legal size of at least 32 per axis (:meth:`ShapeContract.round`). The
+    The trace runs one step above the smallest legal size, at least 32 per axis (:meth:`ShapeContract.round`). The
     model description JSON is stored in the metadata under ``"unetkit"``: :func:`read_onnx_description`
     and :func:`unetkit.modelfile.shape_contract` give the legal sizes back without torch's network.
 
@@ -41,7 +41,11 @@ def onnx_bytes(model: torch.nn.Module, opset: int = 17) -> bytes:
     onnx: Any = require("onnx", "onnx", "ONNX export")
     contract: ShapeContract = model.contract  # type: ignore[assignment]
     dims = contract.spatial_dims
-    size = contract.round([max(m, 32) for m in contract.min_input_size()], "export")
+    # one step above the smallest size, so the bottom feature map has >= 2 pixels per axis: instance norm
+    # cannot be traced on a single pixel (and 32 at least, so shape-dependent code sees a real grid)
+    size = contract.round(
+        [max(m + s, 32) for m, s in zip(contract.min_input_size(), contract.steps(), strict=True)], "export"
+    )
     x = torch.zeros(1, int(model.in_channels), *size)  # type: ignore[arg-type]
     axes_in = {0: "batch", **{2 + i: f"in{i}" for i in range(dims)}}
     axes_out = {0: "batch", **{2 + i: f"out{i}" for i in range(dims)}}
