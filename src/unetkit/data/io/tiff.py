@@ -226,7 +226,10 @@ class TiffRegions:
     def open(cls, tif: Any, series: Any, path: Path) -> TiffRegions | None:
         """The reader for ``series``, or ``None`` where its pages do not form a regular grid in this file."""
         k = series.keyframe
-        pages = list(series.pages)
+        try:
+            pages = list(series.pages)
+        except bad_tiff().errors:  # damaged page chain: tifffile's store reports it at the region read
+            return None
         if k is None or not pages or any(p is None or p.parent is not tif for p in pages):
             return None
         page_shape = tuple(int(s) for s in k.shape)
