@@ -18,8 +18,8 @@ import math
 import re
 import struct
 import zlib
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -254,8 +254,7 @@ class TiffRegions:
         log.warning(
             "%s: each %s strip/tile is %.0f MiB decoded and cannot be cached, so every region read decodes it "
             "again (about %.1f s per tile); fix: re-tile it once: %s",
-            self.path, str(self.key.compression.name if hasattr(self.key.compression, "name") else self.key.compression),
-            seg / 2**20, ms / 1000, RETILE_FIX,
+            self.path, getattr(self.key.compression, "name", self.key.compression), seg / 2**20, ms / 1000, RETILE_FIX,
         )  # fmt: skip
 
     def _page_grid(self, page_index: int) -> BlockGrid:
