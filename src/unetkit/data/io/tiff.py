@@ -1,4 +1,4 @@
-"""TIFF and BigTIFF: lazy region reads through tifffile's zarr store; the rules for every TIFF unetkit writes.
+"""TIFF and BigTIFF: region reads in O(region) (:class:`TiffRegions`); the rules for every TIFF unetkit writes.
 
 Reading: the first series, level 0; its axes come from tifffile (``YXS``, ``QYX``, ImageJ hyperstacks).
 Spacing comes from unetkit's own ``spacing`` metadata, else ImageJ's z spacing and the X/Y resolution tags
