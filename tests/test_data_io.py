@@ -111,7 +111,7 @@ def test_bigtiff_tiled_region_read_is_lazy(tmp_path: Path) -> None:
     with tifffile.TiffFile(path) as tif:
         assert tif.is_bigtiff
     img = open_image(path)
-    assert img.shape == (1, n, n) and type(img.source).__module__.startswith("zarr")
+    assert img.shape == (1, n, n) and type(img.source).__name__ == "TiffRegions"
     tracemalloc.start()
     region = img[:, 1000:1100, 5000:5300]
     peak = tracemalloc.get_traced_memory()[1]

@@ -281,6 +281,8 @@ class Predictor:
                 grow = np.zeros((k, b0 - lo - acc.shape[1], *rest_shape), np.float32)
                 acc = np.concatenate([acc, grow], axis=1)
             tiles = [(row, *t) for t in rest]
+            if reader is None:  # one read per row of tiles: the tiles of a row share one band of the image
+                read = _band_reader(image, plan, tiles)
             for i in range(0, len(tiles), self.batch_size):
                 chunk = tiles[i : i + self.batch_size]
                 spans = [[ax.spans[j] for ax, j in zip(plan.axes, t, strict=True)] for t in chunk]
@@ -356,6 +358,32 @@ class Predictor:
             f"{self.backend.name} on {self.backend.device}; tile {plan.tile_in} -> {plan.tile_out}; "
             f"{plan.num_tiles} tiles x {passes} pass(es); {mode}; batch {self.batch_size}"
         )
+
+
+#: A row of tiles is read as one band unless the band would exceed this many bytes (huge 3D rows).
+BAND_BYTES = 512 * 2**20
+
+
+def _band_reader(image: Any, plan: TilePlan, tiles: Sequence[tuple[int, ...]]) -> Callable[..., np.ndarray]:
+    """Tile reads for one row of tiles, served from one band read of the image (mirror-padded).
+
+    The band spans the row's input windows along every axis; each tile is then a slice of it, so every input
+    pixel is read about once per row (strips and chunks under the band are decoded once).
+    """
+    starts = [[ax.spans[j].in_start for ax, j in zip(plan.axes, t, strict=True)] for t in tiles]
+    lo = [min(s[a] for s in starts) for a in range(len(plan.axes))]
+    hi = [max(s[a] for s in starts) + n for a, n in enumerate(plan.tile_in)]
+    size = [b - a for a, b in zip(lo, hi, strict=True)]
+    itemsize = np.dtype(getattr(image, "dtype", np.float32)).itemsize
+    if math.prod(size) * int(image.shape[0]) * itemsize > BAND_BYTES:
+        return lambda start, sz: read_window(image, start, sz)
+    band = read_window(image, lo, size)
+
+    def read(start: Sequence[int], sz: Sequence[int]) -> np.ndarray:
+        key = tuple(slice(a - b, a - b + n) for a, b, n in zip(start, lo, sz, strict=True))
+        return band[(slice(None), *key)]
+
+    return read
 
 
 def load_predictor(path: str, **kwargs: Any) -> Predictor:

@@ -2,7 +2,7 @@
 
 Everything comes back channels-first, ``(C, *spatial)``, in the file's own dtype, with the voxel spacing
 where the format stores one. :func:`open_image` reads lazily: indexing reads only the requested region
-(TIFF through tifffile's zarr store, zarr natively, NIfTI through nibabel's array proxy, ``.npy`` through
+(TIFF strips and tiles and zarr chunks through one bounded block cache, uncompressed TIFF, ``.nii`` and ``.npy`` through
 a memory map), so a tiler can work through an image larger than memory. PNG/JPEG/BMP are read whole.
 
 Spatial axes are ordered ``(Z, Y, X)`` for every format; NIfTI's ``(X, Y, Z)`` is reversed on reading and

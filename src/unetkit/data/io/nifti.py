@@ -16,6 +16,7 @@ import numpy as np
 
 from unetkit.data.io.common import BadFile
 from unetkit.data.io.lazy import LazyImage, layout_from_axes
+from unetkit.data.io.regions import BlockGrid
 from unetkit.errors import DataError
 from unetkit.utils import atomic_path
 
@@ -42,6 +43,10 @@ def open_nifti(path: Path, spatial_dims: int | None) -> LazyImage:
         shape = tuple(int(s) for s in img.shape)  # type: ignore[attr-defined]
         zooms = tuple(float(z) for z in img.header.get_zooms())  # type: ignore[attr-defined]
         source = img.dataobj  # type: ignore[attr-defined]
+        dtype = np.dtype(img.get_data_dtype())  # type: ignore[attr-defined]
+    if str(path).lower().endswith(".gz"):  # gzip cannot seek: decode it once, as one cached block
+        proxy = source
+        source = BlockGrid(shape, shape, _scaled_dtype(proxy, dtype), lambda idx: [np.asarray(proxy)])
     axes = {2: "XY", 3: "XYZ", 4: "XYZC", 5: "XYZQC"}.get(len(shape))
     if spatial_dims is None and len(shape) >= 3 and shape[2] == 1:
         spatial_dims = 2  # a single-slice NIfTI is a 2D image
@@ -68,3 +73,9 @@ def write_nifti(path: Path, arr: np.ndarray, spacing: tuple[float, ...] | None) 
     img.header.set_zooms(tuple(zooms) + (1.0,) * (data.ndim - len(zooms)))
     with atomic_path(path) as tmp:
         nib.save(img, tmp)
+
+
+def _scaled_dtype(proxy: object, dtype: np.dtype) -> np.dtype:  # type: ignore[type-arg]
+    """The dtype nibabel's proxy returns (float where the header scales the values)."""
+    slope, inter = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
+    return np.dtype(np.float64) if (slope, inter) != (1.0, 0.0) else dtype

@@ -1,4 +1,4 @@
-"""TIFF and BigTIFF: lazy region reads through tifffile's zarr store; the rules for every TIFF unetkit writes.
+"""TIFF and BigTIFF: region reads in O(region) (:class:`TiffRegions`); the rules for every TIFF unetkit writes.
 
 Reading: the first series, level 0; its axes come from tifffile (``YXS``, ``QYX``, ImageJ hyperstacks).
 Spacing comes from unetkit's own ``spacing`` metadata, else ImageJ's z spacing and the X/Y resolution tags
@@ -12,10 +12,13 @@ place that decides the axes metadata, how spacing is stored, and whether the fil
 from __future__ import annotations
 
 import functools
+import itertools
+import logging
 import math
 import re
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +26,11 @@ import numpy as np
 
 from unetkit.data.io.common import BadFile
 from unetkit.data.io.lazy import LazyImage, layout_from_axes
+from unetkit.data.io.regions import BlockCache, BlockGrid, MappedFile, read_runs
 from unetkit.errors import DataError
 from unetkit.utils import atomic_path
+
+log = logging.getLogger(__name__)
 
 BIGTIFF_BYTES = 2**31 - 2**25
 """Pixel data above this many bytes go to a BigTIFF: 2 GiB less 32 MiB of headroom for tags and metadata,
@@ -123,27 +129,218 @@ def bad_tiff() -> BadFile:
 
 
 def open_tiff(path: Path, spatial_dims: int | None) -> LazyImage:
-    """Open the TIFF's first series for region reads."""
+    """Open the TIFF's first series (level 0 of a pyramid) for region reads.
+
+    Region reads go through :class:`TiffRegions` (each strip or tile decoded once while cached; uncompressed
+    data read in place from a memory map) wherever the series' pages lie in this file on a regular page
+    grid; anything else (e.g. a multi-file OME-TIFF) through tifffile's zarr store.
+    """
     import tifffile
-    import zarr
 
     bad = bad_tiff()
     with bad.guard(path):
         tif = tifffile.TiffFile(path)
+    regions: TiffRegions | None = None
     try:
         with bad.guard(path):
             if not tif.series:
                 raise DataError("the TIFF holds no image", file=path, fix="re-export it")
             series = tif.series[0]
             shape, axes, dtype = tuple(int(s) for s in series.shape), str(series.axes), series.dtype
-            source = zarr.open(series.aszarr(level=0), mode="r")
+            regions = TiffRegions.open(tif, series, path)
+            source: Any = regions if regions is not None else _zarr_store(series)
             meta = _spacing_metadata(tif)
         layout = layout_from_axes(shape, axes, spatial_dims, path)
         spacing = tiff_spacing(meta, len(layout.spatial), path)
-        return LazyImage(source, layout, path, spacing=spacing, dtype=dtype, on_close=tif.close, bad_file=bad)  # type: ignore[arg-type]
+
+        def close() -> None:
+            if regions is not None:
+                regions.close()
+            tif.close()
+
+        return LazyImage(source, layout, path, spacing=spacing, dtype=dtype, on_close=close, bad_file=bad)
     except BaseException:
+        if regions is not None:
+            regions.close()
         tif.close()
         raise
+
+
+def _zarr_store(series: Any) -> Any:
+    import zarr
+
+    return zarr.open(series.aszarr(level=0), mode="r")
+
+
+RETILE_FIX = (
+    "python -c \"import tifffile as t; t.imwrite('OUT.tif', t.imread('IN.tif'), tile=(512, 512), "
+    "compression='zlib', bigtiff=True)\""
+)
+"""The one-line fix for a TIFF that cannot be read region by region (IN/OUT are the user's paths)."""
+
+
+class TiffRegions:
+    """A TIFF series seen as an array of its own shape; a region read touches only the strips/tiles under it.
+
+    The series is ``(*page_grid, *page_shape)``: its pages (one per plane of a stack or hyperstack) on a
+    grid, each page stored as strips or tiles (segments). Uncompressed segments are read in place from a
+    memory map, one run per row (:func:`~unetkit.data.io.regions.read_runs`); compressed ones (LZW,
+    deflate, zstd, JPEG, ...: tifffile with ``imagecodecs``) are decoded whole, once while they stay in the
+    image's :class:`~unetkit.data.io.regions.BlockCache`.
+
+    Built by :meth:`open`, which returns ``None`` for a series this cannot serve (pages in other files,
+    irregular page grids), read then through tifffile's zarr store.
+
+    Shape:
+        the series' shape (tifffile's axes).
+    """
+
+    def __init__(self, series: Any, file: MappedFile, path: Path, lead: tuple[int, ...]) -> None:
+        self.series, self.file, self.path = series, file, path
+        self.key = series.keyframe
+        self.pages = list(series.pages)
+        self.shape = tuple(int(s) for s in series.shape)
+        self.dtype = np.dtype(series.dtype)
+        self.lead = lead
+        k = self.key
+        self.stored_dtype = np.dtype(k.dtype).newbyteorder(series.parent.byteorder)
+        self.shaped = tuple(int(s) for s in k.shaped)  # (separate samples, depth, length, width, contig samples)
+        if k.is_tiled:
+            self.block = (1, int(k.tiledepth), int(k.tilelength), int(k.tilewidth), self.shaped[4])
+        else:
+            self.block = (1, self.shaped[1], int(k.rowsperstrip) or self.shaped[2], self.shaped[3], self.shaped[4])
+        self.grid = tuple(-(-n // b) for n, b in zip(self.shaped, self.block, strict=True))
+        self.raw = (
+            int(k.compression) == 1
+            and int(k.predictor) == 1
+            and int(k.fillorder) == 1
+            and int(k.bitspersample) == self.stored_dtype.itemsize * 8
+            and self.stored_dtype.kind in "uif"
+        )
+        # the page axes in shaped order: tifffile's page axes letters -> normalised positions
+        planar_separate = int(k.planarconfig) == 2
+        pos = {"Z": 1, "Y": 2, "X": 3, "S": 0 if planar_separate else 4}
+        self.page_axes = [pos[a] for a in str(k.axes)]
+        self.cache = BlockCache()
+        self._grids: dict[int, BlockGrid] = {}
+
+    @classmethod
+    def open(cls, tif: Any, series: Any, path: Path) -> TiffRegions | None:
+        """The reader for ``series``, or ``None`` where its pages do not form a regular grid in this file."""
+        k = series.keyframe
+        try:
+            pages = list(series.pages)
+        except bad_tiff().errors:  # damaged page chain: tifffile's store reports it at the region read
+            return None
+        if k is None or not pages or any(p is None or p.parent is not tif for p in pages):
+            return None
+        page_shape = tuple(int(s) for s in k.shape)
+        shape = tuple(int(s) for s in series.shape)
+        n = len(shape) - len(page_shape)
+        if n < 0 or shape[n:] != page_shape or math.prod(shape[:n]) != len(pages):
+            return None
+        if sorted("".join(str(k.axes))) != sorted(set(str(k.axes))) or not set(str(k.axes)) <= set("SZYX"):
+            return None
+        if not k.is_tiled and int(k.shaped[1]) > 1:
+            return None  # striped volumetric pages (SGI ImageDepth): rare, left to tifffile
+        reader = cls(series, MappedFile(path), path, shape[:n])
+        reader._warn_if_unbounded()
+        return reader
+
+    def _warn_if_unbounded(self) -> None:
+        """A compressed segment too large for the cache is decoded whole for every region read: say so."""
+        seg = math.prod(self.block) * self.stored_dtype.itemsize
+        if self.raw or seg <= self.cache.max_bytes:
+            return
+        ms = seg / 2**20 * 4  # about 4 ms per decoded MiB (LZW/deflate/JPEG on one core)
+        log.warning(
+            "%s: each %s strip/tile is %.0f MiB decoded and cannot be cached, so every region read decodes it "
+            "again (about %.1f s per tile); fix: re-tile it once: %s",
+            self.path, getattr(self.key.compression, "name", self.key.compression), seg / 2**20, ms / 1000, RETILE_FIX,
+        )  # fmt: skip
+
+    def _page_grid(self, page_index: int) -> BlockGrid:
+        grid = self._grids.get(page_index)
+        if grid is None:
+            page = self.pages[page_index]
+            offsets, counts = list(page.dataoffsets), list(page.databytecounts)
+
+            def segment(idx: tuple[int, ...]) -> int:
+                s, d, y, x, _ = idx
+                return ((s * self.grid[1] + d) * self.grid[2] + y) * self.grid[3] + x
+
+            def read_part(idx: tuple[int, ...], region: tuple[slice, ...]) -> np.ndarray | None:
+                if not self.raw:
+                    return None
+                i = segment(idx)
+                stored = (*self.block[1:4], self.block[4])
+                if not self.key.is_tiled:  # a strip holds only the rows left at the image's end
+                    stored = (stored[0], min(stored[1], self.shaped[2] - idx[2] * self.block[2]), *stored[2:])
+                if counts[i] == 0:
+                    return np.zeros([sl.stop - sl.start for sl in region], self.dtype)
+                return read_runs(self.file, offsets[i], stored, self.stored_dtype, region[1:])[None]
+
+            def read_blocks(idx: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+                out = []
+                for ix in idx:
+                    i = segment(ix)
+                    data = bytes(self.file.read(offsets[i], counts[i])) if counts[i] else None
+                    block, _, _ = self.key.decode(data, i, jpegtables=self.key.jpegtables)
+                    if block is None:
+                        block = np.full(self.block[1:], self.key.nodata, self.dtype)
+                    out.append(np.asarray(block).reshape(1, *np.asarray(block).shape[-4:]))
+                return out
+
+            cache = _PageCache(self.cache, page_index)
+            grid = BlockGrid(self.shaped, self.block, self.dtype, read_blocks, read_part, cache)  # type: ignore[arg-type]
+            self._grids[page_index] = grid
+        return grid
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        key = key + (slice(None),) * (len(self.shape) - len(key))
+        n = len(self.lead)
+        lead_idx: list[range] = []
+        drop: list[int] = []
+        for axis, (k, size) in enumerate(zip(key[:n], self.lead, strict=True)):
+            if isinstance(k, (int, np.integer)):
+                lead_idx.append(range(int(k) % size, int(k) % size + 1))
+                drop.append(axis)
+            else:
+                lead_idx.append(range(*k.indices(size)))
+        page_key: list[Any] = [slice(None)] * 5
+        for pos, k in zip(self.page_axes, key[n:], strict=True):
+            page_key[pos] = slice(int(k), int(k) + 1) if isinstance(k, (int, np.integer)) else k
+        for axis, k in enumerate(key[n:]):
+            if isinstance(k, (int, np.integer)):
+                drop.append(n + axis)
+        parts = []
+        for combo in itertools.product(*lead_idx):
+            page = int(np.ravel_multi_index(combo, self.lead)) if n else 0
+            region = self._page_grid(page)[tuple(page_key)]
+            region = region.transpose(self.page_axes + [a for a in range(5) if a not in self.page_axes])
+            parts.append(region.reshape(region.shape[: len(self.page_axes)]))
+        out = np.stack(parts).reshape(*(len(r) for r in lead_idx), *parts[0].shape) if parts else np.empty(0)
+        return out.reshape([s for i, s in enumerate(out.shape) if i not in drop]) if drop else out
+
+    def close(self) -> None:
+        self._grids.clear()
+        self.cache.clear()
+        self.file.close()
+
+
+class _PageCache:
+    """One image's block cache shared by its pages: keys carry the page index."""
+
+    def __init__(self, cache: BlockCache, page: int) -> None:
+        self.cache, self.page, self.max_bytes = cache, page, cache.max_bytes
+
+    def get(self, key: Any) -> np.ndarray | None:
+        return self.cache.get((self.page, key))
+
+    def put(self, key: Any, block: np.ndarray) -> None:
+        self.cache.put((self.page, key), block)
 
 
 def _spacing_metadata(tif: Any) -> dict[str, Any]:

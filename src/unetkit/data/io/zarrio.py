@@ -20,6 +20,7 @@ import numpy as np
 
 from unetkit.data.io.common import BadFile
 from unetkit.data.io.lazy import LazyImage, guess_axes, layout_from_axes
+from unetkit.data.io.regions import zarr_grid
 from unetkit.errors import DataError
 from unetkit.utils import atomic_dir
 
@@ -129,7 +130,9 @@ def open_zarr(path: Path, spatial_dims: int | None) -> LazyImage:
         axes = guess_axes(shape, spatial_dims)
     layout = layout_from_axes(shape, axes, spatial_dims, path)
     spacing = _spacing(attrs.get("spacing"), scale, layout.spatial, path)
-    return LazyImage(node, layout, path, spacing=spacing, dtype=dtype, bad_file=bad)
+    with bad.guard(path):
+        source: Any = zarr_grid(node) if getattr(node, "chunks", None) else node
+    return LazyImage(source, layout, path, spacing=spacing, dtype=dtype, bad_file=bad)
 
 
 def _ome_level(multiscales: Any, path: Path) -> tuple[str, list[str] | None, list[float] | None]:
