@@ -84,7 +84,9 @@ def find_restore_pairs(
     in_dir = next((root / d for d in INPUT_DIRS if (root / d).is_dir()), None)
     if in_dir is None:
         raise DataError(
-            "no inputs/ (or images/) folder", file=root, fix="put the degraded images in inputs/ and the clean in targets/"
+            "no inputs/ (or images/) folder",
+            file=root,
+            fix="put the degraded images in inputs/ and the clean in targets/",
         )
     inputs = _files(in_dir)
     if self_supervised:
@@ -187,7 +189,7 @@ def load_restore_dataset(
     digest = hashlib.sha256()
     samples = []
     for name, a, b in loaded:
-        digest.update(name.encode() + a.array.tobytes()[:1 << 16] + b.array.tobytes()[:1 << 16])
+        digest.update(name.encode() + a.array.tobytes()[: 1 << 16] + b.array.tobytes()[: 1 << 16])
         samples.append(
             RestoreSample(
                 name=name,

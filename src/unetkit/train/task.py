@@ -283,4 +283,3 @@ def blind_spot_batch(
 def make_task(config: Config) -> SegmentTask | RestoreTask:
     """The one place a run's task is chosen (``task: segment | restore``)."""
     return RestoreTask(config) if config.task == "restore" else SegmentTask(config)
-

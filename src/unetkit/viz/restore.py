@@ -44,7 +44,11 @@ def restore_panel(
     for i, (a, title) in enumerate(zip(shown, titles, strict=False)):
         ax = fig.add_subplot(2, len(shown), i + 1)
         ax.imshow(a, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        label = title if not (scores and title == "output") else f"{title} ({', '.join(f'{k} {v:.3g}' for k, v in scores.items())})"
+        label = (
+            title
+            if not (scores and title == "output")
+            else f"{title} ({', '.join(f'{k} {v:.3g}' for k, v in scores.items())})"
+        )
         ax.set_title(label, fontsize=9)
         ax.add_patch(_rect(fig, x0, y0, cw, ch))
         ax.axis("off")
