@@ -108,6 +108,9 @@ def _optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
 
 def _build_model(cfg: Config, data: TrainingData | Any) -> SegmentationModel:
     args = dict(cfg.model.args)
+    if cfg.task == "restore":
+        # instance norm removes each patch's intensity level, which a restoration must keep (CARE: none)
+        args.setdefault("norm", "none")
     for key, value in (("in_channels", data.in_channels), ("num_classes", data.num_classes)):
         if key in args and args[key] != value:
             raise ConfigError(f"model.args.{key}={args[key]} but the data has {value}; remove the override")
