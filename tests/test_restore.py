@@ -46,7 +46,10 @@ def test_losses_match_references(dims: int) -> None:
     assert torch.allclose(RestoreLoss("charbonnier")(x, y), torch.sqrt((x - y) ** 2 + 1e-6).mean())
     # the SSIM loss's local map is scikit-image's (same window and covariance), averaged over valid windows
     ref = np.mean(
-        [structural_similarity(a[0].numpy(), b[0].numpy(), data_range=1.0, full=True)[1] for a, b in zip(x, y)],
+        [
+            structural_similarity(a[0].numpy(), b[0].numpy(), data_range=1.0, full=True)[1]
+            for a, b in zip(x, y, strict=True)
+        ],
         axis=0,
     )
     pad = 3
@@ -100,7 +103,9 @@ def test_tiler_reconstructs_an_identity_network(padding: str) -> None:
     def identity(batch: np.ndarray) -> np.ndarray:  # the identity regression network, with its halo
         if padding == "same":
             return batch
-        return batch[(slice(None), slice(None), *(slice(m, s - m) for m, s in zip(margin, batch.shape[2:])))]
+        return batch[
+            (slice(None), slice(None), *(slice(m, s - m) for m, s in zip(margin, batch.shape[2:], strict=True)))
+        ]
 
     p.backend = identity  # type: ignore[assignment]
     image = np.random.default_rng(0).random((1, 70, 53)).astype(np.float32)
@@ -158,7 +163,6 @@ def test_tiny_supervised_run_beats_the_noisy_input(tmp_path: Path) -> None:
     for noisy, clean in _held_out(2, 64):
         out = invert_scaling(predictor.predict_proba(noisy[None]), scaling)[0]
         gains.append(psnr(out, clean, 1.0) - psnr(noisy, clean, 1.0))
-    print("gains", gains)
     assert min(gains) > 1.0, gains
 
 

@@ -187,7 +187,7 @@ class RestoreTask:
             train = list(ds.samples)
             val = list(load_restore_dataset(cfg.val_path, self_supervised=r.self_supervised).samples)
         else:
-            train, val = _split(ds.samples, cfg.val_fraction, self.config.train.seed, cfg.fold, cfg.num_folds)  # type: ignore[arg-type]
+            train, val = _split(ds.samples, cfg.val_fraction, self.config.train.seed, cfg.fold, cfg.num_folds)  # type: ignore[arg-type,assignment]
         split = {"train": [s.name for s in train], "val": [s.name for s in val]}
         kind = cfg.normalization if cfg.normalization in ("percentile", "range", "none") else "percentile"
         if cfg.normalization not in ("percentile", "range", "none"):
