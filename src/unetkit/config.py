@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from unetkit.augment import AugmentConfig
 from unetkit.classes import ClassSpec, parse_classes
 from unetkit.errors import ConfigError
-from unetkit.losses import LossName, loss_description, weight_map_description
+from unetkit.losses import RESTORE_LOSS_TABLE, LossName, RestoreLossName, loss_description, weight_map_description
 from unetkit.utils import atomic_path
 
 
@@ -143,9 +143,25 @@ class TrainConfig(_Section):
         return v
 
 
+class RestoreConfig(_Section):
+    """Image-to-image restoration (``task: restore``): loss, target normalisation, Noise2Void."""
+
+    loss: RestoreLossName = Field(
+        "l1", description=" | ".join(RESTORE_LOSS_TABLE) + "; l1 is CARE's; see docs/restoration.md"
+    )
+    target_normalization: Literal["percentile", "range", "none"] = Field(
+        "percentile", description="targets scaled with dataset percentiles (1, 99.8), inverted at prediction"
+    )
+    self_supervised: bool = Field(False, description="Noise2Void: learn from the noisy inputs alone (no targets)")
+    n2v_fraction: float = Field(0.006, gt=0, lt=0.5, description="share of pixels blind-spot masked per patch")
+    n2v_radius: int = Field(2, ge=1, description="masked pixels take a random neighbour within this radius")
+
+
 class Config(_Section):
     """The whole run: data, model, augmentation, training."""
 
+    task: Literal["segment", "restore"] = Field("segment", description="segment (masks) | restore (images)")
+    restore: RestoreConfig = Field(default_factory=RestoreConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -153,7 +169,10 @@ class Config(_Section):
 
     def digest(self) -> str:
         """A short stable hash of the resolved configuration (recorded in the model file)."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        dumped = self.model_dump(mode="json")
+        if self.task == "segment":  # segmentation configs hash as they did before restoration existed
+            dumped.pop("task"), dumped.pop("restore")
+        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _format_error(exc: ValidationError, source: str) -> ConfigError:

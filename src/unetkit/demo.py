@@ -132,3 +132,71 @@ def run_demo(
         overlay_path=Path(str(overlay)),
         curves_path=out / "curves.png",
     )
+
+
+@dataclass
+class RestoreDemoResult:
+    """PSNR/SSIM of the noisy input and of the restored output against the clean held-out image."""
+
+    psnr_input: float
+    psnr_output: float
+    ssim_input: float
+    ssim_output: float
+    train_seconds: float
+    image_shape: tuple[int, ...]
+    run_dir: Path
+    model_path: Path
+    panel_path: Path
+
+
+def run_restore_demo(
+    out: str | Path,
+    *,
+    seed: int = 0,
+    epochs: int = 12,
+    size: int = 96,
+    n_train: int = 8,
+    steps: int = 20,
+    callbacks: Sequence[BaseCallback] = (),
+) -> RestoreDemoResult:
+    """Seeded synthetic textures degraded by Poisson-Gaussian noise and a slight blur, a short supervised
+    training (L1), then a held-out image twice the training size restored through the tiler."""
+    from unetkit.config import load_config
+    from unetkit.data.io import read_image, write_image
+    from unetkit.infer import load_predictor
+    from unetkit.metrics import psnr, ssim
+    from unetkit.synthetic import degrade, synthetic_texture, write_restore_dataset
+    from unetkit.train import train
+    from unetkit.viz.restore import restore_panel
+
+    out = Path(out)
+    data = out / "data"
+    write_restore_dataset(str(data), n=n_train, shape=(size, size), seed=seed, blur=0.7)
+    cfg = load_config(
+        overrides=[
+            "task=restore", f"data.path={data}", f"train.epochs={epochs}", f"train.iterations_per_epoch={steps}",
+            "train.batch_size=8", "data.patch_size=64", "model.args.depth=3", "model.args.width=16",
+            f"train.seed={seed}", "data.val_fraction=0.25",
+        ]
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    result = train(cfg, out / "run", callbacks=callbacks)
+    train_seconds = time.perf_counter() - t0
+    clean = synthetic_texture((2 * size, 2 * size), seed=10_000 + seed)
+    noisy = degrade(clean, np.random.default_rng(seed + 99), blur=0.7)
+    test = out / "test"
+    write_image(test / "noisy.tif", noisy, spatial_dims=2)
+    write_image(test / "clean.tif", clean, spatial_dims=2)
+    predictor = load_predictor(str(result.model_path), device="cpu")
+    from unetkit.infer.files import restore_file
+
+    res = restore_file(predictor, test / "noisy.tif", out / "pred")
+    restored = read_image(res.outputs.labels).array[0]
+    panel = out / "restore_panel.png"
+    s_in, s_out = ssim(noisy, clean, 1.0), ssim(restored, clean, 1.0)
+    p_in, p_out = psnr(noisy, clean, 1.0), psnr(restored, clean, 1.0)
+    restore_panel(panel, noisy[None], restored[None], clean[None], scores={"PSNR": p_out, "SSIM": s_out})
+    log.info("restore demo: PSNR %.2f -> %.2f dB", p_in, p_out)
+    return RestoreDemoResult(
+        p_in, p_out, s_in, s_out, train_seconds, clean.shape, out / "run", result.model_path, panel
+    )

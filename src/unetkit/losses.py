@@ -300,3 +300,114 @@ class SegmentationLoss(nn.Module):
 
 # The names section of the docstring is written from the table, so the two cannot disagree.
 SegmentationLoss.__doc__ = (SegmentationLoss.__doc__ or "").rstrip() + "\n\n" + _table_doc("    ")
+
+
+# ---- restoration (regression) losses: the image-to-image task ---------------------------------------------
+RestoreLossName = Literal["l1", "mse", "charbonnier", "ssim", "l1_ssim"]
+"""The names ``restore.loss`` accepts: the keys of :data:`RESTORE_LOSS_TABLE`."""
+
+SSIM_WINDOW = 7  # scikit-image's default window (uniform, sample covariance), also for the SSIM metric
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def _masked_mean(per_pixel: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean over every element; with ``weight (B, *S)``, the weighted mean (a 0/1 mask: over the marked pixels)."""
+    if weight is None:
+        return per_pixel.mean()
+    w = weight.unsqueeze(1).expand_as(per_pixel).to(per_pixel.dtype)
+    return (per_pixel * w).sum() / w.sum().clamp_min(1e-8)
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = SSIM_WINDOW) -> torch.Tensor:
+    """The local SSIM of two batches with a uniform ``window`` (scikit-image's default), 2D or 3D.
+
+    Only windows fully inside the image count (scikit-image crops the same border when it averages).
+
+    Shape:
+        ``(B, C, *S) -> (B, C, *(S - window + 1))``
+    """
+    dims = x.dim() - 2
+    pool = F.avg_pool2d if dims == 2 else F.avg_pool3d
+    win = min(window, *x.shape[2:])
+    n = win**dims
+    cov = n / max(n - 1, 1)  # sample covariance, as scikit-image's default
+    x, y = x.float(), y.float()
+    mx, my = pool(x, win, 1), pool(y, win, 1)
+    vx = (pool(x * x, win, 1) - mx * mx) * cov
+    vy = (pool(y * y, win, 1) - my * my) * cov
+    vxy = (pool(x * y, win, 1) - mx * my) * cov
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    return ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+
+
+def charbonnier(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, eps: float = 1e-3) -> torch.Tensor:
+    """``sqrt((x - y)^2 + eps^2)``, a smooth L1."""
+    return _masked_mean(torch.sqrt((x.float() - y.float()) ** 2 + eps * eps), weight)
+
+
+def ssim_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``1 - mean SSIM`` on the normalised intensities (data range 1)."""
+    return 1.0 - ssim_map(x, y).mean()
+
+
+_RCompute = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class RestoreLossSpec:
+    """One row of :data:`RESTORE_LOSS_TABLE`: name, what it is, whether a per-pixel weight (the Noise2Void
+    mask) enters, and ``compute(output, target, weight) -> scalar``."""
+
+    name: RestoreLossName
+    summary: str
+    accepts_weight: bool
+    compute: _RCompute
+
+
+RESTORE_LOSS_TABLE: dict[str, RestoreLossSpec] = {
+    s.name: s
+    for s in (
+        RestoreLossSpec(
+            "l1", "mean absolute error (the default)", True, lambda x, y, w: _masked_mean((x - y).abs(), w)
+        ),
+        RestoreLossSpec("mse", "mean squared error", True, lambda x, y, w: _masked_mean((x - y) ** 2, w)),
+        RestoreLossSpec("charbonnier", "Charbonnier, sqrt(d^2 + 1e-6), a smooth L1", True, charbonnier),
+        RestoreLossSpec("ssim", "1 - SSIM (7-pixel uniform window)", False, lambda x, y, w: ssim_loss(x, y)),
+        RestoreLossSpec(
+            "l1_ssim",
+            "0.16 L1 + 0.84 (1 - SSIM), Zhao et al.'s mix",
+            False,
+            lambda x, y, w: 0.16 * (x - y).abs().mean() + 0.84 * ssim_loss(x, y),
+        ),
+    )
+}
+"""Every restoration loss by name."""
+
+
+class RestoreLoss(nn.Module):
+    """A restoration loss by name (a row of :data:`RESTORE_LOSS_TABLE`): ``loss(output, target, weight=None)``.
+
+    Noise2Void passes its blind-spot mask as ``weight``; the SSIM losses need whole patches, so self-supervised
+    training refuses them (:class:`ConfigError`).
+
+    Shape:
+        ``output (B, C, *S)``, ``target (B, C, *S)``, ``weight (B, *S)`` or None -> scalar.
+
+    >>> loss = RestoreLoss("l1")
+    >>> float(loss(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)))
+    1.0
+    """
+
+    def __init__(self, name: str = "l1") -> None:
+        super().__init__()
+        if name not in RESTORE_LOSS_TABLE:
+            raise ConfigError(f"restore.loss={name!r} is unknown; choose one of {', '.join(RESTORE_LOSS_TABLE)}")
+        self.spec = RESTORE_LOSS_TABLE[name]
+        self.name = name
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        if weight is not None and not self.spec.accepts_weight:
+            raise ConfigError(
+                f"restore.loss={self.name}: takes no per-pixel mask (Noise2Void needs one); use l1, mse or charbonnier"
+            )
+        return self.spec.compute(output.float(), target.float(), weight)

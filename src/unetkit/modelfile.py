@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -54,6 +54,9 @@ class ModelDescription(BaseModel):
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     unetkit_version: str = __version__
+    task: Literal["segment", "restore"] = Field(
+        "segment", description="segment: class logits (softmax); restore: images (linear head); old files: segment"
+    )
     architecture: Architecture
     spatial_dims: int
     in_channels: int
@@ -64,6 +67,11 @@ class ModelDescription(BaseModel):
         None, description="raw mask value -> class (unetkit.data.masks.LabelMapping.to_dict); None in old files"
     )
     normalization: Normalization = Field(default_factory=Normalization)
+    target_normalization: dict[str, Any] | None = Field(
+        None,
+        description="restore: the targets' scaling (a range Normalizer's dict plus the target dtype), inverted "
+        "at prediction",
+    )
     tile_size: list[int] | None = None
     spacing: list[float] | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
@@ -130,7 +138,7 @@ def describe(model: SegmentationModel, **info: Any) -> ModelDescription:
     for field in ("class_names", "class_colours"):
         if len(getattr(desc, field)) != n:
             raise UnetkitError(f"save_model: {field} has {len(getattr(desc, field))} entries for {n} classes")
-    if desc.label_mapping is not None:
+    if desc.label_mapping is not None and desc.task == "segment":
         from unetkit.data.masks import LabelMapping
 
         try:

@@ -28,6 +28,8 @@ def check_cmd(
     mask_kind: str = typer.Option("auto", "--mask-kind", help="auto | classes | instances."),
     spatial_dims: int = typer.Option(None, "--spatial-dims", help="Force 2D or 3D reading (default: per file)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    task: str = typer.Option("segment", "--task", help="segment (images/ + masks/) | restore (inputs/ + targets/)."),
+    self_supervised: bool = typer.Option(False, "--self-supervised", help="restore: inputs only (Noise2Void)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """Check a dataset before training: report every problem (file, problem, fix), then its fingerprint.
@@ -40,6 +42,9 @@ def check_cmd(
     from unetkit.data.check import check_dataset
 
     setup_logging(verbose=verbose, quiet=as_json)
+    if task == "restore":
+        _check_restore(data, self_supervised, spatial_dims, as_json)
+        return
     report = check_dataset(
         data,
         num_classes,
@@ -86,6 +91,33 @@ def _fingerprint_table(report: CheckReport) -> Table:
         table.add_row("ignored voxels", str(fp.ignored_voxels))
     table.add_row("digest", fp.digest)
     return table
+
+
+def _check_restore(data: Path, self_supervised: bool, spatial_dims: int | None, as_json: bool) -> None:
+    from unetkit.data.restore import check_restore_dataset
+
+    problems, loaded, _ = check_restore_dataset(
+        data, self_supervised=self_supervised, spatial_dims=spatial_dims, keep=True
+    )
+    if as_json:
+        typer.echo(json.dumps({"root": str(data), "ok": not problems, "problems": [p.to_dict() for p in problems]}))
+    else:
+        for p in problems:
+            console.print(
+                f"[bold red]✗[/] [bold]{p.file}[/]: {p.problem} [dim](fix: {p.fix})[/]", highlight=False, soft_wrap=True
+            )
+    if problems:
+        if as_json:
+            raise typer.Exit(2)
+        n = len(problems)
+        raise DataError(f"{data}: {n} problem{'s' * (n != 1)} found (listed above); fix them and run the check again")
+    if not as_json:
+        a, b = loaded[0][1].array, loaded[0][2].array
+        console.print(
+            f"[bold green]✓[/] {data}: {len(loaded)} restoration pairs, {a.ndim - 1}D, {a.shape[0]} -> "
+            f"{b.shape[0]} channel(s), targets {b.dtype}, no problems",
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -55,6 +55,7 @@ def evaluate_cmd(
     device: str = typer.Option("auto", "--device", help="With --model: auto, cpu, cuda or cuda:N."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only."),
+    task: str = typer.Option("segment", "--task", help="segment | restore (PSNR, SSIM, NRMSE against targets)."),
 ) -> None:
     """Score predicted masks against true masks, per image and overall.
 
@@ -72,6 +73,11 @@ def evaluate_cmd(
     from unetkit.postprocess.pipeline import parse_postprocess
 
     setup_logging(verbose, quiet)
+    if task not in ("segment", "restore"):
+        raise ConfigError(f"--task {task!r}: use segment or restore")
+    if task == "restore":
+        _evaluate_restore(pred, truth, out, model, images, panels, tile, device)
+        return
     if instances not in (*INSTANCE_METHODS, "none"):
         raise ConfigError(f"--instances {instances!r}: use one of {', '.join(INSTANCE_METHODS)} or none")
     parse_postprocess(postprocess)  # fail on a bad pipeline before any work
@@ -125,6 +131,35 @@ def _print_summary(summary: dict, notes: list[str]) -> None:
     console.print(table)
     for note in notes:
         console.print(f"[yellow]note:[/] {note}")
+
+
+def _evaluate_restore(
+    pred: Path | None,
+    truth: Path,
+    out: Path,
+    model: Path | None,
+    images: Path | None,
+    panels: int,
+    tile: int | None,
+    device: str,
+) -> None:
+    """``--task restore``: (predict first with --model,) then PSNR/SSIM/NRMSE against the targets in --truth."""
+    from unetkit.evaluate.restore import evaluate_restore
+
+    if pred is None:
+        if model is None or images is None:
+            raise ConfigError("give --pred DIR (restored images) or --model FILE --images DIR (restore first)")
+        from unetkit.infer.files import predict_files
+
+        pred = out / "pred"
+        predict_files(str(model), [str(images)], pred, tile=tile, device=device)
+    s = evaluate_restore(pred, truth, out, images=images, panels=panels)
+    table = Table(title=f"{s['images']} restored image(s) against {truth}")
+    for col in ("PSNR (dB)", "SSIM", "NRMSE"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", f"{s['nrmse']:.4f}")
+    console.print(table)
+    console.print(f"metrics: {out / 'metrics.csv'}\nsummary: {out / 'summary.json'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from unetkit.cli._common import console, setup_logging
 from unetkit.errors import UnetkitError
-from unetkit.losses import LOSSES
+from unetkit.losses import LOSSES, RESTORE_LOSS_TABLE
 from unetkit.train.callbacks import BaseCallback
 
 config_app = typer.Typer(help="Write or show training configurations.", no_args_is_help=True)
@@ -94,12 +94,18 @@ def train_cmd(
     batch: int = typer.Option(None, "--batch", help="Patches per step (train.batch_size)."),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
     devices: int = typer.Option(None, "--devices", help="Processes/GPUs per node; > 1 trains with DDP."),
-    loss: str = typer.Option(None, "--loss", help=" | ".join(LOSSES) + "."),
+    loss: str = typer.Option(
+        None, "--loss", help=" | ".join(LOSSES) + "; with --task restore: " + " | ".join(RESTORE_LOSS_TABLE) + "."
+    ),
     classes: str = typer.Option(
         None,
         "--classes",
         help="Class names, class 0 first, optionally with colours: membrane,cell or membrane:#ff0000,cell:0,255,0 "
         "(data.classes; pins the number of classes).",
+    ),
+    task: str = typer.Option(None, "--task", help="segment (images/ + masks/) | restore (inputs/ + targets/)."),
+    self_supervised: bool = typer.Option(
+        False, "--self-supervised", help="With --task restore: Noise2Void, from the noisy inputs alone."
     ),
     set_: list[str] = typer.Option([], "--set", help="Any field: --set section.key=value (repeatable)."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder where it stopped."),
@@ -126,7 +132,9 @@ def train_cmd(
         "train.batch_size": batch,
         "train.device": device,
         "train.devices": devices,
-        "train.loss": loss,
+        "train.loss": loss if task != "restore" else None,
+        "restore.loss": loss if task == "restore" else None,
+        "task": task,
     }
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
     if classes is not None:
@@ -135,8 +143,17 @@ def train_cmd(
         from unetkit.classes import parse_classes
 
         overrides.append("data.classes=" + json.dumps([c.to_dict() for c in parse_classes(classes, "--classes")]))
+    if self_supervised:
+        if task != "restore":
+            raise UnetkitError("--self-supervised is Noise2Void restoration: add --task restore")
+        overrides.append("restore.self_supervised=true")
     overrides += _parse_fold(fold) + list(set_)
     plan = None
+    if task == "restore" and resume is None and not no_plan:
+        # the planner reads masks; restoration trains the configured values (see docs/restoration.md)
+        if budget is not None or plan_file is not None or dims is not None:
+            raise UnetkitError("--task restore does not plan yet: leave out --budget, --plan and --dims")
+        no_plan = True
     if resume is not None:
         if out is not None and Path(out) != resume:
             raise UnetkitError("--resume RUN continues RUN in place; leave out --out")

@@ -84,6 +84,15 @@ def probabilities(logits: Any, xp: Any) -> Any:
     return torch.softmax(logits, dim=1)
 
 
+HEADS = ("softmax", "identity")
+
+
+def activate(logits: Any, xp: Any, head: str = "softmax") -> Any:
+    """The network's output activation: :func:`probabilities` for ``softmax`` (segmentation), the raw
+    outputs for ``identity`` (restoration's linear head)."""
+    return logits if head == "identity" else probabilities(logits, xp)
+
+
 def _torch_flip(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
     return torch.flip(x, axes) if axes else x
 
@@ -102,6 +111,7 @@ class TorchBackend:
         channels_last: NHWC/NDHWC memory layout (often faster on GPUs and recent CPUs).
         compile: wrap the network in ``torch.compile`` (slow first call, faster afterwards).
         tta: average all ``2**spatial_dims`` flips.
+        head: ``softmax`` (class probabilities) or ``identity`` (restoration outputs as they are).
     """
 
     name = "torch"
@@ -115,8 +125,10 @@ class TorchBackend:
         channels_last: bool = False,
         compile: bool = False,
         tta: bool = False,
+        head: str = "softmax",
     ) -> None:
         dev = resolve_device(device)
+        self.head = head
         self.device = str(dev)
         self.spatial_dims = int(model.spatial_dims)  # type: ignore[arg-type]
         self.amp = (dev.type == "cuda") if amp is None else bool(amp)
@@ -140,7 +152,7 @@ class TorchBackend:
         )  # fmt: skip
         with amp_ctx:
             logits = self.net(x)
-        return probabilities(logits.float(), torch)
+        return activate(logits.float(), torch, self.head)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -162,6 +174,7 @@ class OnnxBackend:
         device: ``cpu``, or ``cuda``/``cuda:N`` (needs ``onnxruntime-gpu``; untested here).
         threads: intra-op threads; default: as many as torch uses.
         tta: average all ``2**spatial_dims`` flips.
+        head: ``softmax`` or ``identity``.
     """
 
     name = "onnxruntime"
@@ -174,7 +187,9 @@ class OnnxBackend:
         device: str | torch.device | None = "auto",
         threads: int | None = None,
         tta: bool = False,
+        head: str = "softmax",
     ) -> None:
+        self.head = head
         ort: Any = require("onnxruntime", "onnx", "the onnxruntime backend")
         dev = resolve_device(device)
         providers = ["CPUExecutionProvider"]
@@ -206,7 +221,7 @@ class OnnxBackend:
                 f"onnxruntime cannot run the network on a batch of shape {tuple(x.shape)} ({exc}); "
                 "fix: use a tile size legal for the network, or --backend torch"
             ) from None
-        return probabilities(logits, np)  # type: ignore[no-any-return]
+        return activate(logits, np, self.head)  # type: ignore[no-any-return]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)

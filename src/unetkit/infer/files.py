@@ -177,6 +177,8 @@ def predict_file(
         image ``(C, *S)`` -> labels ``(*S)``, probabilities ``(K, *S)``.
     """
     path = Path(path)
+    if predictor.head == "identity":
+        return restore_file(predictor, path, out_dir, outputs=outputs, panel=overlay, on_tiles=on_tiles)
     if prob_dtype not in PROB_DTYPES:
         raise ConfigError(f"prob_dtype: {prob_dtype!r}; choose one of {', '.join(PROB_DTYPES)}")
     if outputs is None:
@@ -234,6 +236,74 @@ def predict_file(
             close()
     seconds = time.perf_counter() - t0
     return PredictionResult(path, outputs, (k, *spatial), predictor.tiles_for(spatial), seconds, counts.tolist())
+
+
+def restore_file(
+    predictor: Predictor,
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    outputs: OutputPaths | None = None,
+    panel: bool = False,
+    dtype: str | None = None,
+    on_tiles: Callable[[int], None] | None = None,
+) -> PredictionResult:
+    """Restore one image file tile by tile (a ``task: restore`` model), streaming the output to disk.
+
+    Every finished slab is brought back to the target's intensity range (the model file's
+    ``target_normalization``, inverted) and written to ``OUT/<stem>.tif`` (``.zarr`` for zarr inputs) in
+    ``dtype``: float32 by default, ``"target"`` for the training targets' dtype (rounded, clipped). ``panel``
+    also writes ``OUT/<stem>_panel.png`` (2D): input | output, with a zoomed crop.
+
+    Shape:
+        image ``(C_in, *S)`` -> output ``(C_out, *S)``.
+    """
+    from unetkit.data.restore import cast_to, invert_scaling
+
+    path = Path(path)
+    if outputs is None:
+        if out_dir is None:
+            raise ConfigError("restore_file: give out_dir or outputs")
+        outputs = plan_outputs([path], Path(out_dir), probabilities=False, overlay=False)[0]
+    fmt = image_format(path)
+    out_path = outputs.labels.parent / f"{strip_suffix(path.name)}{'.zarr' if fmt == 'zarr' else '.tif'}"
+    if out_path.resolve() == path.resolve():
+        raise ConfigError(f"{out_path}: this output would overwrite the input; fix: choose another --out folder")
+    desc = predictor.description
+    scaling = dict(desc.target_normalization or {}) if desc is not None else {}
+    out_dtype = str(scaling.get("dtype", "float32")) if dtype == "target" else (dtype or "float32")
+    image = open_image(path, spatial_dims=predictor.spatial_dims)
+    if image.ndim - 1 != predictor.spatial_dims:
+        raise DataError(f"{path}: a {image.ndim - 1}D image for a {predictor.spatial_dims}D network")
+    spatial = tuple(int(s) for s in image.shape[1:])
+    k = predictor.num_classes
+    spacing = tuple(image.spacing) if image.spacing else None
+    target = open_target(out_path, (k, *spatial), np.dtype(out_dtype), lead=1, spacing=spacing)
+    keep = panel and predictor.spatial_dims == 2
+    pieces: list[np.ndarray] = []
+    t0 = time.perf_counter()
+    try:
+        for slab in predictor.iter_slabs(image, on_tiles=on_tiles):
+            restored = cast_to(invert_scaling(slab.proba, scaling), out_dtype)
+            target.write(slab.start, restored)
+            if keep:
+                pieces.append(restored)
+        target.commit()
+        if keep:
+            from unetkit.viz.restore import restore_panel
+
+            outputs.overlay = outputs.labels.parent / f"{strip_suffix(path.name)}_panel.png"
+            restore_panel(outputs.overlay, np.asarray(image[...]), np.concatenate(pieces, axis=1))
+    except BaseException:
+        target.abort()
+        raise
+    finally:
+        close = getattr(image, "close", None)
+        if close is not None:
+            close()
+    outputs.labels = out_path
+    seconds = time.perf_counter() - t0
+    return PredictionResult(path, outputs, (k, *spatial), predictor.tiles_for(spatial), seconds, [])
 
 
 #: Warn when an image's spacing is this far (ratio, any axis) from the model's: the content is at a scale

@@ -21,7 +21,7 @@ import torch
 
 from unetkit.data.windows import read_window
 from unetkit.errors import ConfigError, InputShapeError, UnetkitError
-from unetkit.infer.backends import BACKENDS, Backend, OnnxBackend, TorchBackend, passes_per_tile, resolve_backend
+from unetkit.infer.backends import BACKENDS, HEADS, Backend, OnnxBackend, TorchBackend, passes_per_tile, resolve_backend
 from unetkit.infer.tiling import Span, TilePlan, choose_tile, plan_tiles
 from unetkit.shapes import ShapeContract
 
@@ -132,6 +132,8 @@ class Predictor:
         amp: mixed precision (default: on for CUDA only).
         channels_last: channels-last memory layout (torch).
         compile: ``torch.compile`` the network (torch).
+        head: ``softmax`` (segmentation: probabilities) or ``identity`` (restoration: the outputs as they are,
+            one channel per target channel); default: from the model file's ``task``.
 
     Shape:
         ``predict_proba``: ``(C, *S) -> (K, *S)`` float32; ``predict``: ``(C, *S) -> (*S)`` labels.
@@ -162,10 +164,16 @@ class Predictor:
         amp: bool | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        head: str | None = None,
         _backend: Backend | None = None,
     ) -> None:
         self.model = model
         self.description = getattr(model, "description", None)
+        if head is None:
+            head = "identity" if getattr(self.description, "task", "segment") == "restore" else "softmax"
+        if head not in HEADS:
+            raise ConfigError(f"head: unknown {head!r}; choose one of {', '.join(HEADS)}")
+        self.head = head
         if normalization is None:
             normalization = self.description.normalization.model_dump() if self.description is not None else {}
         self.normalization = dict(normalization) if normalization else {"kind": "none", "params": {}}
@@ -181,7 +189,8 @@ class Predictor:
         self.padding = self.contract.padding
         self.in_channels = int(model.in_channels)  # type: ignore[arg-type]
         num_classes = int(model.num_classes)  # type: ignore[arg-type]
-        self.num_classes = 2 if num_classes == 1 else num_classes
+        # the output channels: classes (a one-logit sigmoid head gives two), or a restoration's image channels
+        self.num_classes = 2 if (num_classes == 1 and head == "softmax") else num_classes
         plan_tiles(
             (1,) * self.spatial_dims, padding="same", tile=(1,) * self.spatial_dims, overlap=overlap, blend=blend
         )
@@ -197,12 +206,14 @@ class Predictor:
             raise ConfigError("a network known only from its description runs on the backend it came with (ONNX)")
         elif backend == "torch":
             self.backend = TorchBackend(
-                model, device=device, amp=amp, channels_last=channels_last, compile=compile, tta=self.tta
+                model, device=device, amp=amp, channels_last=channels_last, compile=compile, tta=self.tta, head=head
             )  # fmt: skip
         elif backend == "onnxruntime":
             from unetkit.infer.export import onnx_bytes
 
-            self.backend = OnnxBackend(onnx_bytes(model), spatial_dims=self.spatial_dims, device=device, tta=self.tta)
+            self.backend = OnnxBackend(
+                onnx_bytes(model), spatial_dims=self.spatial_dims, device=device, tta=self.tta, head=head
+            )
         else:
             raise ConfigError(f"backend: unknown {backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.tta:
@@ -410,8 +421,9 @@ def load_predictor(path: str, **kwargs: Any) -> Predictor:
             raise UnetkitError(f"{p}: the unetkit description in the ONNX metadata is malformed: {exc}") from None
         network = DescribedNetwork.from_description(desc, str(p))
         backend = OnnxBackend(
-            str(p), spatial_dims=desc.spatial_dims, device=kwargs.pop("device", "auto"), tta=kwargs.get("tta", False)
-        )
+            str(p), spatial_dims=desc.spatial_dims, device=kwargs.pop("device", "auto"), tta=kwargs.get("tta", False),
+            head="identity" if desc.task == "restore" else "softmax",
+        )  # fmt: skip
         for key in ("amp", "channels_last", "compile"):
             kwargs.pop(key, None)
         return Predictor(network, _backend=backend, **kwargs)

@@ -16,6 +16,7 @@ from unetkit.metrics.isbi import (
     warp_labels,
     warping_error,
 )
+from unetkit.metrics.restore import nrmse, psnr, restore_scores, ssim
 from unetkit.metrics.surface import SurfaceDistances, surface_distances, surface_distances_per_class
 
 __all__ = [
@@ -27,11 +28,15 @@ __all__ = [
     "confusion_matrix",
     "instance_iou",
     "instance_scores",
+    "nrmse",
     "pixel_error",
+    "psnr",
     "rand_error",
     "rand_score",
+    "restore_scores",
     "scores_from_matrix",
     "segments",
+    "ssim",
     "surface_distances",
     "surface_distances_per_class",
     "variation_of_information",

@@ -14,20 +14,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from unetkit.augment import Augmenter
 from unetkit.config import Config
-from unetkit.data.sampling import PatchSampler, crop_to_output
+from unetkit.data.sampling import PatchSampler
 from unetkit.errors import UnetkitError
-from unetkit.losses import SegmentationLoss
 from unetkit.modelfile import save_model
 from unetkit.models.base import SegmentationModel
 from unetkit.train.callbacks import BaseCallback, write_metrics_csv
 from unetkit.train.checkpoint import save_checkpoint
 from unetkit.train.data import TrainingData
 from unetkit.train.state import RunState, epoch_score
-from unetkit.train.validate import scores, validate
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +37,7 @@ class RunSetup:
         fabric: the Lightning Fabric (devices, DDP, precision).
         model: the network as Fabric set it up (forward and backward go through it).
         data: the normalised training and validation samples.
+        task: the task object (:func:`unetkit.train.task.make_task`): batches, validation, model-file fields.
         loss_fn: the training loss.
         sampler: draws the training patches.
         augmenter: augments each batch on the training device.
@@ -57,9 +54,10 @@ class RunSetup:
     config: Config
     fabric: Any
     model: Any
-    data: TrainingData
-    loss_fn: SegmentationLoss
-    sampler: PatchSampler
+    data: TrainingData | Any
+    task: Any
+    loss_fn: Any
+    sampler: PatchSampler | Any
     augmenter: Augmenter
     patch: list[int]
     out_patch: list[int]
@@ -105,15 +103,8 @@ def train_epoch(setup: RunSetup, run: RunState) -> tuple[dict[str, Any], bool]:
     t0, seen, out_of_time = time.perf_counter(), 0, False
     while run.step < t.iterations_per_epoch:
         step = run.step
-        batch = setup.sampler.sample(t.batch_size, run.generator)
-        image, mask = batch.image.to(fabric.device), batch.mask.to(fabric.device)
-        weight = batch.weight.to(fabric.device) if (setup.use_weight_map and batch.weight is not None) else None
-        aug = setup.augmenter(image, mask, weight, generator=run.aug_generator)
-        target, weight = aug.mask, aug.weight
-        if setup.out_patch != setup.patch:
-            target = crop_to_output(target, setup.out_patch)
-            weight = crop_to_output(weight, setup.out_patch) if weight is not None else None
-        logits = model(aug.image)
+        inputs, target, weight = setup.task.batch(setup, run)
+        logits = model(inputs)
         loss = setup.loss_fn(logits, target, weight)
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(loss)
@@ -153,33 +144,13 @@ def train_epoch(setup: RunSetup, run: RunState) -> tuple[dict[str, Any], bool]:
 
 
 def validate_epoch(setup: RunSetup) -> dict[str, Any]:
-    """Validate on whole images: each process predicts its share, the confusion counts are summed over all.
+    """Validate on whole images: each process predicts its share, the task's scores are summed over all
+    (segmentation: confusion counts, Dice/IoU; restoration: PSNR, SSIM, NRMSE).
 
     Returns:
-        The validation entries of the metrics row (:func:`unetkit.train.validate.scores`), the same on every
-        process.
+        The validation entries of the metrics row, the same on every process.
     """
-    fabric, data = setup.fabric, setup.data
-    shard = data.val[fabric.global_rank :: fabric.world_size]
-    cm, nll, count = validate(
-        setup.raw_model,
-        shard,
-        num_classes=data.num_classes,
-        tile=setup.tile,
-        device=fabric.device,
-        ignore_index=setup.config.data.ignore_index,
-        tta=setup.config.train.tta,
-    )
-    if fabric.world_size > 1:
-        packed = fabric.all_reduce(
-            torch.tensor([*cm.matrix.ravel().tolist(), nll, count], dtype=torch.float64, device=fabric.device),
-            reduce_op="sum",
-        )
-        packed = packed.cpu().numpy()
-        k = data.num_classes
-        cm.matrix[...] = packed[: k * k].reshape(k, k).astype(cm.matrix.dtype)
-        nll, count = float(packed[-2]), int(packed[-1])
-    return scores(cm, nll, count, data.class_names)
+    return setup.task.validate(setup)
 
 
 def save_epoch(setup: RunSetup, run: RunState, improved: bool) -> None:

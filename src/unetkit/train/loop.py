@@ -22,17 +22,16 @@ import torch
 from unetkit._version import __version__
 from unetkit.augment import Augmenter
 from unetkit.config import Config, save_config
-from unetkit.data.sampling import PatchSampler
 from unetkit.errors import ConfigError, UnetkitError
-from unetkit.losses import SegmentationLoss, use_weight_map
 from unetkit.models import create_model
 from unetkit.models.base import SegmentationModel
 from unetkit.train.callbacks import BaseCallback, TensorBoardLogger
 from unetkit.train.checkpoint import load_checkpoint
-from unetkit.train.data import TrainingData, prepare_data
+from unetkit.train.data import TrainingData
 from unetkit.train.epoch import RunSetup, save_epoch, train_epoch, validate_epoch
 from unetkit.train.schedule import make_scheduler
 from unetkit.train.state import RunState
+from unetkit.train.task import make_task
 from unetkit.utils import write_json
 
 log = logging.getLogger(__name__)
@@ -107,8 +106,11 @@ def _optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
-def _build_model(cfg: Config, data: TrainingData) -> SegmentationModel:
+def _build_model(cfg: Config, data: TrainingData | Any) -> SegmentationModel:
     args = dict(cfg.model.args)
+    if cfg.task == "restore":
+        # instance norm removes each patch's intensity level, which a restoration must keep (CARE: none)
+        args.setdefault("norm", "none")
     for key, value in (("in_channels", data.in_channels), ("num_classes", data.num_classes)):
         if key in args and args[key] != value:
             raise ConfigError(f"model.args.{key}={args[key]} but the data has {value}; remove the override")
@@ -152,7 +154,7 @@ def train(
     t = config.train
     if t.threads:
         torch.set_num_threads(t.threads)
-    use_wm = use_weight_map(t.loss, config.data.weight_map.enabled)  # before any work: may refuse the config
+    task = make_task(config)  # before any work: may refuse the config
     last_path = out / "checkpoints" / "last.safetensors"
     checkpoint: dict[str, Any] | None = None
     if resume:
@@ -163,20 +165,13 @@ def train(
     fabric = _fabric(config)
     fabric.launch()
     main = fabric.is_global_zero
-    loss_fn = SegmentationLoss(t.loss, ignore_index=config.data.ignore_index)
-    data = prepare_data(config.data, seed=t.seed, use_weight_map=use_wm, cache_dir=out / "cache")
+    data = task.prepare(out / "cache")
     torch.manual_seed(t.seed)  # the initial weights (DDP then broadcasts rank 0's anyway)
     model = _build_model(config, data)
     patch = legal_patch(model, config.data.patch_size)
     out_patch = list(model.output_shape(patch))
     tile = prediction_tile(model, patch)
-    sampler = PatchSampler(
-        data.train,
-        patch,
-        output_size=out_patch,
-        foreground_fraction=config.data.foreground_fraction,
-        ignore_index=config.data.ignore_index,
-    )
+    sampler = task.sampler(data, patch, out_patch)
     augmenter = Augmenter(config.augment, model.spatial_dims)
     optimizer = _optimizer(config, model)
     total_steps = t.epochs * t.iterations_per_epoch
@@ -206,21 +201,16 @@ def train(
         )
 
     description: dict[str, Any] = dict(
-        class_names=data.class_names,
-        label_mapping=data.label_mapping.to_dict() if data.label_mapping else None,
-        normalization=data.normalizer.to_dict(),
+        **task.describe(data),
         tile_size=tile,
         spacing=list(data.spacing) if data.spacing else None,
         provenance={
             "dataset_digest": data.fingerprint.get("digest"),
             "config_digest": config.digest(),
             "trained_with": f"unetkit {__version__}",
-            "loss": t.loss,
-            "weight_map": use_wm,
+            **task.provenance(),
         },
     )
-    if data.class_colours:
-        description["class_colours"] = data.class_colours
     description["extra"] = {"target": data.target}
     if plan is not None:
         description["extra"]["plan"] = plan.to_dict()["decisions"]
@@ -229,13 +219,14 @@ def train(
         fabric=fabric,
         model=fabric_model,
         data=data,
-        loss_fn=loss_fn,
+        task=task,
+        loss_fn=task.loss_fn,
         sampler=sampler,
         augmenter=augmenter,
         patch=patch,
         out_patch=out_patch,
         tile=tile,
-        use_weight_map=use_wm,
+        use_weight_map=task.use_weight_map,
         out=out,
         description=description,
         listeners=listeners,
@@ -256,7 +247,7 @@ def train(
             stopped_early = True
             break
         if t.early_stopping and run.bad_epochs >= t.early_stopping:
-            log.info("early stopping: no improvement of val_dice for %d validations", run.bad_epochs)
+            log.info("early stopping: no improvement of %s for %d validations", task.score_key, run.bad_epochs)
             stopped_early = True
             break
     result = TrainResult(out, setup.model_path, run.best_epoch, run.best, run.history, stopped_early)

@@ -117,7 +117,7 @@ class RunState:
     def end_epoch(self, row: dict[str, Any]) -> bool:
         """Close the running epoch with its metrics ``row``; return whether its :func:`epoch_score` is the best
         so far. Only validations that do not improve count towards early stopping."""
-        validated = "val_dice" in row
+        validated = "val_dice" in row or "val_psnr" in row
         score = epoch_score(row)
         improved = math.isfinite(score) and score > self.best
         if improved:
@@ -131,9 +131,11 @@ class RunState:
 
 
 def epoch_score(row: Mapping[str, Any]) -> float:
-    """What "best" means: ``val_dice`` for a validated epoch, else ``-train_loss``.
+    """What "best" means: ``val_dice`` for a validated epoch (``val_psnr`` for restoration), else ``-train_loss``.
 
     >>> epoch_score({"train_loss": 0.5, "val_dice": 0.8}), epoch_score({"train_loss": 0.5})
     (0.8, -0.5)
     """
-    return float(row["val_dice"]) if "val_dice" in row else -float(row["train_loss"])
+    if "val_dice" in row:
+        return float(row["val_dice"])
+    return float(row["val_psnr"]) if "val_psnr" in row else -float(row["train_loss"])

@@ -1,0 +1,285 @@
+"""What differs between tasks, in small objects, chosen in one place (:func:`make_task`).
+
+The training loop (:mod:`unetkit.train.loop`, :mod:`unetkit.train.epoch`) is the same for every task; a task
+says what the data and target are, which loss, how a batch is drawn, how validation scores and what the model
+file records:
+
+- :class:`SegmentTask`: masks -> classes, the loss table, Dice/IoU, softmax head (unchanged behaviour).
+- :class:`RestoreTask`: images -> images, a regression loss, PSNR/SSIM/NRMSE, linear head, the intensity
+  scaling of inputs and targets recorded in the model file and inverted at prediction; Noise2Void's blind spot
+  for ``restore.self_supervised``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unetkit.config import Config
+from unetkit.data.restore import RestoreSample, fit_scaling, load_restore_dataset
+from unetkit.data.sampling import PatchSampler, crop_to_output
+from unetkit.data.windows import read_window
+from unetkit.errors import ConfigError
+from unetkit.losses import RestoreLoss, SegmentationLoss, use_weight_map
+from unetkit.train.data import prepare_data
+
+log = logging.getLogger(__name__)
+
+
+class SegmentTask:
+    """Segmentation: integer masks, the :data:`~unetkit.losses.LOSS_TABLE` loss, Dice/IoU validation."""
+
+    name = "segment"
+    score_key = "val_dice"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        # before any work: may refuse the config
+        self.use_weight_map = use_weight_map(config.train.loss, config.data.weight_map.enabled)
+        self.loss_fn: Any = SegmentationLoss(config.train.loss, ignore_index=config.data.ignore_index)
+
+    def prepare(self, cache_dir: Path) -> Any:
+        return prepare_data(
+            self.config.data, seed=self.config.train.seed, use_weight_map=self.use_weight_map, cache_dir=cache_dir
+        )
+
+    def sampler(self, data: Any, patch: list[int], out_patch: list[int]) -> Any:
+        return PatchSampler(
+            data.train,
+            patch,
+            output_size=out_patch,
+            foreground_fraction=self.config.data.foreground_fraction,
+            ignore_index=self.config.data.ignore_index,
+        )
+
+    def batch(self, setup: Any, run: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(network input, target, per-pixel weight)`` of one training step, on the training device."""
+        device = setup.fabric.device
+        batch = setup.sampler.sample(self.config.train.batch_size, run.generator)
+        image, mask = batch.image.to(device), batch.mask.to(device)
+        weight = batch.weight.to(device) if (self.use_weight_map and batch.weight is not None) else None
+        aug = setup.augmenter(image, mask, weight, generator=run.aug_generator)
+        target, weight = aug.mask, aug.weight
+        if setup.out_patch != setup.patch:
+            target = crop_to_output(target, setup.out_patch)
+            weight = crop_to_output(weight, setup.out_patch) if weight is not None else None
+        return aug.image, target, weight
+
+    def validate(self, setup: Any) -> dict[str, Any]:
+        from unetkit.train.validate import scores, validate
+
+        fabric, data = setup.fabric, setup.data
+        shard = data.val[fabric.global_rank :: fabric.world_size]
+        cm, nll, count = validate(
+            setup.raw_model,
+            shard,
+            num_classes=data.num_classes,
+            tile=setup.tile,
+            device=fabric.device,
+            ignore_index=self.config.data.ignore_index,
+            tta=self.config.train.tta,
+        )
+        if fabric.world_size > 1:
+            packed = fabric.all_reduce(
+                torch.tensor([*cm.matrix.ravel().tolist(), nll, count], dtype=torch.float64, device=fabric.device),
+                reduce_op="sum",
+            )
+            packed = packed.cpu().numpy()
+            k = data.num_classes
+            cm.matrix[...] = packed[: k * k].reshape(k, k).astype(cm.matrix.dtype)
+            nll, count = float(packed[-2]), int(packed[-1])
+        return scores(cm, nll, count, data.class_names)
+
+    def describe(self, data: Any) -> dict[str, Any]:
+        """The model-file fields this task adds (beyond tile, spacing, provenance)."""
+        description: dict[str, Any] = dict(
+            class_names=data.class_names,
+            label_mapping=data.label_mapping.to_dict() if data.label_mapping else None,
+            normalization=data.normalizer.to_dict(),
+        )
+        if data.class_colours:
+            description["class_colours"] = data.class_colours
+        return description
+
+    def provenance(self) -> dict[str, Any]:
+        return {"loss": self.config.train.loss, "weight_map": self.use_weight_map}
+
+
+@dataclass
+class RestoreData:
+    """Normalised restoration samples (inputs and targets scaled) and what the model file records."""
+
+    train: list[RestoreSample]
+    val: list[RestoreSample]
+    in_channels: int
+    num_classes: int  # the output channels (the network's head width)
+    spatial_dims: int
+    normalizer: Any
+    target_scaling: Any
+    target_dtype: str
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    spacing: tuple[float, ...] | None = None
+    target: str = "restore"
+    split: dict[str, list[str]] = field(default_factory=dict)
+
+
+class RestorePatches:
+    """Random input/target patch pairs with random flips and 90-degree in-plane rotations (the same on both).
+
+    Shape:
+        ``sample(B, generator)`` -> ``image (B, C_in, *P)``, ``target (B, C_out, *P)``.
+    """
+
+    def __init__(self, samples: list[RestoreSample], patch: list[int]) -> None:
+        self.samples, self.patch = samples, [int(p) for p in patch]
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        def randint(high: int, low: int = 0) -> int:
+            return int(torch.randint(low, high, (1,), generator=generator).item())
+
+        images, targets = [], []
+        for _ in range(batch_size):
+            s = self.samples[randint(len(self.samples))]
+            shape = s.image.shape[1:]
+            origin = [randint(max(0, n - p) + 1, min(0, n - p)) for n, p in zip(shape, self.patch, strict=True)]
+            a = torch.from_numpy(np.ascontiguousarray(read_window(s.image, origin, self.patch)))
+            b = torch.from_numpy(np.ascontiguousarray(read_window(s.target, origin, self.patch)))
+            flips = [ax + 1 for ax in range(len(self.patch)) if randint(2)]
+            if flips:
+                a, b = a.flip(flips), b.flip(flips)
+            if self.patch[-1] == self.patch[-2] and randint(2):
+                a, b = a.transpose(-1, -2), b.transpose(-1, -2)
+            images.append(a.float())
+            targets.append(b.float())
+        return torch.stack(images), torch.stack(targets)
+
+
+class RestoreTask:
+    """Image-to-image restoration (supervised, or Noise2Void with ``restore.self_supervised``)."""
+
+    name = "restore"
+    score_key = "val_psnr"
+    use_weight_map = False
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        r = config.restore
+        self.loss_fn = RestoreLoss(r.loss)
+        if r.self_supervised and not self.loss_fn.spec.accepts_weight:
+            raise ConfigError(
+                f"restore.loss={r.loss}: Noise2Void scores the hidden pixels only, which this loss cannot; "
+                "use l1, mse or charbonnier"
+            )
+
+    def prepare(self, cache_dir: Path) -> RestoreData:
+        from unetkit.train.data import _split
+
+        cfg, r = self.config.data, self.config.restore
+        if cfg.path is None:
+            raise ConfigError("data.path: no dataset given; pass DATA to `unetkit train` or set data.path")
+        ds = load_restore_dataset(cfg.path, self_supervised=r.self_supervised)
+        if cfg.val_path is not None:
+            train = list(ds.samples)
+            val = list(load_restore_dataset(cfg.val_path, self_supervised=r.self_supervised).samples)
+        else:
+            train, val = _split(ds.samples, cfg.val_fraction, self.config.train.seed, cfg.fold, cfg.num_folds)  # type: ignore[arg-type,assignment]
+        split = {"train": [s.name for s in train], "val": [s.name for s in val]}
+        kind = cfg.normalization if cfg.normalization in ("percentile", "range", "none") else "percentile"
+        if cfg.normalization not in ("percentile", "range", "none"):
+            log.info("restore: data.normalization=%s is for segmentation; using percentile", cfg.normalization)
+        scaling = fit_scaling([s.target for s in train], r.target_normalization)
+        # Noise2Void: input and target are the same image, so they must be scaled alike
+        normalizer = scaling if r.self_supervised else fit_scaling([s.image for s in train], kind)
+        for s in {id(s): s for s in train + val}.values():
+            same = s.target is s.image or r.self_supervised
+            s.image = np.asarray(normalizer(s.image), np.float32)
+            s.target = s.image if same else np.asarray(scaling(s.target), np.float32)
+        return RestoreData(
+            train=train,  # type: ignore[arg-type]
+            val=val,  # type: ignore[arg-type]
+            in_channels=ds.in_channels,
+            num_classes=ds.out_channels,
+            spatial_dims=ds.spatial_dims,
+            normalizer=normalizer,
+            target_scaling=scaling,
+            target_dtype=ds.target_dtype,
+            fingerprint={"digest": ds.digest},
+            spacing=train[0].spacing if train else None,
+            split=split,
+        )
+
+    def sampler(self, data: RestoreData, patch: list[int], out_patch: list[int]) -> RestorePatches:
+        return RestorePatches(data.train, patch)
+
+    def batch(self, setup: Any, run: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        r = self.config.restore
+        image, target = setup.sampler.sample(self.config.train.batch_size, run.generator)
+        weight = None
+        if r.self_supervised:
+            image, weight = blind_spot_batch(image, r.n2v_fraction, r.n2v_radius, run.generator)
+        device = setup.fabric.device
+        image, target = image.to(device), target.to(device)
+        if setup.out_patch != setup.patch:
+            target = crop_to_output(target, setup.out_patch)
+            weight = crop_to_output(weight, setup.out_patch) if weight is not None else None
+        return image, target, weight.to(device) if weight is not None else None
+
+    def validate(self, setup: Any) -> dict[str, Any]:
+        from unetkit.infer import Predictor
+        from unetkit.metrics import restore_scores
+
+        fabric, data = setup.fabric, setup.data
+        model = setup.raw_model
+        was_training = model.training
+        model.eval()
+        rows = []
+        try:
+            predictor = Predictor(model, normalization={"kind": "none"}, device=fabric.device, tile=setup.tile,
+                                  head="identity", tta=self.config.train.tta)  # fmt: skip
+            for s in data.val[fabric.global_rank :: fabric.world_size]:
+                out = predictor.predict_proba(s.image)
+                row = restore_scores(out, s.target, data_range=1.0)
+                row["loss"] = float(np.abs(out - s.target).mean())
+                rows.append(row)
+        finally:
+            model.train(was_training)
+        keys = ("loss", "psnr", "ssim", "nrmse")
+        sums = [float(np.nansum([r[k] for r in rows])) for k in keys] + [float(len(rows))]
+        if fabric.world_size > 1:
+            sums = fabric.all_reduce(torch.tensor(sums, dtype=torch.float64, device=fabric.device), reduce_op="sum")
+            sums = sums.cpu().tolist()
+        n = max(sums[-1], 1.0)
+        return {f"val_{k}": v / n for k, v in zip(keys, sums[:-1], strict=True)}
+
+    def describe(self, data: RestoreData) -> dict[str, Any]:
+        k = data.num_classes
+        return dict(
+            task="restore",
+            class_names=[f"channel_{i}" for i in range(k)],
+            class_colours=[(255, 255, 255)] * k,
+            normalization=data.normalizer.to_dict(),
+            target_normalization={**data.target_scaling.to_dict(), "dtype": data.target_dtype},
+        )
+
+    def provenance(self) -> dict[str, Any]:
+        r = self.config.restore
+        return {"loss": r.loss, "self_supervised": r.self_supervised}
+
+
+def blind_spot_batch(
+    image: torch.Tensor, fraction: float, radius: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise2Void's masking of a batch (:func:`unetkit.train.n2v.blind_spot`)."""
+    from unetkit.train.n2v import blind_spot
+
+    return blind_spot(image, fraction, radius, generator)
+
+
+def make_task(config: Config) -> SegmentTask | RestoreTask:
+    """The one place a run's task is chosen (``task: segment | restore``)."""
+    return RestoreTask(config) if config.task == "restore" else SegmentTask(config)
