@@ -10,14 +10,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from unetkit.cli._common import console, setup_logging
 from unetkit.errors import UnetkitError
-from unetkit.losses import LOSSES
-from unetkit.train.callbacks import BaseCallback
 
 config_app = typer.Typer(help="Write or show training configurations.", no_args_is_help=True)
 
 
-class RichProgress(BaseCallback):
-    """A progress bar: epoch, loss, validation Dice, images/s, ETA; one summary line per epoch."""
+class RichProgress:
+    """A progress bar: epoch, loss, validation Dice, patches/s, ETA; one summary line per epoch.
+
+    A :class:`unetkit.train.callbacks.Callback` (by its methods, so ``--help`` need not import the library).
+    """
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
@@ -94,7 +95,7 @@ def train_cmd(
     batch: int = typer.Option(None, "--batch", help="Patches per step (train.batch_size)."),
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
     devices: int = typer.Option(None, "--devices", help="Processes/GPUs per node; > 1 trains with DDP."),
-    loss: str = typer.Option(None, "--loss", help=" | ".join(LOSSES) + "."),
+    loss: str = typer.Option(None, "--loss", help="Loss (train.loss); `unetkit config init` lists the choices."),
     classes: str = typer.Option(
         None,
         "--classes",
