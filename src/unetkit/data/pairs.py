@@ -130,9 +130,7 @@ def _index(folder: Path, root: Path, problems: list[Problem]) -> dict[str, Path]
                 stack.append(p)
                 continue
             if not p.is_dir() and not p.is_file():
-                problems.append(
-                    Problem(_rel(p, root), "not a regular file (a pipe or device); not read", "remove it")
-                )
+                problems.append(Problem(_rel(p, root), "not a regular file (a pipe or device); not read", "remove it"))
                 continue
             if not is_image_file(p):
                 problems.append(
