@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -14,7 +14,13 @@ from unetkit.errors import UnetkitError
 config_app = typer.Typer(help="Write or show training configurations.", no_args_is_help=True)
 
 
-class RichProgress:
+if TYPE_CHECKING:  # the callback base only for the type checker: --help must not import torch
+    from unetkit.train.callbacks import BaseCallback as _CallbackBase
+else:
+    _CallbackBase = object
+
+
+class RichProgress(_CallbackBase):
     """A progress bar: epoch, loss, validation Dice, patches/s, ETA; one summary line per epoch.
 
     A :class:`unetkit.train.callbacks.Callback` (by its methods, so ``--help`` need not import the library).
