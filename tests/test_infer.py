@@ -172,7 +172,7 @@ def test_bad_input_and_options_raise_typed_errors() -> None:
     with pytest.raises(ConfigError, match="device"):
         Predictor(net, device="tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="no CUDA"):
+        with pytest.raises(ConfigError, match="not on this machine"):
             Predictor(net, device="cuda")
 
 

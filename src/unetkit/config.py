@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -18,7 +17,7 @@ from unetkit.augment import AugmentConfig
 from unetkit.classes import ClassSpec, parse_classes
 from unetkit.errors import ConfigError
 from unetkit.losses import RESTORE_LOSS_TABLE, LossName, RestoreLossName, loss_description, weight_map_description
-from unetkit.utils import atomic_path
+from unetkit.utils import atomic_path, read_yaml
 
 
 class _Section(BaseModel):
@@ -227,12 +226,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     source = "defaults"
     if path is not None:
         source = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        loaded = read_yaml(path, "config file")
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping with sections data/model/augment/train")
         data = loaded or {}

@@ -238,6 +238,53 @@ def read_description(path: str | os.PathLike[str]) -> ModelDescription:
         raise ModelFileError(f"{path}: the unetkit description is malformed: {exc}") from None
 
 
+ARG_BOUND = 2**16
+"""The largest integer a model file's architecture argument may hold (widths, depths, sizes); more is absurd."""
+
+
+def _build_checked(path: Path, cls: type[SegmentationModel], args: dict[str, Any], header: dict[str, Any]) -> Any:
+    """Build the described network only after its description is checked against sane bounds and the tensors.
+
+    A model file is untrusted input. Every number in its arguments must be at most :data:`ARG_BOUND` and every
+    list at most 64 long, and the network is first built on PyTorch's ``meta`` device (no memory) and its
+    parameter names and shapes compared with the file's tensors, so a header claiming width 10**8 is refused
+    before anything is allocated.
+    """
+    import torch
+
+    def numbers(v: Any) -> list[Any]:
+        if isinstance(v, (list, tuple)):
+            if len(v) > 64:
+                raise ModelFileError(f"{path}: an architecture argument is a list of {len(v)}; not a real network")
+            return [x for item in v for x in numbers(item)]
+        return [v]
+
+    for key, value in args.items():
+        for x in numbers(value):
+            if isinstance(x, (int, float)) and not isinstance(x, bool) and not abs(x) <= ARG_BOUND:
+                raise ModelFileError(
+                    f"{path}: architecture argument {key}={value!r} is beyond any real network (at most "
+                    f"{ARG_BOUND}); the file is damaged or not a unetkit model; copy or download it again"
+                )
+    try:
+        with torch.device("meta"):
+            skeleton = build(cls, args, f"{path}")
+    except UnetkitError as exc:
+        raise ModelFileError(str(exc)) from None
+    want = {k: list(v.shape) for k, v in skeleton.state_dict().items()}
+    have = {k: list(v.get("shape", [])) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    if want != have:
+        diff = sorted(set(want) ^ set(have)) or [k for k in want if want[k] != have.get(k)]
+        raise ModelFileError(
+            f"{path}: the described network does not match the file's tensors ({len(diff)} differ, e.g. "
+            f"{diff[0]!r}); the file is damaged or was edited; copy or download it again"
+        )
+    try:
+        return build(cls, args, f"{path}")
+    except UnetkitError as exc:
+        raise ModelFileError(str(exc)) from None
+
+
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> SegmentationModel:
     """Rebuild a network from a model file, in eval mode, with ``model.description`` set.
 
@@ -259,10 +306,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
             f"{path}: names the network class {desc.architecture.cls!r}, which this unetkit does not have "
             f"(known: {', '.join(sorted(MODEL_CLASSES))}); upgrade unetkit"
         )
-    try:
-        model = build(cls, dict(desc.architecture.args), f"{path}")
-    except UnetkitError as exc:
-        raise ModelFileError(str(exc)) from None
+    model = _build_checked(path, cls, dict(desc.architecture.args), _check_header(path))
     try:
         state = load_file(str(path), device=str(device))
     except (SafetensorError, OSError) as exc:

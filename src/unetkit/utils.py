@@ -9,6 +9,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -94,3 +95,98 @@ def write_json(path: str | os.PathLike[str], data: object) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+def device_choices() -> list[str]:
+    """The ``--device`` values that work on this machine: ``auto``, ``cpu`` and one ``cuda:N`` per GPU.
+
+    >>> device_choices()[:2]
+    ['auto', 'cpu']
+    """
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["auto", "cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(gpus)] if gpus else [])
+
+
+def check_device(name: str, field: str = "--device") -> str:
+    """The one device rule: ``name`` if it names a device of this machine, ``auto`` resolved; else refused.
+
+    Never falls back silently: ``cuda`` on a machine without a GPU, ``cuda:3`` on a 2-GPU machine or a name
+    that is no device is a :class:`~unetkit.errors.ConfigError` that lists the choices available here.
+
+    >>> check_device("cpu")
+    'cpu'
+    """
+    from unetkit.errors import ConfigError
+
+    choices = device_choices()
+    if name == "auto":
+        return "cuda" if "cuda" in choices else "cpu"
+    if name in choices:
+        return name
+    why = "is not a device" if not (name == "cuda" or name.startswith("cuda:")) else "is not on this machine"
+    raise ConfigError(f"{field} {name!r} {why}; choose one of: {', '.join(choices)}")
+
+
+YAML_MAX_BYTES = 4 * 2**20
+"""The largest YAML file (config, plan, dataset list) unetkit reads; a real one is a few kilobytes."""
+YAML_MAX_DEPTH = 32
+"""The deepest nesting of mappings and lists accepted in a YAML file (unetkit's own files nest 3 deep)."""
+
+
+def read_yaml(path: str | os.PathLike[str], what: str, error: type[Exception] | None = None) -> object:
+    """Read a YAML file that a person wrote, refusing what no such file holds, before building it.
+
+    Refused with ``error`` (:class:`~unetkit.errors.ConfigError` by default), the message naming the file and
+    never echoing its content: a missing file, more than :data:`YAML_MAX_BYTES`, bytes that are not UTF-8
+    text, invalid YAML, aliases (``*name``: the "billion laughs" bomb expands a few lines into gigabytes;
+    refused before any node is built) and nesting deeper than :data:`YAML_MAX_DEPTH`. Tags other than YAML's
+    standard ones are refused by the safe loader, so no code runs.
+
+    Args:
+        path: the file.
+        what: what the file is, for the message (``"config file"``).
+        error: the exception class to raise; called with one message.
+    """
+    import yaml
+
+    from unetkit.errors import ConfigError
+
+    err = error or ConfigError
+    path = Path(path)
+    try:
+        if path.stat().st_size > YAML_MAX_BYTES:
+            raise err(f"{path}: {what} is over {YAML_MAX_BYTES // 2**20} MiB; fix: give the YAML file unetkit wrote")
+        if not path.is_file():
+            raise err(f"{path}: {what} is not a regular file; fix: give a YAML file")
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise err(f"{path}: {what} not found") from None
+    except UnicodeDecodeError:
+        raise err(f"{path}: {what} is not UTF-8 text (a binary file?); fix: give a YAML file") from None
+    except OSError as exc:
+        raise err(f"{path}: {what} cannot be read ({exc.strerror}); fix: check the path") from None
+
+    class _Loader(yaml.SafeLoader):
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                line = self.peek_event().start_mark.line + 1
+                raise err(f"{path}: line {line}: YAML aliases (*name) are not accepted; fix: write the value out")
+            self.depth += 1
+            if self.depth > YAML_MAX_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise err(f"{path}: line {line}: nested deeper than {YAML_MAX_DEPTH} levels; fix: flatten it")
+            node = super().compose_node(parent, index)
+            self.depth -= 1
+            return node
+
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise err(f"{path}: {where}not valid YAML ({problem}); fix: correct the {what}") from None

@@ -40,6 +40,23 @@ def _register() -> None:
             importlib.import_module(f"{__name__}.{info.name}").register(app)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from unetkit._version import __version__
+
+        console.print(f"unetkit {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_version, is_eager=True, help="Print the unetkit version and exit."
+    ),
+) -> None:
+    """U-Net image segmentation in 2D and 3D: train, predict, evaluate. Try `unetkit demo`."""
+
+
 _register()
 
 

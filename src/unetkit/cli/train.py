@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from unetkit.cli._common import console, setup_logging
 from unetkit.errors import UnetkitError
-from unetkit.losses import LOSSES, RESTORE_LOSS_TABLE
-from unetkit.train.callbacks import BaseCallback
 
 config_app = typer.Typer(help="Write or show training configurations.", no_args_is_help=True)
 
 
-class RichProgress(BaseCallback):
-    """A progress bar: epoch, loss, validation Dice, images/s, ETA; one summary line per epoch."""
+if TYPE_CHECKING:  # the callback base only for the type checker: --help must not import torch
+    from unetkit.train.callbacks import BaseCallback as _CallbackBase
+else:
+    _CallbackBase = object
+
+
+class RichProgress(_CallbackBase):
+    """A progress bar: epoch, loss, validation Dice, patches/s, ETA; one summary line per epoch.
+
+    A :class:`unetkit.train.callbacks.Callback` (by its methods, so ``--help`` need not import the library).
+    """
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
@@ -95,7 +102,7 @@ def train_cmd(
     device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
     devices: int = typer.Option(None, "--devices", help="Processes/GPUs per node; > 1 trains with DDP."),
     loss: str = typer.Option(
-        None, "--loss", help=" | ".join(LOSSES) + "; with --task restore: " + " | ".join(RESTORE_LOSS_TABLE) + "."
+        None, "--loss", help="Loss (train.loss; restore.loss with --task restore); `unetkit config init` lists them."
     ),
     classes: str = typer.Option(
         None,

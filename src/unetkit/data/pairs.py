@@ -18,6 +18,7 @@ from typing import Any
 
 from unetkit.data.io import IMAGE_SUFFIXES, is_image_file, strip_suffix
 from unetkit.errors import DataError
+from unetkit.utils import read_yaml
 
 LIST_SUFFIXES = (".csv", ".yaml", ".yml")
 MASK_DIRS = ("masks", "labels")
@@ -86,7 +87,7 @@ def find_pairs(path: str | Path) -> tuple[list[Pair], list[Problem], Path]:
         )
     problems = []
     images = _index(images_dir, path, problems)
-    masks = _index(masks_dir, path, problems)
+    masks = _mask_names(_index(masks_dir, path, problems), images)
     pairs = []
     for name in sorted(set(images) | set(masks)):
         img, msk = images.get(name), masks.get(name)
@@ -116,8 +117,20 @@ def _index(folder: Path, root: Path, problems: list[Problem]) -> dict[str, Path]
         for p in sorted(stack.pop().iterdir()):
             if p.name.startswith("."):
                 continue
+            if p.is_symlink() and (p.is_dir() or not p.exists()):
+                problems.append(
+                    Problem(
+                        _rel(p, root),
+                        "a symbolic link to a folder (or a broken or looping link); not followed",
+                        "copy the files into the dataset or remove the link",
+                    )
+                )
+                continue
             if p.is_dir() and not p.name.lower().endswith(".zarr"):
                 stack.append(p)
+                continue
+            if not p.is_dir() and not p.is_file():
+                problems.append(Problem(_rel(p, root), "not a regular file (a pipe or device); not read", "remove it"))
                 continue
             if not is_image_file(p):
                 problems.append(
@@ -138,6 +151,24 @@ def _index(folder: Path, root: Path, problems: list[Problem]) -> dict[str, Path]
     return found
 
 
+MASK_NAME_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_seg")
+"""Endings of a mask's name that its image's name lacks: ``masks/a_mask.png`` pairs with ``images/a.tif``."""
+
+
+def _mask_names(masks: dict[str, Path], images: dict[str, Path]) -> dict[str, Path]:
+    """Masks keyed by their image's name: a mask named ``<stem>_mask`` (``_masks``, ``_label``, ``_labels``,
+    ``_seg``) is ``<stem>``'s when there is an image ``<stem>`` and no image of the mask's own name."""
+    out: dict[str, Path] = {}
+    for key, path in masks.items():
+        if key not in images:
+            for end in MASK_NAME_SUFFIXES:
+                if key.endswith(end) and key[: -len(end)] in images and key[: -len(end)] not in masks:
+                    key = key[: -len(end)]
+                    break
+        out[key] = path
+    return out
+
+
 def _from_list(path: Path) -> tuple[list[Pair], list[Problem]]:
     rows = _read_list(path)
     base = path.parent
@@ -156,27 +187,31 @@ def _from_list(path: Path) -> tuple[list[Pair], list[Problem]]:
         for p in (image, mask):
             if not p.exists():
                 problems.append(Problem(f"{path.name} row {i}", f"{p} does not exist", "fix the path in the list"))
-        pairs.append(Pair(name, image if image.exists() else None, mask if mask.exists() else None))
+            elif not (p.is_file() or p.is_dir()):
+                problems.append(Problem(f"{path.name} row {i}", f"{p} is not a regular file; not read", "fix the path"))
+        pairs.append(Pair(name, *(p if p.is_file() or p.is_dir() else None for p in (image, mask))))
     if not rows:
         problems.append(Problem(path.name, "the list holds no image/mask pairs", "add rows `image,mask`"))
     return pairs, problems
 
 
 def _read_list(path: Path) -> list[tuple[str, str]]:
-    text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".csv":
+        try:
+            text = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"not UTF-8 text (byte {exc.start})",
+                file=path,
+                fix="save the list as UTF-8 (e.g. iconv -f latin1 -t utf-8), or rename the files to ASCII names",
+            ) from None
         rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
         if rows and {c.strip().lower() for c in rows[0]} >= {"image", "mask"}:
             header = [c.strip().lower() for c in rows[0]]
             i, m = header.index("image"), header.index("mask")
             return [(_cell(r, i), _cell(r, m)) for r in rows[1:]]
         return [(_cell(r, 0), _cell(r, 1)) for r in rows]
-    import yaml
-
-    try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DataError(f"not valid YAML ({exc})", file=path, fix="write a list of {image: ..., mask: ...}") from exc
+    data: Any = read_yaml(path, "dataset list", DataError)
     if isinstance(data, dict):
         data = data.get("samples", data.get("pairs"))
     if not isinstance(data, list):

@@ -37,19 +37,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     >>> resolve_device("cpu")
     device(type='cpu')
     """
-    name = "auto" if device is None else str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device: {name!r} asked for, but this machine has no CUDA GPU; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device: {name!r} does not exist ({torch.cuda.device_count()} GPU(s) here)")
-    return dev
+    from unetkit.utils import check_device
+
+    if isinstance(device, torch.device):
+        device = str(device)
+    return torch.device(check_device("auto" if device is None else device))
 
 
 def resolve_backend(backend: str, device: str | torch.device | None) -> str:

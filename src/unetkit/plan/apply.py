@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from unetkit.config import Config, _format_error, apply_overrides
 from unetkit.errors import ConfigError
 from unetkit.plan.decisions import Plan, flatten
+from unetkit.utils import read_yaml
 
 
 def user_settings(config_path: str | os.PathLike[str] | None, overrides: list[str]) -> dict[str, Any]:
     """The nested settings a user gave: a config file's keys, then ``section.key=value`` overrides."""
     data: dict[str, Any] = {}
     if config_path is not None:
-        try:
-            loaded = yaml.safe_load(Path(config_path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{config_path}: config file not found") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{config_path}: not valid YAML ({exc.__class__.__name__})") from None
+        loaded = read_yaml(config_path, "config file")
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{config_path}: expected a mapping with sections data/model/augment/train")
         data = loaded or {}

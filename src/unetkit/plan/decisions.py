@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 
 from unetkit.errors import ConfigError
-from unetkit.utils import atomic_path
+from unetkit.utils import atomic_path, read_yaml
 
 PLAN_FORMAT = "unetkit-plan"
 PLAN_VERSION = 1
@@ -125,12 +125,9 @@ class Plan:
 def load_plan(path: str | os.PathLike[str]) -> Plan:
     """Read a ``plan.yaml`` written by :meth:`Plan.save` (``unetkit plan``)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: plan file not found; write one with: unetkit plan DATA --out {path}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not a YAML plan ({exc.__class__.__name__}); write one with unetkit plan") from None
+    if not path.exists():
+        raise ConfigError(f"{path}: plan file not found; write one with: unetkit plan DATA --out {path}")
+    data = read_yaml(path, "plan file")
     return Plan.from_dict(data, str(path))
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from unetkit.errors import ConfigError
+from unetkit.utils import check_device
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,10 @@ def detect_machine(device: str = "auto") -> Machine:
     """The machine for ``device`` (``auto``: CUDA when available); refuses CUDA where there is none."""
     import torch
 
-    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
-        raise ConfigError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    device = check_device(device)
     cores = torch.get_num_threads()
-    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+    if device == "cpu":
         return Machine("cpu", _cpu_name(), cores, round(_ram_gb(), 1))
-    if not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     index = int(device[5:]) if device.startswith("cuda:") else 0
     props = torch.cuda.get_device_properties(index)
     return Machine("cuda", props.name, cores, round(props.total_memory / 2**30, 1))

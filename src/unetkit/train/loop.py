@@ -32,7 +32,7 @@ from unetkit.train.epoch import RunSetup, save_epoch, train_epoch, validate_epoc
 from unetkit.train.schedule import make_scheduler
 from unetkit.train.state import RunState
 from unetkit.train.task import make_task
-from unetkit.utils import write_json
+from unetkit.utils import check_device, write_json
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,7 @@ def _fabric(cfg: Config) -> Any:
     from lightning_fabric import Fabric
 
     t = cfg.train
-    dev = t.device
-    if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    if dev.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={t.device!r}: CUDA is not available on this machine; use --device cpu")
+    dev = check_device(t.device, "train.device (--device)")
     accelerator = "cuda" if dev.startswith("cuda") else "cpu"
     devices: Any = [int(dev[5:])] if dev.startswith("cuda:") else t.devices
     precision = t.precision
