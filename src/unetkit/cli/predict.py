@@ -1,4 +1,4 @@
-"""``unetkit predict`` and ``unetkit export``: segment images of any size; export a model to ONNX."""
+"""``unetkit predict`` and ``unetkit export``: segment images of any size; export a model (ONNX, TorchScript, zoo)."""
 
 from __future__ import annotations
 
@@ -152,24 +152,51 @@ class _Meter:
 
 def export_cmd(
     model: Path = typer.Argument(..., help="Model file (.safetensors)."),
-    format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
-    out: Path = typer.Option(None, "--out", help="Output file; default: MODEL with the .onnx suffix."),
+    format: str = typer.Option("onnx", "--format", help="onnx, torchscript or bioimageio (a model-zoo .zip)."),
+    out: Path = typer.Option(None, "--out", help="Output file; default: MODEL with .onnx, .pt or .zip."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset version."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="bioimageio: a package field, e.g. --set license=MIT --set 'authors=Ada Lovelace'."
+    ),
+    meta: Path = typer.Option(None, "--meta", help="bioimageio: a YAML file of package fields (authors, cite...)."),
 ) -> None:
-    """Export a model file to ONNX (dynamic batch and spatial axes; the model description as metadata).
+    """Export a model file to ONNX, TorchScript (QuPath, deepImageJ) or a bioimage.io package.
 
-    Example: unetkit export runs/demo/model.safetensors --format onnx --out model.onnx
+    Example: unetkit export runs/demo/model.safetensors --format bioimageio --out model.zip --set license=MIT
     """
     from unetkit.errors import ConfigError
-    from unetkit.infer.export import export_onnx
     from unetkit.modelfile import load_model
 
-    if format != "onnx":
-        raise ConfigError(f"--format {format!r}: only 'onnx' is supported")
-    target = out or model.with_suffix(".onnx")
+    suffix = {"onnx": ".onnx", "torchscript": ".pt", "bioimageio": ".zip"}
+    if format not in suffix:
+        raise ConfigError(f"--format {format!r}: choose one of {', '.join(suffix)}")
+    target = out or model.with_suffix(suffix[format])
     if target.resolve() == model.resolve():
         raise ConfigError(f"--out {target} is the model file itself; choose another path")
-    path = export_onnx(load_model(model), target, opset=opset)
+    net = load_model(model)
+    if format == "onnx":
+        from unetkit.infer.export import export_onnx
+
+        path = export_onnx(net, target, opset=opset)
+    elif format == "torchscript":
+        from unetkit.infer.export import export_torchscript
+
+        path = export_torchscript(net, target)
+    else:
+        from unetkit.infer.bioimageio import export_bioimageio, package_metadata, validate_package
+
+        fields = {}
+        for item in set_:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--set {item!r}: give KEY=VALUE, e.g. --set license=MIT")
+            fields[key.strip()] = value.strip()
+        path = export_bioimageio(net, target, meta=package_metadata(fields, meta))
+        try:
+            validate_package(path)
+            console.print("bioimage.io validation: passed")
+        except ImportError:
+            console.print("bioimage.io validation skipped (pip install 'unetkit[bioimageio]')")
     console.print(f"wrote {path}")
 
 

@@ -1,4 +1,4 @@
-"""Export a network to ONNX, with dynamic batch and spatial axes and the model description as metadata."""
+"""Export a network to ONNX or TorchScript, shape-dynamic, with the model description as metadata."""
 
 from __future__ import annotations
 
@@ -90,3 +90,45 @@ def read_onnx_description(path: str | os.PathLike[str]) -> dict[str, Any]:
     if raw is None:
         raise UnetkitError(f"{path}: an ONNX model without a unetkit description; export it with `unetkit export`")
     return dict(json.loads(raw))
+
+
+def _trace_input(model: torch.nn.Module) -> torch.Tensor:
+    """A zero input at the smallest legal size of at least 32 per axis (the size exports trace at)."""
+    contract: ShapeContract = model.contract  # type: ignore[assignment]
+    size = contract.round([max(m, 32) for m in contract.min_input_size()], "export")
+    return torch.zeros(1, int(model.in_channels), *size)  # type: ignore[arg-type]
+
+
+def torchscript_module(model: torch.nn.Module) -> torch.jit.ScriptModule:
+    """The network traced to TorchScript (``torch.jit.trace``; on CPU, in eval mode).
+
+    The trace records the input's symbolic shape, so the module runs at every legal size of the network,
+    not only the traced one (tested for every preset against the PyTorch network).
+
+    Shape:
+        ``image (B, C, *S) -> logits (B, K, *model.output_shape(S))``
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer warnings about shape checks that become constants
+            traced = torch.jit.trace(model, _trace_input(model), check_trace=False)
+    except Exception as exc:  # the tracer raises many untyped errors
+        raise UnetkitError(f"TorchScript export failed: {exc}") from exc
+    finally:
+        model.train(was_training)
+    return traced
+
+
+def export_torchscript(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write :func:`torchscript_module` to ``path`` atomically, the description as the extra file ``unetkit``.
+
+    QuPath and deepImageJ load such a file; ``torch.jit.load(path, _extra_files={"unetkit": ""})`` gives the
+    description back.
+    """
+    path = Path(path)
+    traced = torchscript_module(model)
+    with atomic_path(path) as tmp:
+        torch.jit.save(traced, str(tmp), _extra_files={METADATA_KEY: _description_json(model)})
+    return path

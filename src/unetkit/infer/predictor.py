@@ -398,7 +398,7 @@ def _band_reader(image: Any, plan: TilePlan, tiles: Sequence[tuple[int, ...]]) -
 
 
 def load_predictor(path: str, **kwargs: Any) -> Predictor:
-    """A :class:`Predictor` for a model file (``.safetensors``) or an exported ``.onnx`` file.
+    """A :class:`Predictor` for a model file (``.safetensors``), an exported ``.onnx`` file or a bioimage.io ``.zip``.
 
     An ``.onnx`` file always runs on onnxruntime; its metadata's description gives the shape contract
     (:func:`unetkit.modelfile.shape_contract`): no torch network is built.
@@ -427,6 +427,10 @@ def load_predictor(path: str, **kwargs: Any) -> Predictor:
         for key in ("amp", "channels_last", "compile"):
             kwargs.pop(key, None)
         return Predictor(network, _backend=backend, **kwargs)
+    from unetkit.infer.bioimageio import is_package, load_package_model
+
+    if is_package(p):  # a bioimage.io package written by `unetkit export --format bioimageio`
+        return Predictor(load_package_model(p), **kwargs)
     from unetkit.modelfile import load_model
 
     return Predictor(load_model(p), **kwargs)
