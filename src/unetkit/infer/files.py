@@ -144,6 +144,26 @@ def plan_outputs(inputs: Sequence[Path], out_dir: Path, *, probabilities: bool, 
     return plans
 
 
+def _outputs_for(
+    path: Path, out_dir: Any, outputs: OutputPaths | None, caller: str, *, probabilities: bool, overlay: bool
+) -> OutputPaths:
+    """The given output paths, or those :func:`plan_outputs` gives ``path`` in ``out_dir``."""
+    if outputs is not None:
+        return outputs
+    if out_dir is None:
+        raise ConfigError(f"{caller}: give out_dir or outputs")
+    return plan_outputs([path], Path(out_dir), probabilities=probabilities, overlay=overlay)[0]
+
+
+def _open_input(predictor: Predictor, path: Path) -> Any:
+    """Open ``path`` lazily for ``predictor``, refusing an image of the wrong dimensionality."""
+    image = open_image(path, spatial_dims=predictor.spatial_dims)
+    if image.ndim - 1 != predictor.spatial_dims:
+        image.close()
+        raise DataError(f"a {image.ndim - 1}D image for a {predictor.spatial_dims}D network", file=path)
+    return image
+
+
 def predict_file(
     predictor: Predictor,
     path: str | os.PathLike[str],
@@ -181,13 +201,8 @@ def predict_file(
         return restore_file(predictor, path, out_dir, outputs=outputs, panel=overlay, on_tiles=on_tiles)
     if prob_dtype not in PROB_DTYPES:
         raise ConfigError(f"prob_dtype: {prob_dtype!r}; choose one of {', '.join(PROB_DTYPES)}")
-    if outputs is None:
-        if out_dir is None:
-            raise ConfigError("predict_file: give out_dir or outputs")
-        outputs = plan_outputs([path], Path(out_dir), probabilities=probabilities, overlay=overlay)[0]
-    image = open_image(path, spatial_dims=predictor.spatial_dims)
-    if image.ndim - 1 != predictor.spatial_dims:
-        raise DataError(f"a {image.ndim - 1}D image for a {predictor.spatial_dims}D network", file=path)
+    outputs = _outputs_for(path, out_dir, outputs, "predict_file", probabilities=probabilities, overlay=overlay)
+    image = _open_input(predictor, path)
     spatial = tuple(int(s) for s in image.shape[1:])
     k = predictor.num_classes
     desc = predictor.description
@@ -261,20 +276,15 @@ def restore_file(
     from unetkit.data.restore import cast_to, invert_scaling
 
     path = Path(path)
-    if outputs is None:
-        if out_dir is None:
-            raise ConfigError("restore_file: give out_dir or outputs")
-        outputs = plan_outputs([path], Path(out_dir), probabilities=False, overlay=False)[0]
+    outputs = _outputs_for(path, out_dir, outputs, "restore_file", probabilities=False, overlay=False)
     fmt = image_format(path)
     out_path = outputs.labels.parent / f"{strip_suffix(path.name)}{'.zarr' if fmt == 'zarr' else '.tif'}"
     if out_path.resolve() == path.resolve():
-        raise ConfigError(f"{out_path}: this output would overwrite the input; fix: choose another --out folder")
+        raise DataError("this output would overwrite the input", file=out_path, fix="choose another --out folder")
     desc = predictor.description
     scaling = dict(desc.target_normalization or {}) if desc is not None else {}
     out_dtype = str(scaling.get("dtype", "float32")) if dtype == "target" else (dtype or "float32")
-    image = open_image(path, spatial_dims=predictor.spatial_dims)
-    if image.ndim - 1 != predictor.spatial_dims:
-        raise DataError(f"{path}: a {image.ndim - 1}D image for a {predictor.spatial_dims}D network")
+    image = _open_input(predictor, path)
     spatial = tuple(int(s) for s in image.shape[1:])
     k = predictor.num_classes
     spacing = tuple(image.spacing) if image.spacing else None
