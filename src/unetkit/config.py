@@ -71,6 +71,11 @@ class DataConfig(_Section):
     patch_size: list[int] | int = Field(128, description="network input size per axis (rounded to legal)")
     foreground_fraction: float = Field(0.33, ge=0, le=1, description="share of patches forced on foreground")
     weight_map: WeightMapConfig = Field(default_factory=WeightMapConfig)
+    read: Literal["auto", "memory", "disk"] = Field(
+        "auto",
+        description="memory: load the images into RAM; disk: read training patches from the files (datasets "
+        "larger than memory); auto: disk when the decoded set exceeds a quarter of the RAM",
+    )
 
     @field_validator("classes", mode="before")
     @classmethod

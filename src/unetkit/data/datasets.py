@@ -19,6 +19,7 @@ from unetkit.classes import RGB, Classes, ClassSpec
 from unetkit.data.check import CheckReport, check_dataset
 from unetkit.data.fingerprint import Fingerprint
 from unetkit.data.masks import LabelMapping, MaskKind
+from unetkit.data.streamed import open_sample_files
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,9 @@ def load_dataset(
     num_classes: int | None = None,
     classes: Sequence[ClassSpec] | None = None,
     mapping: LabelMapping | None = None,
+    stream: bool = False,
 ) -> SegmentationDataset:
-    """Check and load a dataset into memory.
+    """Check and load a dataset into memory (or, with ``stream``, open it for region reads).
 
     Args:
         path: a folder with ``images/`` and ``masks/`` (files sharing a name), or a CSV/YAML list of pairs.
@@ -130,6 +132,8 @@ def load_dataset(
         classes: the user's class names and colours, class 0 first (pins ``num_classes`` too).
         mapping: map the masks with this label mapping instead of deciding one (e.g. the training set's
             for a separate validation set).
+        stream: keep nothing in memory: each sample's image and mask are views of the files that read
+            (and map) only the regions sliced (:mod:`unetkit.data.streamed`; a dataset larger than memory).
 
     Returns:
         A :class:`SegmentationDataset`.
@@ -138,7 +142,8 @@ def load_dataset(
         DataError: listing every problem found, one per line.
 
     Shape:
-        Each sample's image is ``(C, *S)`` float32 and its mask ``(*S)`` int64.
+        Each sample's image is ``(C, *S)`` float32 and its mask ``(*S)`` int64 (streamed: array-likes
+        giving those on slicing).
 
     Example:
         >>> import numpy as np, tempfile, pathlib
@@ -158,13 +163,21 @@ def load_dataset(
         spatial_dims=spatial_dims,
         classes=classes,
         mapping=mapping,
-        keep_arrays=True,
+        keep_arrays=not stream,
     )
     report.raise_for_problems()
     mapping = report.mapping
     assert mapping is not None  # no problems means the mapping was decided
     samples = []
     for rec in report.records:
+        if stream:
+            sd = len(rec.shape)
+            views = open_sample_files(
+                report.root / rec.image_file, report.root / rec.mask_file, mapping, sd, rec.mask_file
+            )
+            # views, not arrays: they slice like the arrays they stand for (unetkit.data.streamed)
+            samples.append(Sample(rec.name, *views, spacing=rec.spacing))  # type: ignore[arg-type]
+            continue
         assert rec.image is not None and rec.mask is not None  # kept by keep_arrays=True
         mask, instances = mapping.apply(rec.mask, rec.image.ndim - 1, rec.mask_file)
         samples.append(

@@ -30,6 +30,10 @@ from unetkit.shapes import ShapeContract
 logger = logging.getLogger(__name__)
 
 MAX_INDICES_PER_CLASS = 200_000  # per sample and class; more voxels are thinned evenly (memory stays bounded)
+#: Streamed samples (masks read from disk, any number of them) share this many indices per class in all, so
+#: the index stays a few tens of MB however large the dataset (at least ``MIN_INDICES`` per sample and class).
+STREAMED_INDICES_PER_CLASS = 4_000_000
+MIN_INDICES = 1_000
 
 
 class SampleLike(Protocol):
@@ -216,14 +220,18 @@ class PatchSampler:
     def _index_foreground(self) -> dict[int, list[tuple[int, np.ndarray]]]:
         """class -> [(sample, flat voxel indices)], computed once; large sets thinned evenly."""
         index: dict[int, list[tuple[int, np.ndarray]]] = {}
+        cap = MAX_INDICES_PER_CLASS
+        if any(not isinstance(s.mask, np.ndarray) for s in self.samples):  # streamed from disk
+            cap = min(cap, max(MIN_INDICES, STREAMED_INDICES_PER_CLASS // len(self.samples)))
         for i, s in enumerate(self.samples):
-            flat = np.asarray(s.mask).ravel()
+            flat = np.asarray(s.mask).ravel()  # one mask at a time (a streamed one is read whole, then dropped)
             for c in np.unique(flat).tolist():
                 if c == 0 or c == self.ignore_index:
                     continue
                 where = np.flatnonzero(flat == c)
-                if where.size > MAX_INDICES_PER_CLASS:
-                    where = where[:: math.ceil(where.size / MAX_INDICES_PER_CLASS)]
+                if where.size > cap:
+                    where = where[:: math.ceil(where.size / cap)]
+                where = where.astype(np.int32 if flat.size < 2**31 else np.int64)
                 index.setdefault(int(c), []).append((i, where))
         return index
 

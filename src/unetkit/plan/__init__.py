@@ -43,12 +43,17 @@ def parse_duration(text: str | float | int) -> float:
 def facts_of(path: str | Path, config: Any = None) -> DataFacts:
     """Load the dataset at ``path`` (checked) and summarise it for the planner."""
     from unetkit.data import load_dataset
+    from unetkit.data.streamed import choose_reading, decoded_bytes
 
     data = getattr(config, "data", None)
+    setting = getattr(data, "read", "auto")
+    # the facts are gathered one image at a time: a set too large for memory is read from the files
+    stream = setting != "memory" and choose_reading(setting, decoded_bytes(path), [])[0]
     ds = load_dataset(
         path,
         ignore_index=getattr(data, "ignore_index", None),
         mask_kind=getattr(data, "mask_kind", "auto"),
+        stream=stream,
     )
     fp = ds.fingerprint
     return gather_facts(

@@ -16,6 +16,7 @@ from unetkit.data.datasets import Sample, SegmentationDataset, load_dataset
 from unetkit.data.masks import LabelMapping
 from unetkit.data.normalize import Normalizer
 from unetkit.data.resample import needs_resampling, resample_image, resample_mask
+from unetkit.data.streamed import StreamedImage, choose_reading, decoded_bytes
 from unetkit.data.targets import BOUNDARY_CLASS_NAMES, boundary_classes
 from unetkit.errors import ConfigError
 from unetkit.train.weightmap import balance_from_counts, class_counts, weight_map
@@ -66,7 +67,7 @@ def _split(
 
 
 def _load(
-    path: str, cfg: DataConfig, spatial_dims: int | None, mapping: LabelMapping | None = None
+    path: str, cfg: DataConfig, spatial_dims: int | None, mapping: LabelMapping | None = None, stream: bool = False
 ) -> SegmentationDataset:
     # load_dataset checks the whole dataset first and raises one DataError listing every problem.
     # a boundary target is cut from instance labels: read "auto" masks as instances then
@@ -79,18 +80,48 @@ def _load(
         num_classes=cfg.num_classes,
         classes=cfg.class_specs(),
         mapping=mapping,
+        stream=stream,
     )
 
 
-def _attach_weight_maps(samples: list[Sample], cfg: DataConfig, num_classes: int, cache: Path | None) -> None:
+def _stream_blockers(cfg: DataConfig) -> list[str]:
+    """The options that transform whole images, so need them in memory (streamed data is read as stored)."""
+    blockers = []
+    if cfg.target == "boundary":
+        blockers.append("data.target=boundary")
+    if cfg.slice_axis is not None:
+        blockers.append("data.slice_axis")
+    return blockers
+
+
+def _reading(cfg: DataConfig, spatial_dims: int | None) -> bool:
+    """Whether to stream the training data (the rule: :func:`unetkit.data.streamed.choose_reading`)."""
+    if cfg.read == "memory":
+        return False
+    paths = [p for p in (cfg.path, cfg.val_path) if p is not None]
+    nbytes = sum(decoded_bytes(p, spatial_dims) for p in paths)
+    stream, why = choose_reading(cfg.read, nbytes, _stream_blockers(cfg))
+    log.info("%s", why)
+    return stream
+
+
+def _attach_weight_maps(
+    samples: list[Sample], cfg: DataConfig, num_classes: int, cache: Path | None, stream: bool = False
+) -> None:
+    """The paper's weight map per sample, cached as ``.npy`` in ``cache``; streamed samples get a memory map
+    of the cached file (computed one image at a time), so the maps never sit in memory together."""
     wm = cfg.weight_map
     # w_c from the class frequencies of the whole training set, so every patch is weighted alike.
-    counts = sum(class_counts(s.mask, num_classes, cfg.ignore_index) for s in samples)
+    counts = sum(class_counts(np.asarray(s.mask), num_classes, cfg.ignore_index) for s in samples)
     wc = balance_from_counts(np.asarray(counts)) if wm.balance_classes else np.ones(num_classes)
+    if stream and cache is None:
+        raise ConfigError("streamed training data with a weight map needs a cache folder (the run folder gives one)")
     for s in samples:
+        mask = np.asarray(s.mask)
+        instances = np.asarray(s.instances) if s.instances is not None else None
         key = hashlib.sha256(
-            s.mask.tobytes()
-            + (s.instances.tobytes() if s.instances is not None else b"")
+            mask.tobytes()
+            + (instances.tobytes() if instances is not None else b"")
             + repr((wm.w0, wm.sigma, wc.round(6).tolist(), cfg.ignore_index)).encode()
         ).hexdigest()[:16]
         # The name is only a readable prefix: sample names can be paths (list files), so flatten them and let
@@ -98,12 +129,12 @@ def _attach_weight_maps(samples: list[Sample], cfg: DataConfig, num_classes: int
         readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(s.name).name)[:40]
         cached = cache / f"{readable}-{key}.npy" if cache is not None else None
         if cached is not None and cached.exists():
-            s.weight = np.load(cached)
+            s.weight = np.load(cached, mmap_mode="r" if stream else None)
             continue
         s.weight = weight_map(
-            s.mask,
+            mask,
             num_classes,
-            s.instances,
+            instances,
             w0=wm.w0,
             sigma=wm.sigma,
             class_weights=wc,
@@ -113,6 +144,8 @@ def _attach_weight_maps(samples: list[Sample], cfg: DataConfig, num_classes: int
         if cached is not None:  # atomic: DDP processes may write the same file at once
             with atomic_path(cached) as tmp, tmp.open("wb") as f:
                 np.save(f, s.weight)
+            if stream:
+                s.weight = np.load(cached, mmap_mode="r")
 
 
 def _boundary_target(samples: list[Sample], ignore_index: int | None) -> None:
@@ -141,6 +174,13 @@ def _resample(samples: list[Sample], target: tuple[float, ...]) -> None:
             if s.instances is not None:
                 s.instances = resample_mask(s.instances, s.spacing, target)
         s.spacing = target
+
+
+def _any_resampled(samples: list[Sample], target: list[float]) -> bool:
+    return any(
+        s.spacing is not None and len(s.spacing) == len(target) and needs_resampling(s.spacing, tuple(target))
+        for s in samples
+    )
 
 
 def _slices(samples: list[Sample], axis: int) -> list[Sample]:
@@ -175,10 +215,20 @@ def prepare_data(
     """
     if cfg.path is None:
         raise ConfigError("data.path: no dataset given; pass DATA to `unetkit train` or set data.path")
-    ds = _load(cfg.path, cfg, spatial_dims)
+    stream = _reading(cfg, spatial_dims)
+    ds = _load(cfg.path, cfg, spatial_dims, stream=stream)
+    if stream and cfg.target_spacing is not None and _any_resampled(ds.samples, cfg.target_spacing):
+        if cfg.read == "disk":
+            raise ConfigError(
+                "data.read=disk: data.target_spacing resamples the images, which needs them in memory; "
+                "resample the files once, or leave data.target_spacing unset, or use data.read=memory"
+            )
+        log.info("training data in memory after all: data.target_spacing resamples the images")
+        stream, ds = False, _load(cfg.path, cfg, spatial_dims)
     if cfg.val_path is not None:
         # the validation masks map as the training masks do (one mapping for the model)
-        train, val = list(ds.samples), list(_load(cfg.val_path, cfg, ds.spatial_dims, ds.label_mapping).samples)
+        other = _load(cfg.val_path, cfg, ds.spatial_dims, ds.label_mapping, stream=stream)
+        train, val = list(ds.samples), list(other.samples)
     else:
         train, val = _split(list(ds.samples), cfg.val_fraction, seed, cfg.fold, cfg.num_folds)
     split = {"train": [s.name for s in train], "val": [s.name for s in val]}
@@ -199,9 +249,12 @@ def prepare_data(
     normalizer = Normalizer(cfg.normalization)
     normalizer.fit(train)
     for s in unique:
-        s.image = np.asarray(normalizer(s.image), dtype=np.float32)
+        if isinstance(s.image, StreamedImage):  # normalised per read, with this image's statistics frozen
+            s.image = s.image.with_transform(normalizer.for_image(s.image))  # type: ignore[assignment]
+        else:
+            s.image = np.asarray(normalizer(s.image), dtype=np.float32)
     if use_weight_map:
-        _attach_weight_maps(train, cfg, num_classes, cache_dir)
+        _attach_weight_maps(train, cfg, num_classes, cache_dir, stream)
     fingerprint = ds.fingerprint.to_dict()
     return TrainingData(
         train=train,

@@ -39,9 +39,10 @@ def validate(
         for s in samples:
             proba = predictor.predict_proba(s.image)
             pred = proba.argmax(0)
-            cm.update(pred, s.mask)
-            valid = s.mask != ignore_index if ignore_index is not None else np.ones(s.mask.shape, bool)
-            target = np.where(valid, s.mask, 0)
+            mask = np.asarray(s.mask)  # a streamed mask is read whole here, one image at a time
+            cm.update(pred, mask)
+            valid = mask != ignore_index if ignore_index is not None else np.ones(mask.shape, bool)
+            target = np.where(valid, mask, 0)
             p = np.take_along_axis(proba, target[None].astype(np.int64), 0)[0]
             nll += float(-np.log(np.clip(p[valid], 1e-7, 1.0)).sum())
             count += int(valid.sum())
