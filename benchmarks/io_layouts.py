@@ -76,9 +76,10 @@ def run_one(model: str, image: str, out: str) -> None:
     t0 = time.perf_counter()
     if image.endswith("mem.npy"):
         arr = np.load(image)[None]  # in memory, outside the timing of a file read
+        labels = np.empty(arr.shape[1:], np.uint8)
         t0 = time.perf_counter()
-        for _ in predictor.iter_slabs(arr):
-            pass
+        for slab in predictor.iter_slabs(arr):  # the same work as a file's prediction, labels kept in memory
+            labels[slab.start : slab.start + slab.proba.shape[1]] = slab.labels()
         n = arr.shape[1] * arr.shape[2]
     else:
         res = files.predict_file(predictor, image, out)
