@@ -355,3 +355,15 @@ def test_resume_on_cuda(tmp_path: Path) -> None:
     cfg = _config(data, "train.device=cuda", "train.epochs=2", "train.iterations_per_epoch=2")
     resumed = train(cfg, tmp_path / "run", resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2] and np.isfinite(resumed.history[1]["train_loss"])
+
+
+def test_a_time_budget_that_runs_out_early_still_ends_the_lr_schedule(tmp_path: Path) -> None:
+    """Planned for 200 epochs, given 0.1 minutes: the poly schedule is shortened to what the time buys."""
+    data = _dataset(tmp_path / "data", n=2)
+    cfg = _config(data, "train.epochs=200", "train.iterations_per_epoch=2", "train.max_minutes=0.1", "train.lr=0.01")
+    result = train(cfg, tmp_path / "run")
+    assert result.stopped_early and 3 <= len(result.history) < 200
+    lrs = [row["lr"] for row in result.history]
+    # planned: the last lr would still be ~(1 - epochs_run / 200) ** 0.9 of the base, over 0.9 here
+    assert lrs[-1] < 0.5 * 0.01, lrs
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))  # it only ever moves down

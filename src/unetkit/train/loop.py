@@ -29,7 +29,7 @@ from unetkit.train.callbacks import BaseCallback, TensorBoardLogger
 from unetkit.train.checkpoint import load_checkpoint
 from unetkit.train.data import TrainingData
 from unetkit.train.epoch import RunSetup, save_epoch, train_epoch, validate_epoch
-from unetkit.train.schedule import make_scheduler
+from unetkit.train.schedule import LRFactor, make_scheduler
 from unetkit.train.state import RunState
 from unetkit.train.task import make_task
 from unetkit.utils import check_device, write_json
@@ -47,6 +47,28 @@ class TrainResult:
     best_score: float
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
+
+
+def _fit_schedule_to_budget(
+    setup: RunSetup, scheduler: torch.optim.lr_scheduler.LambdaLR, started: float, first_step: int
+) -> None:
+    """With a time budget, end the LR schedule when the time runs out rather than at a step never reached.
+
+    The time per step so far (validation included) and the time left give the steps the budget still
+    buys; the schedule's end only ever moves earlier. Rank 0 decides, so every process follows one schedule.
+    """
+    factor = scheduler.lr_lambdas[0]
+    if setup.deadline == math.inf or not isinstance(factor, LRFactor):
+        return
+    step = int(scheduler.last_epoch)
+    before = factor.total
+    if setup.fabric.is_global_zero and step > first_step:
+        now = time.monotonic()
+        factor.fit_to_budget(step, (now - started) / (step - first_step), setup.deadline - now)
+    factor.total = int(setup.fabric.broadcast(factor.total))
+    if factor.total != before:
+        log.info("the time budget buys about %d steps, not %d: the learning-rate schedule now ends there",
+                 factor.total, before)  # fmt: skip
 
 
 def _fabric(cfg: Config) -> Any:
@@ -229,11 +251,14 @@ def train(
         deadline=time.monotonic() + t.max_minutes * 60 if t.max_minutes else math.inf,
     )
     stopped_early = False
+    started, first_step = time.monotonic(), int(scheduler.last_epoch)
     while run.epoch < t.epochs:
         epoch = run.epoch
         row, out_of_time = train_epoch(setup, run)
         if data.val and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs or out_of_time):
             row.update(validate_epoch(setup))
+        if not out_of_time:
+            _fit_schedule_to_budget(setup, scheduler, started, first_step)
         improved = run.end_epoch(row)
         save_epoch(setup, run, improved)
         for cb in listeners:

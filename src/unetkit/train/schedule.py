@@ -27,8 +27,41 @@ def lr_factor(step: int, total: int, kind: str, warmup: int = 0, power: float = 
     raise ValueError(f"schedule must be poly, cosine or constant, got {kind!r}")
 
 
+class LRFactor:
+    """The per-step multiplier :func:`lr_factor` as a callable object, so ``LambdaLR`` checkpoints its state.
+
+    ``total`` can shrink during a run (:meth:`fit_to_budget`): a time budget that runs out before the planned
+    steps still ends the schedule (poly and cosine reach zero when the time is up, not at a step never
+    reached). ``LambdaLR.state_dict`` saves the object's ``__dict__``, so a resumed run continues the same
+    schedule exactly.
+    """
+
+    def __init__(self, total: int, kind: str, warmup: int = 0) -> None:
+        self.total, self.kind, self.warmup = int(total), kind, int(warmup)
+
+    def __call__(self, step: int) -> float:
+        return lr_factor(step, self.total, self.kind, self.warmup)
+
+    def fit_to_budget(self, step: int, seconds_per_step: float, seconds_left: float) -> bool:
+        """Shorten the schedule to the steps the remaining time buys (never lengthen it); ``True`` if changed.
+
+        >>> f = LRFactor(1000, "poly")
+        >>> f.fit_to_budget(step=100, seconds_per_step=0.5, seconds_left=100.0), f.total
+        (True, 300)
+        >>> f.fit_to_budget(step=200, seconds_per_step=0.1, seconds_left=100.0), f.total
+        (False, 300)
+        """
+        if seconds_per_step <= 0 or not math.isfinite(seconds_left):
+            return False
+        affordable = step + max(1, int(seconds_left / seconds_per_step))
+        if affordable >= self.total:
+            return False
+        self.total = max(affordable, self.warmup + 1)
+        return True
+
+
 def make_scheduler(
     optimizer: torch.optim.Optimizer, total_steps: int, kind: str, warmup_steps: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step ``LambdaLR`` following :func:`lr_factor`."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, kind, warmup_steps))
+    """A per-step ``LambdaLR`` following :func:`lr_factor` (its :class:`LRFactor` is ``lr_lambdas[0]``)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, LRFactor(total_steps, kind, warmup_steps))
