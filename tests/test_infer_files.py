@@ -157,3 +157,27 @@ def test_predict_files_is_the_whole_job_with_progress_hooks(tmp_path: Path, net2
     with pytest.raises(ConfigError, match="apply to a model file"):
         predict_files(pred, [tmp_path / "in"], tmp_path / "o2", tile=64)
     assert not (tmp_path / "o2").exists()  # options are checked before any work
+
+
+def test_a_stack_through_a_2d_network_is_predicted_slice_by_slice(tmp_path) -> None:
+    """A model trained with --dims 2 predicts a 3D stack one Z slice at a time, each slice as a 2D image."""
+    import torch
+
+    from unetkit import create_model
+    from unetkit.infer.files import predict_files
+    from unetkit.infer.predictor import load_predictor
+
+    torch.manual_seed(0)
+    model_path = tmp_path / "m.safetensors"
+    save_model(model_path, create_model("unet2d_small", depth=2, width=4).eval(), tile_size=[32, 32])
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 255, (10, 50, 40)).astype(np.uint8)  # (few pages would read as channels)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    res = predict_files(str(model_path), [tmp_path / "stack.tif"], tmp_path / "out", probabilities=True)
+    labels = tifffile.imread(res[0].outputs.labels)
+    assert labels.shape == (10, 50, 40)
+    predictor = load_predictor(str(model_path))
+    for z in range(10):
+        plane = stack[z][None]
+        assert np.array_equal(labels[z], predictor.predict(plane)), z
+    assert res[0].tiles == 10 * predictor.tiles_for((50, 40))

@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -156,12 +156,45 @@ def _outputs_for(
 
 
 def _open_input(predictor: Predictor, path: Path) -> Any:
-    """Open ``path`` lazily for ``predictor``, refusing an image of the wrong dimensionality."""
+    """Open ``path`` lazily for ``predictor``, refusing an image of the wrong dimensionality.
+
+    A 3D stack for a 2D network (one trained slice by slice, ``--dims 2``) opens as the stack: it is
+    predicted one Z slice at a time (:func:`is_slice_stack`). Otherwise the file is read with the network's
+    dimensionality (a multi-page TIFF for a multi-channel 2D net: pages as channels).
+    """
+    if predictor.spatial_dims == 2:
+        image = open_image(path)
+        if image.ndim == 4 and image.shape[0] == predictor.in_channels:
+            return image
+        image.close()
     image = open_image(path, spatial_dims=predictor.spatial_dims)
     if image.ndim - 1 != predictor.spatial_dims:
         image.close()
         raise DataError(f"a {image.ndim - 1}D image for a {predictor.spatial_dims}D network", file=path)
     return image
+
+
+def is_slice_stack(predictor: Predictor, image: Any) -> bool:
+    """Whether ``image`` is a 3D stack that ``predictor`` (a 2D network) predicts slice by slice."""
+    return predictor.spatial_dims == 2 and len(image.shape) == 4
+
+
+def tiles_for_input(predictor: Predictor, image: Any) -> int:
+    """Tiles ``predictor`` computes for ``image`` (every slice of a stack for a 2D network)."""
+    spatial = tuple(int(s) for s in image.shape[1:])
+    if is_slice_stack(predictor, image):
+        return spatial[0] * predictor.tiles_for(spatial[1:])
+    return predictor.tiles_for(spatial)
+
+
+def _slice_slabs(predictor: Predictor, image: Any, on_tiles: Callable[[int], None] | None) -> Iterator[Any]:
+    """A stack through a 2D network: one slab per Z slice, ``(K, 1, Y, X)``, each slice read once."""
+    from unetkit.infer.predictor import Slab
+
+    for z in range(int(image.shape[1])):
+        plane = np.ascontiguousarray(image[:, z])
+        proba = np.concatenate([s.proba for s in predictor.iter_slabs(plane, on_tiles=on_tiles)], axis=1)
+        yield Slab((z, 0, 0), proba[:, None])
 
 
 def predict_file(
@@ -207,7 +240,14 @@ def predict_file(
     k = predictor.num_classes
     desc = predictor.description
     spacing = tuple(image.spacing) if image.spacing else None
-    model_spacing = resampling_for(path, spacing, desc)
+    slices, tiles = is_slice_stack(predictor, image), tiles_for_input(predictor, image)
+    if slices:
+        log.info("%s: a %s stack for a 2D network: predicted slice by slice along Z", path, "x".join(map(str, spatial)))
+    model_spacing = resampling_for(path, spacing[1:] if slices and spacing else spacing, desc)
+    if slices and model_spacing is not None:
+        log.warning("%s: slices at %s, the model's spacing is %s: predicted as they are, not resampled",
+                    path, list(spacing[1:]) if spacing else None, list(model_spacing))  # fmt: skip
+        model_spacing = None
     targets: list[tuple[str, Any]] = [
         ("labels", open_target(outputs.labels, spatial, np.uint8 if k <= 256 else np.uint16, spacing=spacing))
     ]
@@ -215,7 +255,7 @@ def predict_file(
         dtype = np.float16 if prob_dtype == "float16" else np.uint8
         targets.append(("proba", open_target(outputs.probabilities, (k, *spatial), dtype, lead=1, spacing=spacing)))
     if outputs.overlay is not None:
-        if predictor.spatial_dims != 2:
+        if predictor.spatial_dims != 2 or slices:
             log.warning("%s: overlays are 2D only; skipped for this 3D image", path)
             outputs.overlay = None
         else:
@@ -226,11 +266,12 @@ def predict_file(
     counts = np.zeros(k, np.int64)
     t0 = time.perf_counter()
     try:
-        slabs = (
-            predictor.iter_slabs(image, on_tiles=on_tiles)
-            if model_spacing is None or spacing is None
-            else [_resampled_slab(predictor, image, spacing, model_spacing, on_tiles)]
-        )
+        if slices:
+            slabs: Iterable[Any] = _slice_slabs(predictor, image, on_tiles)
+        elif model_spacing is None or spacing is None:
+            slabs = predictor.iter_slabs(image, on_tiles=on_tiles)
+        else:
+            slabs = [_resampled_slab(predictor, image, spacing, model_spacing, on_tiles)]
         for slab in slabs:
             labels = class_labels(slab.proba)
             counts += np.bincount(labels.ravel(), minlength=k)[:k]
@@ -250,7 +291,7 @@ def predict_file(
         if close is not None:
             close()
     seconds = time.perf_counter() - t0
-    return PredictionResult(path, outputs, (k, *spatial), predictor.tiles_for(spatial), seconds, counts.tolist())
+    return PredictionResult(path, outputs, (k, *spatial), tiles, seconds, counts.tolist())
 
 
 def restore_file(
@@ -289,11 +330,13 @@ def restore_file(
     k = predictor.num_classes
     spacing = tuple(image.spacing) if image.spacing else None
     target = open_target(out_path, (k, *spatial), np.dtype(out_dtype), lead=1, spacing=spacing)
-    keep = panel and predictor.spatial_dims == 2
+    slices, tiles = is_slice_stack(predictor, image), tiles_for_input(predictor, image)
+    keep = panel and predictor.spatial_dims == 2 and not slices
     pieces: list[np.ndarray] = []
     t0 = time.perf_counter()
     try:
-        for slab in predictor.iter_slabs(image, on_tiles=on_tiles):
+        slabs = _slice_slabs(predictor, image, on_tiles) if slices else predictor.iter_slabs(image, on_tiles=on_tiles)
+        for slab in slabs:
             restored = cast_to(invert_scaling(slab.proba, scaling), out_dtype)
             target.write(slab.start, restored)
             if keep:
@@ -313,7 +356,7 @@ def restore_file(
             close()
     outputs.labels = out_path
     seconds = time.perf_counter() - t0
-    return PredictionResult(path, outputs, (k, *spatial), predictor.tiles_for(spatial), seconds, [])
+    return PredictionResult(path, outputs, (k, *spatial), tiles, seconds, [])
 
 
 #: Warn when an image's spacing is this far (ratio, any axis) from the model's: the content is at a scale
@@ -471,10 +514,12 @@ def predict_files(
     plans = plan_outputs(files, out, probabilities=probabilities, overlay=overlay)
     results: list[PredictionResult] = []
     for src, plan in zip(files, plans, strict=True):
-        with open_image(src, spatial_dims=predictor.spatial_dims) as img:
+        with _open_input(predictor, src) as img:
             spatial = tuple(int(s) for s in img.shape[1:])
             spacing = img.spacing
-        progress.start(src, predictor.describe(spatial), predictor.tiles_for(spatial), math.prod(spatial) / 1e6)
+            tiles = tiles_for_input(predictor, img)
+            shown = spatial[1:] if is_slice_stack(predictor, img) else spatial
+        progress.start(src, predictor.describe(shown), tiles, math.prod(spatial) / 1e6)
         res = predict_file(
             predictor, src, outputs=plan, probabilities=probabilities, prob_dtype=prob_dtype, overlay=overlay,
             on_tiles=progress.advance,
