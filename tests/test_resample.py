@@ -96,3 +96,56 @@ def test_ct_normalisation_uses_the_foreground():
     assert out.max() < 4 and out.min() > -4  # air and bone are clipped to the foreground range
     again = Normalizer.from_dict(n.to_dict())
     assert np.allclose(again(image), out)
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing", "target"),
+    [((1, 50, 41), (2.0, 0.7), (1.0, 1.0)), ((2, 9, 30, 28), (5.0, 1.0, 1.3), (2.0, 1.0, 1.0))],
+    ids=["2d", "3d-anisotropic"],
+)
+def test_region_by_region_resampling_equals_whole_image(shape, spacing, target) -> None:
+    from unetkit.data.resample import ResampledImage
+
+    img = np.random.default_rng(0).random(shape).astype(np.float32)
+    whole = resample_image(img, spacing, target)
+    view = ResampledImage(img, spacing, target)
+    assert view.shape == whole.shape
+    np.testing.assert_allclose(np.asarray(view), whole, atol=2e-5)
+    # any region (the tiler's bands and tiles), to within the prefilter's margin error
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        key = [slice(None)]
+        for n in whole.shape[1:]:
+            a = int(rng.integers(0, n - 1))
+            key.append(slice(a, int(rng.integers(a + 1, n + 1))))
+        np.testing.assert_allclose(view[tuple(key)], whole[tuple(key)], atol=2e-4)
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing", "target", "model"),
+    [
+        ((1, 90, 70), (0.5, 0.5), (1.0, 1.0), "unet2d_small"),
+        ((1, 10, 40, 36), (4.0, 1.0, 1.0), (2.0, 1.0, 1.0), "unet3d_small"),
+    ],
+    ids=["2d-down", "3d-anisotropic-up"],
+)
+def test_streamed_prediction_at_the_model_spacing_equals_the_whole_image_route(shape, spacing, target, model) -> None:
+    import torch
+
+    from unetkit.data.resample import resample_probabilities
+    from unetkit.infer import Predictor
+    from unetkit.infer.spacing import resampled_slabs
+    from unetkit.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model(model, depth=2, width=4).eval()
+    predictor = Predictor(
+        net, normalization={"kind": "zscore", "params": {"scope": "image"}}, tile=16 if "3d" in model else 32
+    )
+    img = np.random.default_rng(3).random(shape).astype(np.float32)
+    whole = resample_probabilities(predictor.predict_proba(resample_image(img, spacing, target)), shape[1:])
+    slabs = list(resampled_slabs(predictor, img, spacing, target))
+    assert len(slabs) > 1  # streamed, not one slab
+    streamed = np.concatenate([s.proba for s in slabs], axis=1)
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=2e-3)

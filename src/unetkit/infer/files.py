@@ -28,6 +28,7 @@ from unetkit.data.io import IMAGE_SUFFIXES, image_format, is_image_file, is_zarr
 from unetkit.errors import ConfigError, DataError
 from unetkit.infer.overlay import OverlayTarget
 from unetkit.infer.predictor import Predictor, class_labels, load_predictor
+from unetkit.infer.spacing import resampled_slabs, resampling_for
 from unetkit.infer.writers import open_target
 
 log = logging.getLogger(__name__)
@@ -179,12 +180,32 @@ def is_slice_stack(predictor: Predictor, image: Any) -> bool:
     return predictor.spatial_dims == 2 and len(image.shape) == 4
 
 
-def tiles_for_input(predictor: Predictor, image: Any) -> int:
-    """Tiles ``predictor`` computes for ``image`` (every slice of a stack for a 2D network)."""
+@dataclass(frozen=True)
+class InputGrid:
+    """How one input goes through the network: slice by slice (a stack for a 2D net), at the model's spacing
+    (``resample_to``: the image is resampled tile by tile) or as it is; ``tiles``: the tiles computed."""
+
+    slices: bool
+    resample_to: tuple[float, ...] | None
+    tiles: int
+
+
+def input_grid(predictor: Predictor, image: Any, path: Path, quiet: bool = False) -> InputGrid:
+    """The one rule for :class:`InputGrid` (``quiet``: without the warnings, for a second look at an image)."""
+    from unetkit.data.resample import resampled_shape
+
     spatial = tuple(int(s) for s in image.shape[1:])
+    spacing = tuple(image.spacing) if getattr(image, "spacing", None) else None
+    desc = predictor.description
     if is_slice_stack(predictor, image):
-        return spatial[0] * predictor.tiles_for(spatial[1:])
-    return predictor.tiles_for(spatial)
+        target = resampling_for(path, spacing[1:] if spacing else None, desc, warn=not quiet)
+        if target is not None and not quiet:
+            log.warning("%s: slices at %s, the model's spacing is %s: predicted as they are, not resampled",
+                        path, list(spacing[1:]) if spacing else None, list(target))  # fmt: skip
+        return InputGrid(True, None, spatial[0] * predictor.tiles_for(spatial[1:]))
+    target = resampling_for(path, spacing, desc, warn=not quiet)
+    grid = resampled_shape(spatial, spacing, target) if target is not None and spacing is not None else spatial
+    return InputGrid(False, target, predictor.tiles_for(grid))
 
 
 def _slice_slabs(predictor: Predictor, image: Any, on_tiles: Callable[[int], None] | None) -> Iterator[Any]:
@@ -240,14 +261,10 @@ def predict_file(
     k = predictor.num_classes
     desc = predictor.description
     spacing = tuple(image.spacing) if image.spacing else None
-    slices, tiles = is_slice_stack(predictor, image), tiles_for_input(predictor, image)
+    grid = input_grid(predictor, image, path)
+    slices, tiles, model_spacing = grid.slices, grid.tiles, grid.resample_to
     if slices:
         log.info("%s: a %s stack for a 2D network: predicted slice by slice along Z", path, "x".join(map(str, spatial)))
-    model_spacing = resampling_for(path, spacing[1:] if slices and spacing else spacing, desc)
-    if slices and model_spacing is not None:
-        log.warning("%s: slices at %s, the model's spacing is %s: predicted as they are, not resampled",
-                    path, list(spacing[1:]) if spacing else None, list(model_spacing))  # fmt: skip
-        model_spacing = None
     targets: list[tuple[str, Any]] = [
         ("labels", open_target(outputs.labels, spatial, np.uint8 if k <= 256 else np.uint16, spacing=spacing))
     ]
@@ -271,7 +288,7 @@ def predict_file(
         elif model_spacing is None or spacing is None:
             slabs = predictor.iter_slabs(image, on_tiles=on_tiles)
         else:
-            slabs = [_resampled_slab(predictor, image, spacing, model_spacing, on_tiles)]
+            slabs = resampled_slabs(predictor, image, spacing, model_spacing, on_tiles)
         for slab in slabs:
             labels = class_labels(slab.proba)
             counts += np.bincount(labels.ravel(), minlength=k)[:k]
@@ -330,7 +347,8 @@ def restore_file(
     k = predictor.num_classes
     spacing = tuple(image.spacing) if image.spacing else None
     target = open_target(out_path, (k, *spatial), np.dtype(out_dtype), lead=1, spacing=spacing)
-    slices, tiles = is_slice_stack(predictor, image), tiles_for_input(predictor, image)
+    grid = input_grid(predictor, image, path)
+    slices, tiles = grid.slices, grid.tiles
     keep = panel and predictor.spatial_dims == 2 and not slices
     pieces: list[np.ndarray] = []
     t0 = time.perf_counter()
@@ -357,58 +375,6 @@ def restore_file(
     outputs.labels = out_path
     seconds = time.perf_counter() - t0
     return PredictionResult(path, outputs, (k, *spatial), tiles, seconds, [])
-
-
-#: Warn when an image's spacing is this far (ratio, any axis) from the model's: the content is at a scale
-#: the model saw only through resampling.
-SPACING_WARN_RATIO = 2.0
-#: Images resampled to the model's spacing are held in memory; larger ones are refused with the fix.
-MAX_RESAMPLED_VOXELS = 512**3
-
-
-def resampling_for(path: Path, spacing: Sequence[float] | None, desc: Any) -> tuple[float, ...] | None:
-    """The model spacing ``path`` must be resampled to, or ``None`` (no spacing on either side, or equal).
-
-    A spacing far from the model's gives a warning line (the model only saw such scales by resampling).
-    """
-    from unetkit.data.resample import needs_resampling
-
-    target = tuple(float(x) for x in desc.spacing) if desc is not None and desc.spacing else None
-    if target is None or spacing is None or len(spacing) != len(target):
-        return None
-    ratios = [float(s) / t for s, t in zip(spacing, target, strict=True)]
-    if any(r > SPACING_WARN_RATIO or r < 1 / SPACING_WARN_RATIO for r in ratios):
-        log.warning(
-            "%s: spacing %s is far from the model's %s (ratio %s): predicted after resampling, check the result",
-            path, list(spacing), list(target), ", ".join(f"{r:.2g}" for r in ratios),
-        )  # fmt: skip
-    return target if needs_resampling(spacing, target) else None
-
-
-def _resampled_slab(
-    predictor: Predictor,
-    image: Any,
-    spacing: Sequence[float],
-    target: Sequence[float],
-    on_tiles: Callable[[int], None] | None,
-) -> Any:
-    """Resample the image to the model's spacing, predict, resample the probabilities back: one slab."""
-    from unetkit.data.resample import resample_image, resample_probabilities, resampled_shape
-    from unetkit.infer.predictor import Slab
-
-    spatial = tuple(int(n) for n in image.shape[1:])
-    new_shape = resampled_shape(spatial, spacing, target)
-    if max(math.prod(spatial), math.prod(new_shape)) > MAX_RESAMPLED_VOXELS:
-        raise DataError(
-            f"{getattr(image, 'path', 'image')}: resampling {spatial} to the model's spacing {list(target)} needs the "
-            f"image in memory (limit {MAX_RESAMPLED_VOXELS:,} voxels); resample it beforehand to {list(target)}"
-        )
-    log.info("resampling %s at spacing %s to the model's %s: %s", spatial, list(spacing), list(target), new_shape)
-    moved = resample_image(np.asarray(image[...]), spacing, target)
-    proba = predictor.predict_proba(moved)
-    if on_tiles is not None:
-        on_tiles(predictor.tiles_for(spatial))
-    return Slab((0,) * len(spatial), resample_probabilities(proba, spatial))
 
 
 class PredictProgress(Protocol):
@@ -517,7 +483,7 @@ def predict_files(
         with _open_input(predictor, src) as img:
             spatial = tuple(int(s) for s in img.shape[1:])
             spacing = img.spacing
-            tiles = tiles_for_input(predictor, img)
+            tiles = input_grid(predictor, img, src, quiet=True).tiles
             shown = spatial[1:] if is_slice_stack(predictor, img) else spatial
         progress.start(src, predictor.describe(shown), tiles, math.prod(spatial) / 1e6)
         res = predict_file(
