@@ -107,6 +107,8 @@ def monai_train(
     batch_size: int,
     budget_minutes: float,
     num_classes: int = 2,
+    on_check: Any = None,
+    check_every_s: float = 30.0,
 ) -> tuple[Any, int, float]:
     """Train MONAI's BasicUNet (batch norm) for a wall-clock budget: the plain-U-Net baseline.
 
@@ -118,6 +120,8 @@ def monai_train(
         pairs: ``(image, mask)`` arrays, ``(*S)`` each, mask in ``0..num_classes-1``.
         spatial_dims: 2 or 3.
         patch: the patch size per spatial axis (each divisible by 16).
+        on_check: ``on_check(net, train_seconds)`` every ``check_every_s`` seconds of training and at the end
+            (e.g. a validation); its time is not counted and the budget's deadline moves by it.
 
     Returns:
         ``(network in eval mode, optimizer steps, training seconds)``.
@@ -155,6 +159,17 @@ def monai_train(
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     deadline, steps = time.monotonic() + budget_minutes * 60, 0
     t0 = time.perf_counter()
+    paused, next_check = 0.0, check_every_s
+
+    def check() -> None:
+        nonlocal paused, deadline
+        c0 = time.perf_counter()
+        net.eval()
+        on_check(net, c0 - t0 - paused)
+        spent = time.perf_counter() - c0
+        paused += spent
+        deadline += spent
+
     while time.monotonic() < deadline:
         for batch in loader:
             net.train()
@@ -163,9 +178,14 @@ def monai_train(
             loss.backward()
             opt.step()
             steps += 1
+            if on_check is not None and time.perf_counter() - t0 - paused >= next_check:
+                check()
+                next_check += check_every_s
             if time.monotonic() >= deadline:
                 break
-    train_s = time.perf_counter() - t0
+    train_s = time.perf_counter() - t0 - paused
+    if on_check is not None:
+        check()
     net.eval()
     return net, steps, train_s
 
