@@ -157,20 +157,21 @@ def monai_train(
     net = BasicUNet(spatial_dims=spatial_dims, in_channels=1, out_channels=num_classes, norm="batch")
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    deadline, steps = time.monotonic() + budget_minutes * 60, 0
+    budget_s, steps = budget_minutes * 60, 0
     t0 = time.perf_counter()
     paused, next_check = 0.0, check_every_s
 
+    def trained() -> float:  # training seconds so far: the checks' time is not counted
+        return time.perf_counter() - t0 - paused
+
     def check() -> None:
-        nonlocal paused, deadline
+        nonlocal paused
         c0 = time.perf_counter()
         net.eval()
-        on_check(net, c0 - t0 - paused)
-        spent = time.perf_counter() - c0
-        paused += spent
-        deadline += spent
+        on_check(net, trained())
+        paused += time.perf_counter() - c0
 
-    while time.monotonic() < deadline:
+    while trained() < budget_s:
         for batch in loader:
             net.train()
             loss = loss_fn(net(batch["image"]), batch["label"].long())
@@ -178,10 +179,10 @@ def monai_train(
             loss.backward()
             opt.step()
             steps += 1
-            if on_check is not None and time.perf_counter() - t0 - paused >= next_check:
+            if on_check is not None and trained() >= next_check:
                 check()
                 next_check += check_every_s
-            if time.monotonic() >= deadline:
+            if trained() >= budget_s:
                 break
     train_s = time.perf_counter() - t0 - paused
     if on_check is not None:
