@@ -36,6 +36,12 @@ MAX_BATCH = 32
 MIN_PATCH = {2: 32, 3: 16}
 #: GPU memory share a step may use.
 GPU_MEMORY_SHARE = 0.8
+#: Validations over a run: as many as keep their cost under VALIDATION_SHARE of the budget, within these.
+MIN_VALIDATIONS, MAX_VALIDATIONS = 3, 20
+VALIDATION_SHARE = 0.08
+#: Seconds of whole-image validation per voxel, as a share of a training step's seconds per patch voxel:
+#: a forward pass is about a third of a step (forward + backward + update), tile overlap and halo add half.
+VALIDATION_COST = 0.5
 
 
 def plan_training(
@@ -358,7 +364,14 @@ class _Planner:
     def schedule(self) -> None:
         budget_s = self.budget * 60 * (1 - OVERHEAD)
         steps = max(1, int(budget_s / max(self.step_seconds, 1e-6)))
-        iters = int(min(250, max(10, steps // 20)))
+        # whole-image validation is not free: as many as fit VALIDATION_SHARE of the budget (estimated from the
+        # measured step: validated voxels x seconds per trained voxel x VALIDATION_COST)
+        voxel_s = self.step_seconds / max(1, self.batch * math.prod(self.patch))
+        held_out = 0.2 * self.f.total_voxels if self.f.num_images > 1 else self.f.total_voxels
+        val_s = held_out * voxel_s * VALIDATION_COST
+        fit = VALIDATION_SHARE * self.budget * 60 / max(val_s, 1e-9)
+        validations = int(min(MAX_VALIDATIONS, max(MIN_VALIDATIONS, fit)))
+        iters = int(min(250, max(10, steps // validations)))
         epochs = max(1, steps // iters)
         src = "your --budget" if self.budget_given is not None else f"the default for {self.m.device} (set --budget)"
         self.decide(
@@ -375,7 +388,13 @@ class _Planner:
             "validation "
             "and saving)",
         )
-        self.decide("iterations per epoch", "train.iterations_per_epoch", iters, "about 20 validations over the run")
+        self.decide(
+            "iterations per epoch",
+            "train.iterations_per_epoch",
+            iters,
+            f"about {epochs} validations over the run (each about {val_s:.0g} s of whole-image prediction: "
+            f"at most {VALIDATION_SHARE:.0%} of the budget, {MIN_VALIDATIONS} to {MAX_VALIDATIONS})",
+        )
         self.decide("schedule", "train.schedule", "poly", "polynomial decay (power 0.9) to zero at the last step")
 
     def augmentation(self) -> None:
