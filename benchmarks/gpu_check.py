@@ -250,10 +250,11 @@ def train_steps(check: Check) -> list[dict[str, Any]]:
             for _ in range(s.steps):
                 step()
             wall = meter.stop()
-            meter.start(profile=True)
-            for _ in range(max(1, s.steps // 3)):
-                step()
-            meter.stop()
+            if check.cuda:  # the kernel busy % (no kernels on CPU)
+                meter.start(profile=True)
+                for _ in range(max(1, s.steps // 3)):
+                    step()
+                meter.stop()
             rows.append(
                 {
                     "network": name, "config": config, "bf16": bf16, "channels_last": channels_last,
@@ -478,19 +479,24 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
     t0 = time.perf_counter()
     print(f"machine: {machine()}")
+    sections: dict[str, float] = {}
     print("1. training steps")
     steps = train_steps(check)
+    sections["train_steps"] = time.perf_counter() - t0
     with _workdir() as work:
         print("2. unetkit.train")
         loop, model_path = train_loop(check, work)
+        sections["train_loop"] = time.perf_counter() - t0 - sections["train_steps"]
         print("3. prediction")
         preds = predict(check, model_path)
+        sections["predict"] = time.perf_counter() - t0 - sections["train_steps"] - sections["train_loop"]
     result = {
         "machine": machine(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "dry_run": args.dry_run,
         "seconds": time.perf_counter() - t0,
+        "section_seconds": sections,
         "train_steps": steps,
         "ratios_unetkit_vs_monai": unetkit_vs_monai(steps),
         "train_loop": loop,
