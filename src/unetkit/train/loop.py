@@ -29,6 +29,7 @@ from unetkit.train.callbacks import BaseCallback, TensorBoardLogger
 from unetkit.train.checkpoint import load_checkpoint
 from unetkit.train.data import TrainingData
 from unetkit.train.epoch import RunSetup, save_epoch, train_epoch, validate_epoch
+from unetkit.train.launch import process_layout
 from unetkit.train.schedule import LRFactor, make_scheduler
 from unetkit.train.state import RunState
 from unetkit.train.task import make_task
@@ -77,7 +78,8 @@ def _fabric(cfg: Config) -> Any:
     t = cfg.train
     dev = check_device(t.device, "train.device (--device)")
     accelerator = "cuda" if dev.startswith("cuda") else "cpu"
-    devices: Any = [int(dev[5:])] if dev.startswith("cuda:") else t.devices
+    per_node, num_nodes = process_layout(t.devices, t.num_nodes)  # torchrun / srun set them when they launch
+    devices: Any = [int(dev[5:])] if dev.startswith("cuda:") and per_node == 1 else per_node
     precision = t.precision
     if precision == "auto":
         precision = "bf16-mixed" if accelerator == "cuda" and torch.cuda.is_bf16_supported() else "32"
@@ -85,13 +87,13 @@ def _fabric(cfg: Config) -> Any:
         log.warning(
             "precision %s on CPU is slow here (no native bf16/fp16); consider --set train.precision=32", precision
         )
-    strategy = t.strategy if (t.devices > 1 or t.num_nodes > 1) else "auto"
-    if strategy == "auto" and (t.devices > 1 or t.num_nodes > 1):
+    strategy = t.strategy if (per_node > 1 or num_nodes > 1) else "auto"
+    if strategy == "auto" and (per_node > 1 or num_nodes > 1):
         strategy = "ddp"
     return Fabric(
         accelerator=accelerator,
         devices=devices,
-        num_nodes=t.num_nodes,
+        num_nodes=num_nodes,
         strategy=strategy,
         precision="32-true" if precision == "32" else precision,
     )
@@ -183,7 +185,7 @@ def train(
     fabric = _fabric(config)
     fabric.launch()
     main = fabric.is_global_zero
-    data = task.prepare(out / "cache")
+    data = task.prepare(out / "cache" if main else None)  # only the main process writes the run folder
     torch.manual_seed(t.seed)  # the initial weights (DDP then broadcasts rank 0's anyway)
     model = _build_model(config, data)
     patch = legal_patch(model, config.data.patch_size)

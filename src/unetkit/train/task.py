@@ -43,7 +43,7 @@ class SegmentTask:
         self.use_weight_map = use_weight_map(config.train.loss, config.data.weight_map.enabled)
         self.loss_fn: Any = SegmentationLoss(config.train.loss, ignore_index=config.data.ignore_index)
 
-    def prepare(self, cache_dir: Path) -> Any:
+    def prepare(self, cache_dir: Path | None) -> Any:
         return prepare_data(
             self.config.data, seed=self.config.train.seed, use_weight_map=self.use_weight_map, cache_dir=cache_dir
         )
@@ -176,7 +176,7 @@ class RestoreTask:
                 "use l1, mse or charbonnier"
             )
 
-    def prepare(self, cache_dir: Path) -> RestoreData:
+    def prepare(self, cache_dir: Path | None) -> RestoreData:
         from unetkit.train.data import _split
 
         cfg, r = self.config.data, self.config.restore
