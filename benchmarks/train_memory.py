@@ -15,9 +15,7 @@ benchmarks/results/train_memory.json)
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -28,6 +26,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import write_result  # noqa: E402
+
 UNETKIT = [sys.executable, "-m", "unetkit"]
 
 
@@ -96,16 +97,10 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     ratio = rows["large"]["peak_rss_gb"] / rows["small"]["peak_rss_gb"]
-    result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "date": time.strftime("%Y-%m-%d"),
-        "rows": rows,
-        "rss_large_over_small": ratio,
-    }
     print(f"peak RSS large/small: {ratio:.2f}x", flush=True)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / ("train_memory_quick.json" if args.quick else "train_memory.json")).write_text(
-        json.dumps(result, indent=2)
+    write_result(
+        "train_memory_quick" if args.quick else "train_memory",
+        {"date": time.strftime("%Y-%m-%d"), "quick": args.quick, "rows": rows, "rss_ratio_large_over_small": ratio},
     )
 
 
