@@ -61,12 +61,14 @@ def normalise(image: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- throughput
-def unetkit_run(model: torch.nn.Module, image: np.ndarray, backend: str) -> tuple[np.ndarray, float, int]:
+def unetkit_run(
+    model: torch.nn.Module, image: np.ndarray, backend: str, precision: str = "fp32"
+) -> tuple[np.ndarray, float, int]:
     from unetkit.infer import Predictor
 
     pred = Predictor(
         model, tile=TILE, overlap=OVERLAP, blend="gaussian", batch_size=BATCH, backend=backend, device="cpu",
-        normalization={"kind": "none"},
+        normalization={"kind": "none"}, precision=precision,
     )  # fmt: skip
     pred.predict(normalise(image[:512, :512])[None])  # warm-up (and, for onnxruntime, the export)
     t0 = time.perf_counter()
@@ -89,6 +91,22 @@ def monai_run(model: torch.nn.Module, image: np.ndarray) -> tuple[np.ndarray, fl
     t0 = time.perf_counter()
     labels = run(image)
     return labels, time.perf_counter() - t0
+
+
+def make_int8(model: torch.nn.Module, tmp: Path) -> None:
+    """Calibrate the INT8 graph of ``model`` (cached for ``precision="int8"``) on synthetic images.
+
+    The benchmark's network has random weights, so its labels are near ties everywhere and INT8 flips many
+    of them: the guard is switched off here (tolerance 1) and the label agreement is reported instead.
+    """
+    from unetkit.data.io import write_image
+    from unetkit.infer.quantize import CalibrationSet, export_int8
+
+    paths = []
+    for seed in range(4):
+        paths.append(tmp / f"calib{seed}.tif")
+        write_image(paths[-1], normalise(synthetic((512, 512), seed=100 + seed))[None])
+    export_int8(model, CalibrationSet(paths[:3], paths[3:], "synthetic"), tolerance=1.0, tile=TILE, batch_size=BATCH)
 
 
 def matmul_peak(n: int = 4096, reps: int = 5) -> float:
@@ -174,6 +192,7 @@ def measure(tool: str, model_path: Path, image_path: Path, out: Path) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small images: a smoke run of a minute")
+    parser.add_argument("--no-memory", action="store_true", help="throughput and FLOP/s only (no peak-RSS runs)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -190,6 +209,16 @@ def main() -> None:
     model = make_model()
     image = synthetic((speed_size, speed_size))
     mp = speed_size**2 / 1e6
+    # exported graphs go to a fresh cache (the export is not timed: each tool's warm-up makes it)
+    cache = tempfile.TemporaryDirectory(prefix="unetkit-bench-cache-")
+    os.environ["UNETKIT_CACHE_DIR"] = cache.name
+    import importlib.util
+
+    variants = [("onnxruntime", "fp32"), ("torch", "fp32")]
+    if importlib.util.find_spec("openvino") is not None:
+        variants.insert(1, ("openvino", "fp32"))
+    make_int8(model, Path(cache.name))
+    variants += [(b, "int8") for b, _ in variants if b != "torch"]
 
     # 1. throughput: the tools alternate and each keeps its best time, so load from other processes on a
     # shared machine hits them alike.
@@ -200,19 +229,21 @@ def main() -> None:
     for _ in range(1 if args.quick else 2):
         ref, t = monai_run(model, image)
         best["monai"] = min(best.get("monai", float("inf")), t)
-        for backend in ("onnxruntime", "torch"):
-            outputs[backend], t, tiles = unetkit_run(model, image, backend)
-            best[backend] = min(best.get(backend, float("inf")), t)
+        for backend, precision in variants:
+            name = backend if precision == "fp32" else f"{backend}_int8"
+            outputs[name], t, tiles = unetkit_run(model, image, backend, precision)
+            best[name] = min(best.get(name, float("inf")), t)
     t_monai = best["monai"]
-    rows.append(("MONAI sliding_window_inference", mp / t_monai, 1.0))
+    rows.append(("MONAI sliding_window_inference", mp / t_monai, 1.0, tiles / t_monai))
     speeds = {}
-    for backend in ("onnxruntime", "torch"):
-        t = best[backend]
-        speeds[backend] = (mp / t, tiles, t, float((outputs[backend] == ref).mean()))
-        rows.append((f"unetkit ({backend})", mp / t, t_monai / t))
+    for name in (k for k in best if k != "monai"):
+        t = best[name]
+        speeds[name] = (mp / t, tiles, t, float((outputs[name] == ref).mean()))
+        rows.append((f"unetkit ({name.replace('_', ' ')})", mp / t, t_monai / t, tiles / t))
     results["throughput"] = {
         "image": speed_size, "monai_mp_s": mp / t_monai,
         **{f"unetkit_{k}_mp_s": v[0] for k, v in speeds.items()},
+        **{f"unetkit_{k}_tiles_s": v[1] / v[2] for k, v in speeds.items()},
         **{f"label_agreement_{k}": v[3] for k, v in speeds.items()},
         "speedup_default": speeds["onnxruntime"][0] / (mp / t_monai),
     }  # fmt: skip
@@ -220,16 +251,22 @@ def main() -> None:
     # 3. FLOP/s
     peak = matmul_peak()
     flops = tile_flops(model)
-    _, tiles, t_best, _ = speeds["onnxruntime"]
+    fp32_best = min((k for k in speeds if not k.endswith("_int8")), key=lambda k: speeds[k][2])
+    _, tiles, t_best, _ = speeds[fp32_best]
     achieved = flops * tiles / t_best / 1e9
     results["flops"] = {
-        "tile_gflop": flops / 1e9, "tiles": tiles, "achieved_gflop_s": achieved, "matmul_peak_gflop_s": peak,
-        "fraction_of_peak": achieved / peak,
+        "backend": fp32_best, "tile_gflop": flops / 1e9, "tiles": tiles, "achieved_gflop_s": achieved,
+        "matmul_peak_gflop_s": peak, "fraction_of_peak": achieved / peak,
     }  # fmt: skip
 
     # 2. memory, each in its own process
+    cache.cleanup()
+    if args.no_memory:
+        _report(results, rows, speed_size, tiles, t_best, achieved, peak, None)
+        return
     with tempfile.TemporaryDirectory(prefix="unetkit-bench-") as tmp:
         tmpd = Path(tmp)
+        os.environ["UNETKIT_CACHE_DIR"] = str(tmpd / "cache")  # the children's exported graphs
         model_path = tmpd / "m.safetensors"
         make_model(model_path)
         big = tmpd / "big.tif"
@@ -253,23 +290,35 @@ def main() -> None:
         "ratio": mem_u["peak_rss_bytes"] / monai_big,
     }  # fmt: skip
 
+    _report(results, rows, speed_size, tiles, t_best, achieved, peak, monai_sizes)
+
+
+def _report(
+    results: dict[str, object], rows: list[tuple[str, float, float, float]], speed_size: int, tiles: int,
+    t_best: float, achieved: float, peak: float, monai_sizes: tuple[int, int] | None,
+) -> None:  # fmt: skip
+    """Print the tables and write benchmarks/results/predict.json."""
     print(f"\nthroughput on {speed_size}x{speed_size} (tile {TILE}, overlap {OVERLAP}, gaussian, batch {BATCH}):")
-    print(f"{'tool':34s} {'MP/s':>8s} {'vs MONAI':>9s}")
-    for name, rate, ratio in rows:
-        print(f"{name:34s} {rate:8.2f} {ratio:8.2f}x")
+    print(f"{'tool':34s} {'MP/s':>8s} {'tiles/s':>8s} {'vs MONAI':>9s}")
+    for name, rate, ratio, tiles_s in rows:
+        print(f"{name:34s} {rate:8.2f} {tiles_s:8.2f} {ratio:8.2f}x")
     f = results["flops"]
     print(
-        f"\nFLOPs: {f['tile_gflop']:.2f} GFLOP/tile x {tiles} tiles in {t_best:.1f}s = {achieved:.1f} GFLOP/s; "  # type: ignore[index]
+        f"\nFLOPs ({f['backend']}, the fastest fp32): {f['tile_gflop']:.2f} GFLOP/tile x {tiles} tiles "  # type: ignore[index]
+        f"in {t_best:.1f}s = {achieved:.1f} GFLOP/s; "
         f"fp32 matmul peak {peak:.1f} GFLOP/s -> {achieved / peak:.0%} of peak"
     )
-    m = results["memory"]
-    print(
-        f"\npeak RSS on {big_size}x{big_size} uint8 TIFF: unetkit {m['unetkit_peak_rss_gb']:.2f} GB "  # type: ignore[index]
-        f"(after imports {m['unetkit_baseline_rss_gb']:.2f} GB) "  # type: ignore[index]
-        f"({m['unetkit_seconds']:.0f}s); MONAI {m['monai_extrapolated_peak_rss_gb']:.2f} GB "  # type: ignore[index]
-        f"(extrapolated linearly from {monai_sizes} measured: "
-        f"{', '.join(f'{r / 1e9:.2f} GB' for _, r in monai_pts)}) -> ratio {m['ratio']:.3f}"  # type: ignore[index]
-    )
+    if monai_sizes is not None:
+        m = results["memory"]
+        monai_pts = m["monai_measured"]  # type: ignore[index]
+        big_size = m["image"]  # type: ignore[index]
+        print(
+            f"\npeak RSS on {big_size}x{big_size} uint8 TIFF: unetkit {m['unetkit_peak_rss_gb']:.2f} GB "  # type: ignore[index]
+            f"(after imports {m['unetkit_baseline_rss_gb']:.2f} GB) "  # type: ignore[index]
+            f"({m['unetkit_seconds']:.0f}s); MONAI {m['monai_extrapolated_peak_rss_gb']:.2f} GB "  # type: ignore[index]
+            f"(extrapolated linearly from {monai_sizes} measured: "
+            f"{', '.join(f'{r:.2f} GB' for _, r in monai_pts)}) -> ratio {m['ratio']:.3f}"  # type: ignore[index]
+        )
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "predict.json").write_text(json.dumps(results, indent=2))

@@ -16,6 +16,18 @@ def _seed_and_threads() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session")
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("unetkit-cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(_session_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Exported graphs and the measured backend choice go to a per-session folder, never the user's cache
+    # (one measurement per test session; tests of the cache itself point UNETKIT_CACHE_DIR elsewhere).
+    monkeypatch.setenv("UNETKIT_CACHE_DIR", str(_session_cache))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The real data beside the checkout (../shared/data); tests using it skip where it is absent."""

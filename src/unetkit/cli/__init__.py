@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="unetkit")
     except UnetkitError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # escaped: a message may hold brackets, e.g. pip install 'unetkit[onnx]'
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")

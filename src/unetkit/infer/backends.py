@@ -19,7 +19,10 @@ from unetkit.infer.tta import flip_average, flip_sets
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+#: The backends that run an exported graph (and so an INT8 one).
+GRAPH_BACKENDS = ("onnxruntime", "openvino")
+PRECISIONS = ("fp32", "int8")
 
 
 class Backend(Protocol):
@@ -44,22 +47,34 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(check_device("auto" if device is None else device))
 
 
-def resolve_backend(backend: str, device: str | torch.device | None) -> str:
-    """``auto``: onnxruntime on CPU when it is installed (1.3-2.4x faster than PyTorch eager on this
-    project's CPU, see docs/prediction.md), PyTorch on CUDA (AMP, no export step).
+def resolve_backend(backend: str, device: str | torch.device | None, precision: str = "fp32") -> str:
+    """The one backend rule. ``auto``: PyTorch on CUDA (AMP, no export step); on CPU the fastest backend
+    installed on this machine, measured once and cached (:func:`unetkit.infer.select.fastest_backend`).
+    INT8 runs on an exported graph: ``auto`` then picks the faster of onnxruntime and openvino, and torch is
+    refused.
 
     >>> resolve_backend("torch", "cpu")
     'torch'
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend: unknown {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: unknown {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    int8 = precision == "int8"
+    if int8 and backend == "torch":
+        raise ConfigError(
+            "--precision int8 runs on an exported graph; use --backend onnxruntime, openvino or auto, or "
+            "--precision fp32 with torch"
+        )
     if backend != "auto":
         return backend
     if resolve_device(device).type == "cuda":
+        if int8:
+            raise ConfigError("--precision int8 is for CPUs; on CUDA use --precision fp32 (AMP is on by default)")
         return "torch"
-    import importlib.util
+    from unetkit.infer.select import fastest_backend
 
-    return "onnxruntime" if importlib.util.find_spec("onnxruntime") is not None else "torch"
+    return fastest_backend(candidates=GRAPH_BACKENDS if int8 else None)
 
 
 def probabilities(logits: Any, xp: Any) -> Any:
@@ -220,6 +235,125 @@ class OnnxBackend:
         if self.tta:
             return flip_average(self._forward, x, self.spatial_dims, _np_flip)
         return self._forward(x)
+
+
+class OpenVinoBackend:
+    """OpenVINO on the CPU: the exported ONNX graph, compiled per batch shape with a throughput configuration.
+
+    The graph is compiled for the exact input shape it is given (static shapes let OpenVINO pick the best
+    kernels; a run has one or two batch shapes, each compiled once, in about 0.1 s). With the ``THROUGHPUT``
+    hint OpenVINO runs several CPU streams (about one per two cores, ``threads`` in all); a batch is split
+    into one sub-batch per stream, each started asynchronously on its own infer request, so every core works on
+    its own tiles instead of all cores synchronising on every layer (no Python callbacks: waiting releases the
+    GIL). Inference precision is pinned to f32 (OpenVINO
+    would otherwise run bf16 on CPUs with AMX/AVX512-BF16); an INT8 (QDQ) graph runs its quantised layers in
+    int8.
+
+    Args:
+        model: an ONNX model (path or serialised bytes), e.g. from :func:`unetkit.infer.cache.cached_onnx`.
+        spatial_dims: 2 or 3 (for TTA).
+        device: ``cpu`` (or ``auto`` resolving to it); CUDA is refused.
+        threads: CPU threads in all; default: as many as torch uses.
+        tta: average all ``2**spatial_dims`` flips.
+        head: ``softmax`` or ``identity``.
+        hint: ``throughput`` (several streams, default) or ``latency`` (one stream on all threads).
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        model: bytes | str,
+        *,
+        spatial_dims: int,
+        device: str | torch.device | None = "auto",
+        threads: int | None = None,
+        tta: bool = False,
+        head: str = "softmax",
+        hint: str = "throughput",
+    ) -> None:
+        ov: Any = require("openvino", "openvino", "the openvino backend")
+        dev = resolve_device(device)
+        if dev.type != "cpu":
+            raise ConfigError(f"backend openvino runs on the CPU here, not {dev}; use --device cpu or --backend torch")
+        if hint not in ("throughput", "latency"):
+            raise ConfigError(f"hint: unknown {hint!r}; choose throughput or latency")
+        self.core = ov.Core()
+        try:
+            self.graph = self.core.read_model(model, b"") if isinstance(model, bytes) else self.core.read_model(model)
+        except Exception as exc:  # openvino raises its own untyped errors for bad files
+            what = model if isinstance(model, str) else "the exported network"
+            raise UnetkitError(f"{what}: openvino cannot read it ({exc})") from None
+        self.config = {
+            "PERFORMANCE_HINT": hint.upper(),
+            "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        self._compiled: dict[tuple[int, ...], list[Any]] = {}
+        self.device = str(dev)
+        self.spatial_dims = spatial_dims
+        self.tta = tta
+        self.head = head
+
+    def _requests(self, shape: tuple[int, ...]) -> list[Any]:
+        """One infer request per stream of the network compiled for a sub-batch shape (compiled on first use)."""
+        if shape not in self._compiled:
+            graph = self.graph.clone()
+            try:
+                graph.reshape({graph.inputs[0].get_any_name(): list(shape)})
+                compiled = self.core.compile_model(graph, "CPU", self.config)
+            except Exception as exc:  # openvino raises its own untyped errors
+                raise UnetkitError(
+                    f"openvino cannot compile the network for a batch of shape {shape} ({exc}); "
+                    "fix: use a tile size legal for the network, or --backend onnxruntime"
+                ) from None
+            streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            if len(self._compiled) >= 4:  # a run needs one or two shapes
+                self._compiled.pop(next(iter(self._compiled)))
+            self._compiled[shape] = [compiled.create_infer_request() for _ in range(streams)]
+        return self._compiled[shape]
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        parts = min(n, len(self._requests((1, *x.shape[1:]))))  # the stream count does not depend on the batch
+        bounds = [round(i * n / parts) for i in range(parts + 1)]
+        running = []
+        used: dict[tuple[int, ...], int] = {}
+        for i in range(parts):
+            sub = np.ascontiguousarray(x[bounds[i] : bounds[i + 1]])
+            requests = self._requests(tuple(sub.shape))
+            request = requests[used.get(sub.shape, 0) % len(requests)]
+            used[sub.shape] = used.get(sub.shape, 0) + 1
+            request.start_async({0: sub})
+            running.append(request)
+        outputs = []
+        for request in running:
+            request.wait()
+            outputs.append(np.array(request.get_output_tensor(0).data, copy=True))
+        return activate(np.concatenate(outputs, axis=0), np, self.head)  # type: ignore[no-any-return]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.tta:
+            return flip_average(self._forward, x, self.spatial_dims, _np_flip)
+        return self._forward(x)
+
+
+def require_backend(name: str) -> None:
+    """Fail early, before any export, when the package a graph backend needs is missing."""
+    if name in GRAPH_BACKENDS:
+        require(name, "onnx" if name == "onnxruntime" else "openvino", f"the {name} backend")
+
+
+def graph_backend(
+    name: str, model: bytes | str, *, spatial_dims: int, device: str | torch.device | None, tta: bool, head: str
+) -> Backend:
+    """An :class:`OnnxBackend` or :class:`OpenVinoBackend` (``name``) on an exported graph."""
+    if name == "onnxruntime":
+        return OnnxBackend(model, spatial_dims=spatial_dims, device=device, tta=tta, head=head)
+    if name == "openvino":
+        return OpenVinoBackend(model, spatial_dims=spatial_dims, device=device, tta=tta, head=head)
+    raise ConfigError(f"backend {name!r} does not run an exported graph; choose one of {', '.join(GRAPH_BACKENDS)}")
 
 
 def passes_per_tile(spatial_dims: int, tta: bool) -> int:

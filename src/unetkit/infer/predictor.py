@@ -22,7 +22,17 @@ import torch
 
 from unetkit.data.windows import read_window
 from unetkit.errors import ConfigError, InputShapeError, UnetkitError
-from unetkit.infer.backends import BACKENDS, HEADS, Backend, OnnxBackend, TorchBackend, passes_per_tile, resolve_backend
+from unetkit.infer.backends import (
+    BACKENDS,
+    GRAPH_BACKENDS,
+    HEADS,
+    Backend,
+    TorchBackend,
+    graph_backend,
+    passes_per_tile,
+    require_backend,
+    resolve_backend,
+)
 from unetkit.infer.tiling import Span, TilePlan, choose_tile, plan_tiles
 from unetkit.shapes import ShapeContract
 
@@ -129,7 +139,11 @@ class Predictor:
         blend: ``gaussian``, ``hann``, ``linear``, ``constant`` or ``center`` (``same`` nets only).
         batch_size: tiles per network call.
         tta: average all ``2**spatial_dims`` flips (costs that many passes per tile).
-        backend: ``torch``, ``onnxruntime`` or ``auto`` (onnxruntime on CPU when installed, torch on CUDA).
+        backend: ``torch``, ``onnxruntime``, ``openvino`` or ``auto`` (torch on CUDA; on CPU the fastest one
+            installed, measured once per machine: :func:`unetkit.infer.select.fastest_backend`). The graph
+            backends run the network's ONNX export from the cache (:func:`unetkit.infer.cache.cached_onnx`).
+        precision: ``fp32``, or ``int8``: the INT8 graph ``unetkit export --int8`` made and checked
+            (:func:`unetkit.infer.quantize.export_int8`), from the cache; onnxruntime or openvino only.
         amp: mixed precision (default: on for CUDA only).
         channels_last: channels-last memory layout (torch).
         compile: ``torch.compile`` the network (torch).
@@ -166,6 +180,7 @@ class Predictor:
         channels_last: bool = False,
         compile: bool = False,
         head: str | None = None,
+        precision: str = "fp32",
         _backend: Backend | None = None,
     ) -> None:
         self.model = model
@@ -200,7 +215,8 @@ class Predictor:
                 "overlap %.2f ignored: valid networks tile with abutting outputs (their halo is the margin)", overlap
             )
         if _backend is None and backend in BACKENDS:
-            backend = resolve_backend(backend, device)
+            backend = resolve_backend(backend, device, precision)
+        self.precision = precision
         if _backend is not None:
             self.backend: Backend = _backend
         elif isinstance(model, DescribedNetwork):
@@ -209,12 +225,16 @@ class Predictor:
             self.backend = TorchBackend(
                 model, device=device, amp=amp, channels_last=channels_last, compile=compile, tta=self.tta, head=head
             )  # fmt: skip
-        elif backend == "onnxruntime":
-            from unetkit.infer.export import onnx_bytes
+        elif backend in GRAPH_BACKENDS:
+            from unetkit.infer.cache import cached_onnx
+            from unetkit.infer.quantize import cached_int8
 
-            self.backend = OnnxBackend(
-                onnx_bytes(model), spatial_dims=self.spatial_dims, device=device, tta=self.tta, head=head
-            )
+            require_backend(backend)
+            graph = cached_int8(model) if precision == "int8" else cached_onnx(model)
+            self.backend = graph_backend(
+                backend, graph if isinstance(graph, bytes) else str(graph), spatial_dims=self.spatial_dims,
+                device=device, tta=self.tta, head=head,
+            )  # fmt: skip
         else:
             raise ConfigError(f"backend: unknown {backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.tta:
@@ -391,8 +411,9 @@ class Predictor:
         plan = self.plan(spatial)
         passes = passes_per_tile(self.spatial_dims, self.tta)
         mode = "abutting (valid net)" if self.padding == "valid" else f"{self.blend}, overlap {self.overlap:g}"
+        name = f"{self.backend.name} int8" if self.precision == "int8" else self.backend.name
         return (
-            f"{self.backend.name} on {self.backend.device}; tile {plan.tile_in} -> {plan.tile_out}; "
+            f"{name} on {self.backend.device}; tile {plan.tile_in} -> {plan.tile_out}; "
             f"{plan.num_tiles} tiles x {passes} pass(es); {mode}; batch {self.batch_size}"
         )
 
@@ -461,8 +482,8 @@ class _BandPrefetcher:
 def load_predictor(path: str, **kwargs: Any) -> Predictor:
     """A :class:`Predictor` for a model file (``.safetensors``), an exported ``.onnx`` file or a bioimage.io ``.zip``.
 
-    An ``.onnx`` file always runs on onnxruntime; its metadata's description gives the shape contract
-    (:func:`unetkit.modelfile.shape_contract`): no torch network is built.
+    An ``.onnx`` file runs on onnxruntime or openvino (``auto``: the faster here); its metadata's description
+    gives the shape contract (:func:`unetkit.modelfile.shape_contract`): no torch network is built.
     """
     from pathlib import Path
 
@@ -473,17 +494,25 @@ def load_predictor(path: str, **kwargs: Any) -> Predictor:
         from unetkit.infer.export import read_onnx_description
         from unetkit.modelfile import ModelDescription
 
-        if kwargs.get("backend", "onnxruntime") not in ("onnxruntime", "auto"):
-            raise ConfigError(f"{p}: an ONNX file runs only with --backend onnxruntime")
-        kwargs.pop("backend", None)
+        name = kwargs.pop("backend", "auto")
+        if name not in ("auto", *GRAPH_BACKENDS):
+            raise ConfigError(f"{p}: an ONNX file runs with --backend onnxruntime, openvino or auto")
+        if kwargs.pop("precision", "fp32") != "fp32":
+            raise ConfigError(f"{p}: --precision applies to a model file; an ONNX file runs as it was exported")
+        if name == "auto":
+            from unetkit.infer.backends import resolve_device
+            from unetkit.infer.select import fastest_backend
+
+            on_cuda = resolve_device(kwargs.get("device", "auto")).type == "cuda"
+            name = "onnxruntime" if on_cuda else fastest_backend(candidates=GRAPH_BACKENDS)
         try:
             desc = ModelDescription.model_validate(read_onnx_description(p))
         except ValidationError as exc:
             raise UnetkitError(f"{p}: the unetkit description in the ONNX metadata is malformed: {exc}") from None
         network = DescribedNetwork.from_description(desc, str(p))
-        backend = OnnxBackend(
-            str(p), spatial_dims=desc.spatial_dims, device=kwargs.pop("device", "auto"), tta=kwargs.get("tta", False),
-            head="identity" if desc.task == "restore" else "softmax",
+        backend = graph_backend(
+            name, str(p), spatial_dims=desc.spatial_dims, device=kwargs.pop("device", "auto"),
+            tta=kwargs.get("tta", False), head="identity" if desc.task == "restore" else "softmax",
         )  # fmt: skip
         for key in ("amp", "channels_last", "compile"):
             kwargs.pop(key, None)
