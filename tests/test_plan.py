@@ -215,3 +215,35 @@ def test_thin_separating_gaps_choose_the_weight_map():
         grey2d(objects_per_image=80, separated_objects=0.1), CPU, linear_timer(), budget_minutes=5
     ).overrides()
     assert o["train.loss"] == "dice_ce"
+
+
+def test_step_costs_are_cached_per_machine_and_network(tmp_path):
+    import json
+
+    from unetkit.plan.machine import StepCost, cached_timer
+
+    calls = []
+
+    def timer(args, patch, batch):
+        calls.append((tuple(patch), batch))
+        return StepCost(0.25 * batch, 0)
+
+    file = tmp_path / "steps.json"
+    timed = cached_timer(timer, CPU, file)
+    assert timed({"width": 8}, (64, 64), 2) == StepCost(0.5, 0)
+    assert timed({"width": 8}, (64, 64), 2) == StepCost(0.5, 0) and len(calls) == 1  # the second from the cache
+    timed({"width": 16}, (64, 64), 2)
+    timed({"width": 8}, (64, 64), 3)
+    assert len(calls) == 3  # another network or batch is measured
+    other = Machine("cpu", "another cpu", 4, 8.0)
+    cached_timer(timer, other, file)({"width": 8}, (64, 64), 2)
+    assert len(calls) == 4  # another machine too
+    entries = json.loads(file.read_text())
+    for e in entries.values():
+        e["at"] -= 8 * 86400  # a week and a day old: measured again
+    file.write_text(json.dumps(entries))
+    timed({"width": 8}, (64, 64), 2)
+    assert len(calls) == 5
+    file.write_text("{not json")
+    assert timed({"width": 8}, (64, 64), 2) == StepCost(0.5, 0) and len(calls) == 6  # a corrupt cache is ignored
+    assert json.loads(file.read_text())  # and rewritten

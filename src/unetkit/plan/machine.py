@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from unetkit.utils import check_device
@@ -49,10 +49,10 @@ def _cpu_name() -> str:
 
 
 def _ram_gb() -> float:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        return 8.0
+    from unetkit.data.streamed import machine_memory
+
+    ram = machine_memory()
+    return ram / 2**30 if ram else 8.0
 
 
 def detect_machine(device: str = "auto") -> Machine:
@@ -80,8 +80,62 @@ class StepCost:
 StepTimer = Callable[[dict[str, Any], Sequence[int], int], StepCost]
 
 
-def measure_step(machine: Machine, repeats: int = 2) -> StepTimer:
-    """A :data:`StepTimer` that builds the network and times ``repeats`` steps after one warm-up."""
+#: Measured step costs are reused for this long (same machine, network, patch and batch).
+STEP_CACHE_DAYS = 7
+STEP_CACHE_FILE = "step-times.json"
+
+
+def cached_timer(timer: StepTimer, machine: Machine, path: Path | None = None) -> StepTimer:
+    """``timer`` with its measurements kept in the user cache (``step-times.json`` in
+    :func:`unetkit.infer.cache.cache_dir`) for :data:`STEP_CACHE_DAYS`: planning the same network again on
+    this machine (another fold, a re-run, ``unetkit plan`` then ``train``) skips the measurement and gives the
+    same plan. The key is the machine, the network's arguments, the patch, the batch and the torch and
+    unetkit versions; an unreadable cache file is ignored (and rewritten).
+    """
+    import hashlib
+    import json
+
+    import torch
+
+    from unetkit._version import __version__
+    from unetkit.infer.cache import cache_dir
+    from unetkit.utils import write_json
+
+    file = path if path is not None else cache_dir() / STEP_CACHE_FILE
+
+    def read() -> dict[str, Any]:
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def wrapped(model_args: dict[str, Any], patch: Sequence[int], batch: int) -> StepCost:
+        what = [machine.to_dict(), model_args, [int(p) for p in patch], int(batch), torch.__version__, __version__]
+        key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        entries = read()
+        hit = entries.get(key)
+        try:
+            if isinstance(hit, dict) and time.time() - float(hit["at"]) < STEP_CACHE_DAYS * 86400:
+                log.debug("step cost from the cache: patch %s batch %d -> %.3f s", list(patch), batch, hit["seconds"])
+                return StepCost(float(hit["seconds"]), int(hit.get("peak_bytes", 0)))
+        except (KeyError, TypeError, ValueError):
+            pass
+        cost = timer(model_args, patch, batch)
+        entries[key] = {"seconds": cost.seconds, "peak_bytes": cost.peak_bytes, "at": time.time()}
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            write_json(file, entries)
+        except OSError as exc:  # a read-only home is no reason to fail planning
+            log.debug("step cost not cached: %s", exc)
+        return cost
+
+    return wrapped
+
+
+def measure_step(machine: Machine, repeats: int = 2, cache: bool = True) -> StepTimer:
+    """A :data:`StepTimer` that builds the network and times ``repeats`` steps after one warm-up (kept in the
+    user cache for a week: :func:`cached_timer`; ``cache=False`` always measures)."""
 
     def timer(model_args: dict[str, Any], patch: Sequence[int], batch: int) -> StepCost:
         import torch
@@ -114,4 +168,4 @@ def measure_step(machine: Machine, repeats: int = 2) -> StepTimer:
         log.debug("measured step: patch %s batch %d -> %.3f s", list(patch), batch, cost.seconds)
         return cost
 
-    return timer
+    return cached_timer(timer, machine) if cache else timer
