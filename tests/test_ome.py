@@ -282,10 +282,23 @@ def test_an_ome_zarr_input_gets_a_labels_group(tmp_path: Path, model_file: Path)
     assert open_image(res.outputs.labels).spacing == pytest.approx((0.7, 0.7))
 
 
-def test_predict_takes_a_bioimageio_zip_in_an_ensemble() -> None:
-    from unetkit.cli.predict import MODEL_SUFFIXES
+def test_predict_takes_a_bioimageio_zip_in_an_ensemble(tmp_path: Path, model_file: Path) -> None:
+    from typer.testing import CliRunner
 
-    assert ".zip" in MODEL_SUFFIXES
+    import unetkit
+    from unetkit.cli import app
+    from unetkit.infer.bioimageio import export_bioimageio
+
+    package = export_bioimageio(unetkit.load_model(model_file), tmp_path / "m.zip")
+    write_image(tmp_path / "img.tif", RNG.integers(0, 255, (1, 48, 64)).astype(np.uint8))
+    out = tmp_path / "o"
+    args = ["predict", str(model_file), str(package), str(tmp_path / "img.tif"), "--out", str(out)]
+    run = CliRunner().invoke(app, [*args, "--probabilities", "--device", "cpu", "-q"])
+    assert run.exit_code == 0, run.output
+    # the package is the same network: the ensemble's mean equals one member's probabilities
+    single = unetkit.predict(model_file, tmp_path / "img.tif", probabilities=True, device="cpu")[1]
+    np.testing.assert_allclose(tifffile.imread(out / "img_prob.tif"), single, atol=2e-3)
+    assert not (out / "m.tif").exists()  # the .zip was taken as a model, not as an input
 
 
 def _stream_labels(path: Path, n: int) -> float:
@@ -321,3 +334,35 @@ def test_ome_zarr_streams_a_20000_square_label_image(tmp_path: Path) -> None:
     peak = _stream_labels(tmp_path / "huge.ome.zarr", n)
     assert peak < 64 * 2**20, f"{peak / 2**20:.1f} MiB traced for a {n * n / 2**20:.0f} MiB label image"
     assert len(list(zarr.open_group(str(tmp_path / "huge.ome.zarr"), mode="r").array_keys())) == 8
+
+
+def test_dask_runs_refuse_other_output_formats(tmp_path: Path, model_file: Path) -> None:
+    from unetkit.infer.files import predict_files
+
+    write_image(tmp_path / "img.tif", np.zeros((1, 32, 32), np.uint8))
+    with pytest.raises(ConfigError, match="--dask writes"):
+        predict_files(str(model_file), [tmp_path / "img.tif"], tmp_path / "o", dask="local", format="ome-zarr")
+
+
+def test_postprocessing_ome_zarr_labels_keeps_their_layout(tmp_path: Path, model_file: Path) -> None:
+    from unetkit.infer.files import predict_files
+
+    src = tmp_path / "in.ome.zarr"
+    axes = [{"name": "y", "type": "space", "unit": "micrometer"}, {"name": "x", "type": "space", "unit": "micrometer"}]
+    _ome_zarr(src, "0.5", RNG.integers(0, 255, (64, 72)).astype(np.uint8), axes, [0.7, 0.7])
+    (res,) = predict_files(str(model_file), [src], tmp_path / "o", device="cpu", postprocess="remove-islands:5")
+    assert res.postprocessed == [res.outputs.labels]
+    root = zarr.open_group(str(res.outputs.labels), mode="r")
+    label = root["labels/unetkit"]
+    assert label.attrs["ome"]["version"] == "0.5"
+    assert [p["class"] for p in label.attrs["ome"]["image-label"]["properties"]] == ["background", "cell"]
+    assert open_image(res.outputs.labels).spacing == pytest.approx((0.7, 0.7))
+
+
+def test_rewriting_a_compressed_tiff_keeps_its_compression(tmp_path: Path) -> None:
+    t = open_target(tmp_path / "l.tif", (40, 50), np.uint8, meta=OutputMeta(compression="zstd"))
+    t.write(0, np.ones((40, 50), np.uint8))
+    t.commit()
+    write_image(tmp_path / "l.tif", np.zeros((1, 40, 50), np.uint8))  # as post-processing rewrites labels
+    with tifffile.TiffFile(tmp_path / "l.tif") as tif:
+        assert tif.pages[0].compression.name == "ZSTD" and not tif.asarray().any()

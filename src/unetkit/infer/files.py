@@ -514,6 +514,10 @@ def predict_files(
     files = expand_inputs(inputs)
     out = Path(out_dir)
     if dask is not None:
+        if format not in ("auto", "zarr"):
+            raise ConfigError(
+                f"--dask writes <stem>.zarr stores; --format {format} needs a local run (leave out --dask)"
+            )
         if overlay or postprocess or instances:
             log.warning("Dask prediction writes labels and probabilities only; overlay, postprocess and instances "
                         "are ignored")  # fmt: skip

@@ -157,14 +157,32 @@ def write_tiff(
     channel_names: Sequence[str] | None = None,
     compression: str | None = None,
 ) -> None:
-    """Write ``(C, *spatial)`` as an OME-TIFF (uncompressed unless ``compression``), atomically."""
+    """Write ``(C, *spatial)`` as an OME-TIFF, atomically.
+
+    Uncompressed unless ``compression``; a file replaced keeps its compression (when unetkit writes it), so
+    rewriting a prediction's labels (post-processing) leaves them as compressed as they were.
+    """
     import tifffile
 
+    if compression is None and path.is_file():
+        compression = _written_compression(path)
     opts = tiff_write_options(
         arr.shape, arr.dtype, spacing, channel_names=channel_names, compression=compression
     )  # fmt: skip
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, arr, **opts)
+
+
+def _written_compression(path: Path) -> str | None:
+    """The compression of an existing TIFF if it is one unetkit writes, else ``None``."""
+    import tifffile
+
+    names = {8: "zlib", 5: "lzw", 50000: "zstd"}
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return names.get(int(tif.pages.first.compression))
+    except bad_tiff().errors:
+        return None
 
 
 # ----------------------------------------------------------------------------------------------- reading

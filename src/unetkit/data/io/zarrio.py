@@ -72,9 +72,54 @@ def create_zarr(
 
 
 def write_zarr(path: Path, arr: np.ndarray, spacing: tuple[float, ...] | None) -> None:
-    """Write ``(C, *spatial)`` as a zarr store that replaces ``path`` when complete."""
+    """Write ``(C, *spatial)`` as a zarr store that replaces ``path`` when complete (``*.ome.zarr``: OME-Zarr).
+
+    An OME-Zarr destination keeps the layout of the store it replaces (a label image, with its colours and
+    class names, at the root or in a ``labels`` group; its NGFF version), so rewriting a prediction's
+    labels (post-processing) leaves them as they were written; a new one is a multiscale image (0.4).
+    """
     with atomic_dir(path) as tmp:
-        create_zarr(tmp, arr.shape, arr.dtype, lead=1, spacing=spacing)[...] = arr
+        if not path.name.lower().endswith(".ome.zarr"):
+            create_zarr(tmp, arr.shape, arr.dtype, lead=1, spacing=spacing)[...] = arr
+            return
+        layout = _ome_layout(path) if path.is_dir() else {}
+        label = bool(layout.get("label")) and arr.shape[0] == 1
+        data = arr[0] if label else arr
+        levels = create_ome_zarr(tmp, data.shape, data.dtype, lead=0 if label else 1, spacing=spacing, **layout)
+        for f, level in levels:
+            level[...] = data[..., ::f, ::f]
+
+
+def _ome_layout(path: Path) -> dict[str, Any]:
+    """How the OME-Zarr at ``path`` was written: :func:`create_ome_zarr`'s layout arguments (``{}`` if unreadable)."""
+    import zarr
+
+    version = ngff_version(path)
+    unreadable: tuple[type[BaseException], ...] = (*bad_zarr().errors, DataError)
+    try:
+        root: Any = zarr.open_group(str(path), mode="r")
+        name = _first_label(root, path) if version is None else None
+        group = root[f"labels/{name}"] if name is not None else root
+        attrs: dict[str, Any] = dict(group.attrs)
+    except unreadable:
+        return {}
+    meta = attrs.get("ome", attrs)
+    version = ngff_version(path / "labels" / name) if name is not None else version
+    out: dict[str, Any] = {"version": version or "0.4", "labels_group": name is not None}
+    info = meta.get("image-label")
+    if isinstance(info, dict):
+        out["label"] = True
+        colors: dict[Any, Any] = {
+            c.get("label-value"): c.get("rgba") for c in info.get("colors", []) if isinstance(c, dict)
+        }
+        props: dict[Any, Any] = {
+            q.get("label-value"): q.get("class") for q in info.get("properties", []) if isinstance(q, dict)
+        }
+        if set(colors) == set(range(len(colors))) and all(isinstance(c, list) for c in colors.values()):
+            out["colours"] = [tuple(int(v) for v in colors[i][:3]) for i in range(len(colors))] or None
+        if set(props) == set(range(len(props))):
+            out["channel_names"] = [str(props[i]) for i in range(len(props))] or None
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- OME-Zarr
