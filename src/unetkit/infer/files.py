@@ -41,9 +41,10 @@ PROB_DTYPES = ("float16", "uint8")
 OUTPUT_FORMATS = ("auto", "tiff", "zarr", "ome-zarr")
 """``format=``: ``auto`` (the input's format, see the module docstring), or one format for every input."""
 COMPRESSION_DEFAULT = {"labels": "zlib", "proba": None}
-"""``compression="auto"``: label TIFFs are deflate-compressed (class indices shrink 20-100x, and every TIFF
-reader decodes deflate), probability TIFFs stay uncompressed (noisy floats shrink little for the time it
-costs, and an uncompressed file memory-maps); any other value applies to both."""
+"""``compression="auto"``: label TIFFs are deflate-compressed (2-class labels shrink about 16-20x, measured on
+the ISBI masks and synthetic cells, and every TIFF reader decodes deflate), probability TIFFs stay
+uncompressed (float16 probabilities shrink about 1.25x for the time it costs, and an uncompressed file
+memory-maps); any other value applies to both (docs/prediction.md)."""
 
 
 @dataclass
