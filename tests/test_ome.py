@@ -366,3 +366,17 @@ def test_rewriting_a_compressed_tiff_keeps_its_compression(tmp_path: Path) -> No
     write_image(tmp_path / "l.tif", np.zeros((1, 40, 50), np.uint8))  # as post-processing rewrites labels
     with tifffile.TiffFile(tmp_path / "l.tif") as tif:
         assert tif.pages[0].compression.name == "ZSTD" and not tif.asarray().any()
+
+
+def test_output_paths_per_format(tmp_path: Path) -> None:
+    from unetkit.infer.files import output_paths
+
+    out = tmp_path / "o"
+    png, ome = tmp_path / "a.png", tmp_path / "s.ome.tif"
+    plans = {f: output_paths(png, out, probabilities=True, overlay=False, format=f) for f in ("auto", "tiff", "zarr")}
+    assert [plans[f].labels.name for f in plans] == ["a.png", "a.tif", "a.zarr"]
+    assert [plans[f].probabilities.name for f in plans] == ["a_prob.tif", "a_prob.tif", "a_prob.zarr"]  # type: ignore[union-attr]
+    plan = output_paths(ome, out, probabilities=True, overlay=False, format="ome-zarr")
+    assert (plan.labels.name, plan.probabilities.name) == ("s.ome.zarr", "s_prob.ome.zarr")  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="auto, tiff, zarr, ome-zarr"):
+        output_paths(png, out, probabilities=False, overlay=False, format="n5")
