@@ -12,11 +12,11 @@ $(BIN)/python:
 	$(PIP) install -q --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python $(DEPS)
-	$(PIP) install -q -c constraints.txt -e '.[all,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[all,dev,napari]'
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
-	$(PIP) install -q -c constraints.txt -e '.[all,dev,bench]'
+	$(PIP) install -q -c constraints.txt -e '.[all,dev,napari,bench]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -2,10 +2,16 @@
 
 The public Python API in one place (imported on first use, so ``import unetkit`` is cheap)::
 
-    >>> import unetkit
+    >>> import unetkit, numpy as np
     >>> model = unetkit.create_model("unet2d_small", in_channels=1, num_classes=2)
     >>> model.spatial_dims
     2
+    >>> unetkit.predict(model, np.zeros((64, 64), np.float32), device="cpu").shape
+    (64, 64)
+
+``unetkit.predict(model, image)`` and ``unetkit.train(data_dir, out)`` are the one-call jobs
+(:mod:`unetkit.api`); ``unetkit.train`` (the training package, callable) also takes a ready
+:class:`~unetkit.config.Config`.
 """
 
 from __future__ import annotations
@@ -29,16 +35,17 @@ _LAZY = {
     "load_dataset": "unetkit.data",
     "check_dataset": "unetkit.data",
     "load_config": "unetkit.config",
-    "train": "unetkit.train",
+    "predict": "unetkit.api",
 }
 
 if TYPE_CHECKING:
+    from unetkit.api import predict
     from unetkit.config import load_config
     from unetkit.data import check_dataset, load_dataset
     from unetkit.infer import Predictor
     from unetkit.modelfile import ModelDescription, load_model, read_description, save_model
     from unetkit.models import UNet, create_model, list_models, model_info
-    from unetkit.train import train
+    from unetkit.train.folder import train
 
 
 def __getattr__(name: str) -> Any:
@@ -46,6 +53,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name == "train":  # the package unetkit.train, callable: unetkit.train(data_dir, out, **overrides)
+        return importlib.import_module("unetkit.train")
     raise AttributeError(f"module 'unetkit' has no attribute {name!r}")
 
 
@@ -66,6 +75,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "model_info",
+    "predict",
     "read_description",
     "save_model",
     "train",

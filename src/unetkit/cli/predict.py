@@ -15,8 +15,12 @@ if TYPE_CHECKING:  # the library (and torch) is imported when a command runs, no
     from unetkit.infer.files import PredictionResult
 
 
+MODEL_SUFFIXES = (".safetensors", ".onnx", ".zip")
+"""Arguments with these suffixes before the images are more models (an ensemble); ``.zip``: a bioimage.io package."""
+
+
 def predict_cmd(
-    model: Path = typer.Argument(..., help="Model file (.safetensors) or an exported .onnx file."),
+    model: Path = typer.Argument(..., help="Model file (.safetensors), an exported .onnx or a bioimage.io .zip."),
     inputs: list[str] = typer.Argument(
         ..., help="Image files, folders or glob patterns; more model files first make an ensemble."
     ),
@@ -28,6 +32,12 @@ def predict_cmd(
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write <stem>_prob.tif (K, *S)."),
     prob_dtype: str = typer.Option("float16", "--prob-dtype", help="float16 or uint8 (probability x 255)."),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png with a legend (2D)."),
+    format: str = typer.Option(
+        "auto", "--format", help="auto (the input's), tiff, zarr or ome-zarr (OUT/<stem>.ome.zarr, multiscale)."
+    ),
+    compression: str = typer.Option(
+        "auto", "--compression", help="TIFF outputs: auto (zlib labels, raw probabilities), zlib, lzw, zstd, none."
+    ),
     backend: str = typer.Option(
         "auto",
         "--backend",
@@ -68,14 +78,15 @@ def predict_cmd(
     from unetkit.infer.files import predict_files
 
     models = [str(model)]
-    while inputs and Path(inputs[0]).suffix.lower() in (".safetensors", ".onnx"):
+    while inputs and Path(inputs[0]).suffix.lower() in MODEL_SUFFIXES:
         models.append(inputs.pop(0))
     if not inputs:
         raise typer.BadParameter("give at least one image after the model file(s)", param_hint="INPUTS")
 
     setup_logging(verbose, quiet)
     job = dict(
-        probabilities=probabilities, prob_dtype=prob_dtype, overlay=overlay, postprocess=postprocess,
+        probabilities=probabilities, prob_dtype=prob_dtype, overlay=overlay, format=format, compression=compression,
+        postprocess=postprocess,
         instances=instances, dask=dask, tile=tile, overlap=overlap, blend=blend, tta=tta, backend=backend,
         device=device, batch_size=batch_size, channels_last=channels_last, compile=compile,
     )  # fmt: skip

@@ -3,15 +3,24 @@
 - TIFF (incl. BigTIFF) and ``.npy``: the header is written first, then each slab goes straight to its
   byte offset with ``os.pwrite``: nothing accumulates in memory (uncompressed, contiguous data that any
   reader, ``tifffile.memmap`` included, opens directly).
+- Compressed TIFF (``compression=`` ``zlib``/``lzw``/``zstd``): slabs go uncompressed to a scratch ``.npy``
+  beside the destination as above; :meth:`commit` then compresses it tile by tile (256 x 256) into the
+  TIFF, reading the scratch through a read-only memory map: memory stays at a few tiles, the disk holds
+  the uncompressed data until the commit.
 - zarr: slabs are assigned into a chunked array on disk.
+- OME-Zarr (a destination named ``*.ome.zarr``): the same, into level 0 of a multiscale pyramid, and every
+  coarser level (Y and X halved per level by stride sampling) gets its rows of each slab as the slab
+  arrives, so the pyramid is complete when the last slab is written and nothing is held in memory.
 - PNG/JPEG/BMP and NIfTI cannot be written piecewise; their (small) arrays are gathered in memory and
   written at the end with :func:`unetkit.data.io.write_image`.
 
 Every target writes to a temporary path beside its destination and renames it on :meth:`commit`
 (``unetkit.utils.atomic_path``; ``atomic_dir`` for zarr folders); :meth:`abort` leaves the destination
-untouched. What goes into the files (TIFF axes, spacing and the BigTIFF switch; zarr chunks, dimension
-names and spacing; the ``.npy`` header) is decided by the format layer, :mod:`unetkit.data.io`, exactly as
-for :func:`~unetkit.data.io.write_image`.
+untouched. What goes into the files (TIFF's OME-XML, spacing, compression and the BigTIFF switch; zarr
+chunks, dimension names and spacing; OME-Zarr's multiscales, ``image-label`` and ``labels`` metadata; the
+``.npy`` header) is decided by the format layer, :mod:`unetkit.data.io`, exactly as for
+:func:`~unetkit.data.io.write_image`. What the caller knows about the array beyond its shape (channel or
+class names, colours, compression, the OME-Zarr layout) travels in one :class:`OutputMeta`.
 """
 
 from __future__ import annotations
@@ -19,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +38,31 @@ import numpy as np
 
 from unetkit.data.io import image_format, write_image
 from unetkit.data.io.npy import write_npy_header
-from unetkit.data.io.tiff import tiff_write_options
-from unetkit.data.io.zarrio import CHUNK_EDGE, create_zarr
+from unetkit.data.io.tiff import TIFF_TILE, check_compression, tiff_write_options
+from unetkit.data.io.zarrio import CHUNK_EDGE, create_ome_zarr, create_zarr
 from unetkit.errors import DataError
 from unetkit.utils import atomic_dir, atomic_path
+
+
+@dataclass(frozen=True)
+class OutputMeta:
+    """What a target stores about its array beside the pixels, where its format can.
+
+    Attributes:
+        names: channel names (``lead=1``: e.g. the class of each probability channel) or, for a label
+            image (``lead=0``), the class name of each label value; TIFF (OME-XML channels), OME-Zarr.
+        colours: RGB per channel or per label value (OME-Zarr ``omero``/``image-label`` colours).
+        compression: TIFF only: ``zlib``, ``lzw``, ``zstd`` or ``None``/``"none"`` (uncompressed).
+        ngff_version: OME-Zarr only: ``"0.4"`` (zarr v2) or ``"0.5"`` (zarr v3).
+        labels_group: OME-Zarr labels only: write the label image at ``labels/unetkit`` in an image group
+            (the layout of an input OME-Zarr's ``labels/``) instead of at the root.
+    """
+
+    names: list[str] | None = None
+    colours: list[tuple[int, int, int]] | None = None
+    compression: str | None = None
+    ngff_version: str = "0.4"
+    labels_group: bool = False
 
 
 class Target:
@@ -42,13 +74,21 @@ class Target:
         dtype: its dtype.
         lead: how many leading non-spatial axes ``shape`` has (0 for labels, 1 for probabilities).
         spacing: voxel size, stored where the format can.
+        meta: names, colours, compression, OME-Zarr layout (:class:`OutputMeta`).
     """
 
     def __init__(
-        self, path: Path, shape: tuple[int, ...], dtype: Any, lead: int = 0, spacing: tuple[float, ...] | None = None
+        self,
+        path: Path,
+        shape: tuple[int, ...],
+        dtype: Any,
+        lead: int = 0,
+        spacing: tuple[float, ...] | None = None,
+        meta: OutputMeta | None = None,
     ) -> None:
         self.path, self.shape, self.dtype, self.lead = Path(path), tuple(shape), np.dtype(dtype), lead
         self.spacing = spacing
+        self.meta = meta or OutputMeta()
         self._stack = contextlib.ExitStack()
         self.tmp: Path = self._stack.enter_context(self._atomic())
         self.written = 0
@@ -97,13 +137,16 @@ class RawTarget(Target):
     def _tiff_header(self) -> int:
         import tifffile
 
-        options = tiff_write_options(self.shape, self.dtype, self.spacing, lead=self.lead)
+        options = tiff_write_options(self.shape, self.dtype, self.spacing, lead=self.lead, channel_names=self._names())
         tifffile.imwrite(self.tmp, shape=self.shape, dtype=self.dtype, **options)
         with tifffile.TiffFile(self.tmp) as tif:
             offset = tif.series[0].dataoffset
         if offset is None:
             raise DataError("tifffile did not lay the data out contiguously", file=self.path, fix="write .zarr instead")
         return int(offset)
+
+    def _names(self) -> list[str] | None:
+        return self.meta.names if self.lead == 1 else None
 
     def _npy_header(self) -> int:
         with open(self.tmp, "wb") as f:
@@ -132,6 +175,50 @@ class RawTarget(Target):
         os.close(self.fd)
 
 
+class CompressedTiffTarget(Target):
+    """A compressed, tiled TIFF: slabs streamed to an uncompressed scratch ``.npy``, compressed at commit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.scratch = self.tmp.with_name(self.tmp.name + ".raw.npy")
+        self.raw = RawTarget(self.scratch, self.shape, self.dtype, lead=self.lead)
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        self.raw.write(start, block)
+        self.written = self.raw.written
+
+    def _tiles(self, data: np.ndarray) -> Iterator[np.ndarray]:
+        """Every page's 256 x 256 tiles in file order, edge tiles zero-padded (tifffile's tile stream)."""
+        t = TIFF_TILE
+        rows, cols = data.shape[-2:]
+        for idx in np.ndindex(*data.shape[:-2]):
+            plane = data[idx]
+            for y in range(0, rows, t):
+                for x in range(0, cols, t):
+                    tile = np.zeros((t, t), self.dtype)
+                    part = plane[y : y + t, x : x + t]
+                    tile[: part.shape[0], : part.shape[1]] = part
+                    yield tile
+
+    def _finish(self) -> None:
+        import tifffile
+
+        try:
+            self.raw.commit()
+            data = np.load(self.scratch, mmap_mode="r")
+            opts = tiff_write_options(self.shape, self.dtype, self.spacing, lead=self.lead,
+                                      channel_names=self.meta.names if self.lead == 1 else None,
+                                      compression=self.meta.compression)  # fmt: skip
+            tifffile.imwrite(self.tmp, self._tiles(data), shape=self.shape, dtype=self.dtype, **opts)
+            del data
+        finally:
+            self.scratch.unlink(missing_ok=True)
+
+    def _close_quietly(self) -> None:
+        self.raw.abort()
+        self.scratch.unlink(missing_ok=True)
+
+
 class ZarrTarget(Target):
     """A chunked zarr array (:func:`~unetkit.data.io.zarrio.create_zarr`), written into a temporary folder."""
 
@@ -147,6 +234,46 @@ class ZarrTarget(Target):
     def write(self, start: int, block: np.ndarray) -> None:
         rows = block.shape[self.lead]
         self.array[(slice(None),) * self.lead + (slice(start, start + rows),)] = block.astype(self.dtype, copy=False)
+        self.written += rows
+
+
+class OmeZarrTarget(Target):
+    """An OME-Zarr multiscale image (or label image, ``lead=0``) whose every level is written as slabs arrive.
+
+    Levels come from :func:`~unetkit.data.io.zarrio.create_ome_zarr`; level ``i`` (factor ``f``) takes the
+    slab's rows whose index is a multiple of ``f``, every ``f``-th column (stride sampling: for labels the
+    only downsampling that invents no label, for probabilities the cheap one). In 3D the slabs run along Z,
+    which no level downsamples, so each level gets every plane, strided in Y and X.
+    """
+
+    def _atomic(self) -> AbstractContextManager[Path]:
+        return atomic_dir(self.path)
+
+    def __init__(self, *args: Any, chunk: int = CHUNK_EDGE, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        m = self.meta
+        self.levels = create_ome_zarr(
+            self.tmp, self.shape, self.dtype, lead=self.lead, spacing=self.spacing, channel_names=m.names,
+            colours=m.colours, label=self.lead == 0, labels_group=self.lead == 0 and m.labels_group,
+            version=m.ngff_version, chunk_edge=chunk,
+        )  # fmt: skip
+        self.spatial_dims = len(self.shape) - self.lead
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        block = block.astype(self.dtype, copy=False)
+        rows = block.shape[self.lead]
+        lead = (slice(None),) * self.lead
+        for f, arr in self.levels:
+            if self.spatial_dims == 3:  # slabs along Z: every plane, strided in Y and X
+                arr[(*lead, slice(start, start + rows))] = block[
+                    (*lead, slice(None), slice(None, None, f), slice(None, None, f))
+                ]
+                continue
+            first = -(-start // f)  # the first level row at or after the slab's start
+            stop = -(-(start + rows) // f)
+            if stop > first:
+                part = block[(*lead, slice(first * f - start, None, f), slice(None, None, f))]
+                arr[(*lead, slice(first, stop))] = part
         self.written += rows
 
 
@@ -174,8 +301,11 @@ def open_target(
     *,
     lead: int = 0,
     spacing: tuple[float, ...] | None = None,
+    meta: OutputMeta | None = None,
 ) -> Target:
-    """The streaming target for ``path``'s format (see the module docstring).
+    """The streaming target for ``path``'s format (see the module docstring): ``*.ome.zarr`` is OME-Zarr.
+
+    ``meta.compression`` applies to TIFF destinations only (elsewhere it is refused).
 
     Shape:
         ``shape = (*lead_axes, *spatial)``; slabs are ``(*lead_axes, rows, *spatial[1:])``.
@@ -193,6 +323,15 @@ def open_target(
         >>> import zarr; float(zarr.open_array(str(q))[1, 2, 3, 4])
         1.0
     """
+    meta = meta or OutputMeta()
     fmt = image_format(path)
-    cls = {"tiff": RawTarget, "npy": RawTarget, "zarr": ZarrTarget}.get(fmt, MemoryTarget)
-    return cls(Path(path), tuple(int(s) for s in shape), dtype, lead=lead, spacing=spacing)
+    compression = check_compression(meta.compression)
+    if compression is not None and fmt != "tiff":
+        raise DataError(f"compression {compression!r} applies to TIFF outputs", file=path,
+                        fix="write a .tif, or leave compression out (zarr chunks are compressed anyway)")  # fmt: skip
+    cls: type[Target] = {"tiff": RawTarget, "npy": RawTarget, "zarr": ZarrTarget}.get(fmt, MemoryTarget)
+    if fmt == "tiff" and compression is not None:
+        cls = CompressedTiffTarget
+    if fmt == "zarr" and Path(path).name.lower().endswith(".ome.zarr"):
+        cls = OmeZarrTarget
+    return cls(Path(path), tuple(int(s) for s in shape), dtype, lead=lead, spacing=spacing, meta=meta)

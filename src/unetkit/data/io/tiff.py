@@ -1,12 +1,15 @@
 """TIFF and BigTIFF: region reads in O(region) (:class:`TiffRegions`); the rules for every TIFF unetkit writes.
 
 Reading: the first series, level 0; its axes come from tifffile (``YXS``, ``QYX``, ImageJ hyperstacks).
-Spacing comes from unetkit's own ``spacing`` metadata, else ImageJ's z spacing and the X/Y resolution tags
-(an inch unit is a print DPI, not a voxel size, and is ignored).
+Spacing (:func:`tiff_spacing`) comes from unetkit's own ``spacing`` metadata (files written before
+OME-TIFF output), else OME-XML's ``PhysicalSizeZ/Y/X`` with their units, else ImageJ's ``spacing`` and
+``unit`` with the X/Y resolution tags (a centimetre resolution unit is converted; an inch unit is a print
+DPI, not a voxel size, and is ignored). Lengths with a unit come back in micrometres
+(:mod:`unetkit.data.io.units`).
 
 Writing (:func:`write_tiff` here and the streaming prediction writer): :func:`tiff_write_options` is the one
-place that decides the axes metadata, how spacing is stored, and whether the file is BigTIFF
-(:func:`needs_bigtiff`).
+place that decides the OME-XML (axes, spacing, channel names), the compression and tiling, and whether the
+file is BigTIFF (:func:`needs_bigtiff`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import numpy as np
 from unetkit.data.io.common import BadFile
 from unetkit.data.io.lazy import LazyImage, layout_from_axes
 from unetkit.data.io.regions import BlockCache, BlockGrid, MappedFile, read_runs
-from unetkit.errors import DataError
+from unetkit.data.io.units import um_per_unit
+from unetkit.errors import ConfigError, DataError
 from unetkit.utils import atomic_path
 
 log = logging.getLogger(__name__)
@@ -47,39 +51,139 @@ def needs_bigtiff(nbytes: int) -> bool:
     return nbytes > BIGTIFF_BYTES
 
 
-def tiff_write_options(
-    shape: tuple[int, ...], dtype: Any, spacing: tuple[float, ...] | None, lead: int = 1
-) -> dict[str, Any]:
-    """Keyword arguments to ``tifffile.imwrite`` for an array ``(*lead_axes, *spatial)``.
+TIFF_COMPRESSIONS = ("zlib", "lzw", "zstd", "none")
+"""Compressions unetkit writes: ``zlib`` (deflate: every TIFF reader, Fiji and QuPath included), ``lzw``,
+``zstd`` (about 2-3x faster than deflate at its default level, files a little larger; Fiji and older libtiff
+builds cannot read it), ``none``."""
 
-    Leading axes are channels (``C``); spacing is stored twice: in unetkit's JSON metadata (all axes, read
-    back exactly) and as X/Y resolution tags without a unit (for other readers).
+TIFF_TILE = 256
+"""Tile edge of compressed TIFFs unetkit writes (uncompressed ones are contiguous strips)."""
+
+
+def check_compression(compression: str | None, what: str = "--compression") -> str | None:
+    """``compression`` as tifffile names it (``None`` for uncompressed), refusing an unknown one.
 
     Example:
-        >>> opts = tiff_write_options((2, 5, 6), "uint8", (0.5, 0.25))
-        >>> opts["metadata"], opts["resolution"], opts["bigtiff"]
-        ({'axes': 'CYX', 'spacing': [0.5, 0.25]}, (4.0, 2.0), False)
+        >>> check_compression("zlib"), check_compression("none"), check_compression(None)
+        ('zlib', None, None)
+    """
+    if compression is None or compression == "none":
+        return None
+    if compression not in TIFF_COMPRESSIONS:
+        raise ConfigError(f"{what} {compression!r}: choose one of {', '.join(TIFF_COMPRESSIONS)}")
+    return compression
+
+
+def tiff_write_options(
+    shape: tuple[int, ...],
+    dtype: Any,
+    spacing: tuple[float, ...] | None,
+    lead: int = 1,
+    *,
+    channel_names: Sequence[str] | None = None,
+    compression: str | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments to ``tifffile.imwrite`` for an array ``(*lead_axes, *spatial)``: an OME-TIFF.
+
+    Leading axes are channels (``C``). The OME-XML (built here and written as the first page's description,
+    ahead of the pixel data, so a truncated file keeps it) carries the axes, the spacing as
+    ``PhysicalSizeZ/Y/X`` in micrometres (see :mod:`unetkit.data.io.units`) and the channel names; the
+    spacing is also stored as X/Y resolution tags without a unit (for readers that ignore OME-XML). OME has
+    no float16 pixel type, so a float16 array gets unetkit's JSON metadata instead (``axes``, ``spacing``,
+    ``channel_names``; read back exactly). ``compression`` (``zlib``, ``lzw``, ``zstd``) writes
+    :data:`TIFF_TILE`-pixel tiles; without it the data are one contiguous block.
+
+    Example:
+        >>> opts = tiff_write_options((2, 5, 6), "uint8", (0.5, 0.25), channel_names=["bg", "cell"])
+        >>> b'PhysicalSizeX="0.25"' in opts["description"], b'Name="cell"' in opts["description"]
+        (True, True)
+        >>> opts["resolution"], opts["bigtiff"], opts["metadata"]
+        ((4.0, 2.0), False, None)
+        >>> tiff_write_options((2, 5, 6), "float16", (0.5, 0.25))["metadata"]
+        {'axes': 'CYX', 'spacing': [0.5, 0.25]}
     """
     spatial = shape[lead:]
-    meta: dict[str, Any] = {"axes": "C" * lead + ("YX" if len(spatial) == 2 else "ZYX")}
+    axes = "YX" if len(spatial) == 2 else "ZYX"
+    meta: dict[str, Any] = {"axes": "C" * lead + axes}
     opts: dict[str, Any] = {
         "photometric": "minisblack",
-        "metadata": meta,
         "bigtiff": needs_bigtiff(math.prod(shape) * np.dtype(dtype).itemsize),
     }
+    names = [str(n) for n in channel_names] if channel_names is not None and lead == 1 else None
+    if names is not None and len(names) != shape[0]:
+        names = None
     if spacing is not None:
-        meta["spacing"] = [float(s) for s in spacing]
         opts["resolution"] = (1.0 / spacing[-1], 1.0 / spacing[-2])
         opts["resolutionunit"] = "NONE"
+    if np.dtype(dtype) == np.float16:  # no OME pixel type
+        if spacing is not None:
+            meta["spacing"] = [float(s) for s in spacing]
+        if names is not None:
+            meta["channel_names"] = names
+        opts["metadata"] = meta
+    else:
+        opts["metadata"] = None
+        opts["description"] = _ome_xml(shape, dtype, meta["axes"], spacing, names)
+    compression = check_compression(compression)
+    if compression is not None:
+        opts["compression"] = compression
+        opts["tile"] = (TIFF_TILE, TIFF_TILE)
     return opts
 
 
-def write_tiff(path: Path, arr: np.ndarray, spacing: tuple[float, ...] | None) -> None:
-    """Write ``(C, *spatial)`` as an uncompressed TIFF, atomically."""
+def _ome_xml(
+    shape: tuple[int, ...], dtype: Any, axes: str, spacing: tuple[float, ...] | None, names: list[str] | None
+) -> bytes:
+    """The OME-XML of one image of ``shape`` stored as 2D pages (UTF-8: units are written as ``µm``)."""
     import tifffile
 
+    meta: dict[str, Any] = {"axes": axes}
+    if spacing is not None:
+        for axis, s in zip(axes[-len(spacing) :], spacing, strict=True):
+            meta[f"PhysicalSize{axis}"] = float(s)
+            meta[f"PhysicalSize{axis}Unit"] = "µm"
+    if names is not None:
+        meta["Channel"] = {"Name": names}
+    ome = tifffile.OmeXml()
+    stored = (math.prod(shape[:-2]), 1, 1, shape[-2], shape[-1], 1)
+    ome.addimage(np.dtype(dtype), shape, stored, **meta)
+    return ome.tostring().encode()
+
+
+def write_tiff(
+    path: Path,
+    arr: np.ndarray,
+    spacing: tuple[float, ...] | None,
+    *,
+    channel_names: Sequence[str] | None = None,
+    compression: str | None = None,
+) -> None:
+    """Write ``(C, *spatial)`` as an OME-TIFF, atomically.
+
+    Uncompressed unless ``compression``; a file replaced keeps its compression (when unetkit writes it), so
+    rewriting a prediction's labels (post-processing) leaves them as compressed as they were.
+    """
+    import tifffile
+
+    if compression is None and path.is_file():
+        compression = _written_compression(path)
+    opts = tiff_write_options(
+        arr.shape, arr.dtype, spacing, channel_names=channel_names, compression=compression
+    )  # fmt: skip
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, arr, **tiff_write_options(arr.shape, arr.dtype, spacing))
+        tifffile.imwrite(tmp, arr, **opts)
+
+
+def _written_compression(path: Path) -> str | None:
+    """The compression of an existing TIFF if it is one unetkit writes, else ``None``."""
+    import tifffile
+
+    names = {8: "zlib", 5: "lzw", 50000: "zstd"}
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return names.get(int(tif.pages.first.compression))
+    except bad_tiff().errors:
+        return None
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -147,6 +251,12 @@ def open_tiff(path: Path, spatial_dims: int | None) -> LazyImage:
                 raise DataError("the TIFF holds no image", file=path, fix="re-export it")
             series = tif.series[0]
             shape, axes, dtype = tuple(int(s) for s in series.shape), str(series.axes), series.dtype
+            if tif.is_ome and any(p is None for p in series.pages):  # tifffile would read the missing planes as 0
+                raise DataError(
+                    f"the OME-TIFF lists {len(series.pages)} planes but only "
+                    f"{sum(p is not None for p in series.pages)} are in the file: truncated or corrupt",
+                    file=path, fix="re-export or re-copy it",
+                )  # fmt: skip
             regions = TiffRegions.open(tif, series, path)
             source: Any = regions if regions is not None else _zarr_store(series)
             meta = _spacing_metadata(tif)
@@ -349,13 +459,40 @@ def _spacing_metadata(tif: Any) -> dict[str, Any]:
     tags = {name: page.tags.get(name) for name in ("XResolution", "YResolution", "ResolutionUnit")}
     return {
         "shaped": list(tif.shaped_metadata or ()),
+        "ome": tif.ome_metadata if tif.is_ome else None,
         "imagej": tif.imagej_metadata or {},
         **{name: (tag.value if tag is not None else None) for name, tag in tags.items()},
     }
 
 
+def ome_physical_sizes(xml: str) -> dict[str, float]:
+    """``{"Z": .., "Y": .., "X": ..}`` in micrometres from an OME-XML's first ``Pixels`` element.
+
+    A size without a unit is in micrometres (OME's default); one in a unit that is not a length (or an
+    unknown one) is left out.
+
+    Example:
+        >>> ome_physical_sizes('<OME><Image><Pixels PhysicalSizeX="250" PhysicalSizeXUnit="nm" '
+        ...                    'PhysicalSizeY="0.25" PhysicalSizeZ="2"/></Image></OME>')
+        {'Z': 2.0, 'Y': 0.25, 'X': 0.25}
+    """
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(xml)
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    sizes: dict[str, float] = {}
+    if pixels is None:
+        return sizes
+    for axis in "ZYX":
+        value = pixels.get(f"PhysicalSize{axis}")
+        factor = um_per_unit(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+        if value is not None and factor is not None:
+            sizes[axis] = float(value) * factor
+    return sizes
+
+
 def tiff_spacing(meta: dict[str, Any], ndim: int, path: Path) -> tuple[float, ...] | None:
-    """Spacing from unetkit's own metadata, else ImageJ's z spacing and the X/Y resolution tags.
+    """Spacing from unetkit's own metadata, else OME-XML, else ImageJ's spacing/unit and the resolution tags.
 
     Example:
         >>> tiff_spacing({"shaped": [{"spacing": [2, 0.5]}], "imagej": {}}, 2, Path("x.tif"))
@@ -363,20 +500,29 @@ def tiff_spacing(meta: dict[str, Any], ndim: int, path: Path) -> tuple[float, ..
         >>> tiff_spacing({"shaped": [], "imagej": {"spacing": 3.0}, "XResolution": (2, 1),
         ...               "YResolution": (4, 1), "ResolutionUnit": 1}, 3, Path("x.tif"))
         (3.0, 0.25, 0.5)
+        >>> tiff_spacing({"shaped": [], "imagej": {"spacing": 0.3, "unit": "nm"}, "XResolution": (10, 1),
+        ...               "YResolution": (10, 1), "ResolutionUnit": 1}, 3, Path("x.tif"))
+        (0.0003, 0.0001, 0.0001)
     """
     try:
         for item in meta["shaped"]:
             if isinstance(item, dict) and item.get("spacing") is not None and len(item["spacing"]) == ndim:
                 return tuple(float(s) for s in item["spacing"])
+        if meta.get("ome"):
+            sizes = ome_physical_sizes(meta["ome"])
+            axes = "YX" if ndim == 2 else "ZYX"
+            if all(a in sizes for a in axes[-2:]):
+                return tuple(sizes.get(a, 1.0) for a in axes)
         xres, yres, unit = meta.get("XResolution"), meta.get("YResolution"), meta.get("ResolutionUnit")
         if xres is None or yres is None or (unit is not None and int(unit) == 2):  # inch: a print DPI
             return None
-        sy, sx = (float(r[1]) / float(r[0]) if r[0] else 1.0 for r in (yres, xres))
+        factor = 1e4 if unit is not None and int(unit) == 3 else (um_per_unit(meta["imagej"].get("unit")) or 1.0)
+        sy, sx = (factor * float(r[1]) / float(r[0]) if r[0] else 1.0 for r in (yres, xres))
         if ndim == 2:
             return (sy, sx) if (sy, sx) != (1.0, 1.0) else None
-        sz = float(meta["imagej"].get("spacing", 1.0))
+        sz = float(meta["imagej"].get("spacing", 1.0)) * (um_per_unit(meta["imagej"].get("unit")) or 1.0)
         return (sz, sy, sx) if (sz, sy, sx) != (1.0, 1.0, 1.0) else None
-    except (TypeError, ValueError, IndexError, AttributeError) as exc:  # malformed values in the file's tags
+    except (TypeError, ValueError, IndexError, AttributeError, SyntaxError) as exc:  # malformed tag values or XML
         raise DataError(
             f"malformed spacing metadata ({type(exc).__name__}: {exc})",
             file=path,

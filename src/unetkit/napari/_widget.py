@@ -1,0 +1,204 @@
+"""The napari widget: pick a model file, segment the selected image layer in a worker thread.
+
+The image is predicted slab by slab (the predictor's tiling and blending, as ``unetkit predict``), in a
+napari worker thread with a progress bar and a Cancel button; the result is a labels layer coloured with
+the model's class colours (its ``features`` table names each class), and, on request, one probability
+image layer per class.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+
+from unetkit.napari import require_napari
+
+require_napari()
+
+from napari.qt.threading import thread_worker  # noqa: E402  (after the check that says what to install)
+from qtpy.QtWidgets import (  # noqa: E402
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+log = logging.getLogger(__name__)
+
+
+def label_colormap(colours: list[tuple[int, int, int]]) -> Any:
+    """A napari label colormap: class ``v`` in the model's colour ``colours[v]``, the background transparent."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    mapping: dict[int | None, Any] = {v: np.array([*c, 255], float) / 255 for v, c in enumerate(colours)}
+    mapping[0] = np.zeros(4)
+    mapping[None] = np.zeros(4)
+    return DirectLabelColormap(color_dict=mapping)
+
+
+def segment(
+    predictor: Any, data: Any, *, probabilities: bool
+) -> Generator[float, None, tuple[np.ndarray, np.ndarray | None]]:
+    """Predict ``data`` (a layer's array) slab by slab: yields the fraction done, returns ``(labels, proba)``.
+
+    Shape:
+        ``data`` as :func:`unetkit.api.channels_first` takes it -> labels ``(*S)``, proba ``(K, *S)`` or None.
+    """
+    from unetkit.api import channels_first
+
+    image = channels_first(np.asarray(data), predictor.spatial_dims, predictor.in_channels)
+    spatial = image.shape[1:]
+    labels = np.zeros(spatial, np.uint8 if predictor.num_classes <= 256 else np.uint16)
+    proba = np.zeros((predictor.num_classes, *spatial), np.float32) if probabilities else None
+    for slab in predictor.iter_slabs(image):
+        rows = slice(slab.start, slab.start + slab.proba.shape[1])
+        labels[rows] = slab.labels()
+        if proba is not None:
+            proba[:, rows] = slab.proba
+        yield rows.stop / spatial[0]
+    return labels, proba
+
+
+class SegmentWidget(QWidget):
+    """Model file, image layer, "probabilities too", Run / Cancel, a progress bar and a status line."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self.model_path = QLineEdit()
+        self.model_path.setPlaceholderText("model.safetensors, .onnx or bioimage.io .zip")
+        browse = QPushButton("Browse...")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.model_path)
+        row.addWidget(browse)
+        self.image = QComboBox()
+        self.probabilities = QCheckBox("probabilities too")
+        self.run_button = QPushButton("Segment")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        box = QVBoxLayout(self)
+        box.addWidget(QLabel("model file"))
+        box.addLayout(row)
+        box.addWidget(QLabel("image layer"))
+        box.addWidget(self.image)
+        box.addWidget(self.probabilities)
+        box.addWidget(self.run_button)
+        box.addWidget(self.cancel_button)
+        box.addWidget(self.progress)
+        box.addWidget(self.status)
+        self.viewer.layers.events.inserted.connect(self._reset_choices)
+        self.viewer.layers.events.removed.connect(self._reset_choices)
+        self._reset_choices()
+
+    def _reset_choices(self, *_: Any) -> None:
+        """The image layers, the selected (active) one first chosen."""
+        import napari.layers
+
+        current = self.image.currentText()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, napari.layers.Image)]
+        self.image.clear()
+        self.image.addItems(names)
+        active = self.viewer.layers.selection.active
+        choice = active.name if active is not None and active.name in names else current
+        if choice in names:
+            self.image.setCurrentText(choice)
+
+    def selected_layer(self) -> Any:
+        name = self.image.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "unetkit model", "", "Models (*.safetensors *.onnx *.zip)")
+        if path:
+            self.model_path.setText(path)
+
+    def run(self) -> Any:
+        """Start the prediction in a worker thread (returned; ``None`` when the inputs are not usable)."""
+        from unetkit.errors import UnetkitError
+        from unetkit.infer.predictor import load_predictor
+
+        layer = self.selected_layer()
+        path = self.model_path.text().strip()
+        if layer is None or not path:
+            self.status.setText("choose a model file and an image layer")
+            return None
+        if not os.path.isfile(path):
+            self.status.setText(f"{path}: no such model file")
+            return None
+        try:
+            predictor = load_predictor(path)
+        except UnetkitError as exc:
+            self.status.setText(str(exc))
+            return None
+        desc = predictor.description
+        from unetkit.classes import Classes
+
+        k = predictor.num_classes
+        classes = Classes.from_model(desc.class_names, desc.class_colours) if desc is not None else Classes.default(k)
+        worker = thread_worker(segment)(predictor, layer.data, probabilities=self.probabilities.isChecked())
+        worker.yielded.connect(lambda frac: self.progress.setValue(round(100 * frac)))
+        worker.returned.connect(lambda result: self._add_layers(layer, classes, result))
+        worker.errored.connect(lambda exc: self.status.setText(f"failed: {exc}"))
+        worker.aborted.connect(lambda: self.status.setText("cancelled"))
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self.status.setText(f"segmenting {layer.name} with {os.path.basename(path)}")
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _finished(self) -> None:
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def _add_layers(self, layer: Any, classes: Any, result: tuple[np.ndarray, np.ndarray | None]) -> None:
+        import pandas as pd
+
+        labels, proba = result
+        scale = tuple(layer.scale)[-labels.ndim :]
+        features = pd.DataFrame({"index": range(len(classes.names)), "class": list(classes.names)})
+        self.viewer.add_labels(
+            labels,
+            name=f"{layer.name} labels",
+            scale=scale,
+            colormap=label_colormap(list(classes.colours)),
+            features=features,
+        )
+        if proba is not None:
+            self.viewer.add_image(
+                proba,
+                channel_axis=0,
+                name=[f"{layer.name} p({n})" for n in classes.names],
+                scale=scale,
+                contrast_limits=(0.0, 1.0),
+                blending="additive",
+            )
+        counts = np.bincount(labels.ravel(), minlength=len(classes.names))
+        self.status.setText(
+            ", ".join(f"{n}: {c / labels.size:.1%}" for n, c in zip(classes.names, counts, strict=False))
+        )

@@ -1,0 +1,81 @@
+"""The one-call Python API: unetkit.predict on every array layout and on files, unetkit.train on a folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import unetkit
+from unetkit.errors import ConfigError, InputShapeError
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def net2d_rgb() -> object:
+    return unetkit.create_model("unet2d_small", in_channels=3, num_classes=2)
+
+
+def test_predict_finds_the_channel_axis(net2d_rgb: object, caplog: pytest.LogCaptureFixture) -> None:
+    image = RNG.random((3, 40, 48)).astype(np.float32)
+    first = unetkit.predict(net2d_rgb, image, device="cpu")
+    assert first.shape == (40, 48) and first.dtype == np.uint8
+    with caplog.at_level(logging.INFO, logger="unetkit.api"):
+        last = unetkit.predict(net2d_rgb, np.moveaxis(image, 0, -1), device="cpu")
+    np.testing.assert_array_equal(first, last)
+    assert "channels-last" in caplog.text
+    labels, proba = unetkit.predict(net2d_rgb, image, probabilities=True, device="cpu")
+    np.testing.assert_array_equal(labels, first)
+    assert proba.shape == (2, 40, 48) and np.allclose(proba.sum(0), 1, atol=1e-4)
+    with pytest.raises(InputShapeError, match="channel_axis"):
+        unetkit.predict(net2d_rgb, np.zeros((40, 5, 48), np.float32), device="cpu")
+    mid = unetkit.predict(net2d_rgb, np.moveaxis(image, 0, 1), channel_axis=1, device="cpu")
+    np.testing.assert_array_equal(mid, first)
+
+
+def test_predict_says_when_the_layout_is_ambiguous(caplog: pytest.LogCaptureFixture) -> None:
+    net = unetkit.create_model("unet2d_small", in_channels=3, num_classes=2)
+    with caplog.at_level(logging.INFO, logger="unetkit.api"):
+        assert unetkit.predict(net, np.zeros((3, 40, 3), np.float32), device="cpu").shape == (40, 3)
+    assert "took the first" in caplog.text
+
+
+def test_predict_grey_2d_and_3d_arrays_and_files(tmp_path: Path) -> None:
+    net = unetkit.create_model("unet2d_small", in_channels=1, num_classes=2)
+    path = unetkit.save_model(tmp_path / "m.safetensors", net)
+    image = RNG.random((40, 48)).astype(np.float32)
+    a = unetkit.predict(str(path), image, device="cpu")
+    b = unetkit.predict(path, image[None], device="cpu")
+    np.testing.assert_array_equal(a, b)
+    from unetkit.data.io import write_image
+
+    write_image(tmp_path / "img.tif", image[None])
+    np.testing.assert_array_equal(unetkit.predict(path, tmp_path / "img.tif", device="cpu"), a)
+    res = unetkit.predict(path, tmp_path / "img.tif", out=tmp_path / "o", format="ome-zarr", device="cpu")
+    assert res.outputs.labels == tmp_path / "o" / "img.ome.zarr"
+    with pytest.raises(ConfigError, match="image file"):
+        unetkit.predict(path, image, out=tmp_path / "o")
+    net3d = unetkit.create_model("unet3d_small", in_channels=1, num_classes=3)
+    vol = RNG.random((16, 24, 24)).astype(np.float32)
+    assert unetkit.predict(net3d, vol, device="cpu").shape == (16, 24, 24)
+
+
+def test_train_on_a_folder_returns_the_model_file(tmp_path: Path) -> None:
+    from unetkit.synthetic import write_dataset
+
+    write_dataset(str(tmp_path / "data"), n=4, shape=(64, 64))
+    model = unetkit.train(
+        tmp_path / "data",
+        tmp_path / "run",
+        plan=False,
+        train__epochs=1,
+        train__device="cpu",
+        model__name="unet2d_small",
+        data__patch_size=[64, 64],
+        train__batch_size=2,
+    )
+    assert model == tmp_path / "run" / "model.safetensors" and model.is_file()
+    assert unetkit.predict(model, RNG.random((64, 64)).astype(np.float32), device="cpu").shape == (64, 64)
