@@ -47,6 +47,12 @@ def predict_cmd(
         help="Also write <stem>_instances.tif: components, distance, probability or boundary (the default of a model "
         "trained on instance masks).",
     ),
+    dtype: str = typer.Option(
+        "float32",
+        "--dtype",
+        help="Restoration models: float32, uint8, uint16 or target (the training targets' dtype, clipped to its "
+        "range).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only, no progress bar."),
 ) -> None:
@@ -73,6 +79,7 @@ def predict_cmd(
         instances=instances, dask=dask, tile=tile, overlap=overlap, blend=blend, tta=tta, backend=backend,
         device=device, batch_size=batch_size, channels_last=channels_last, compile=compile,
     )  # fmt: skip
+    job["dtype"] = dtype  # restoration models' output dtype
     if dask is not None:
         predict_files(models, inputs, out, progress=_DaskLines(), **job)  # type: ignore[arg-type]
         return
