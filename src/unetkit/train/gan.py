@@ -25,6 +25,7 @@ Stability on small batches (what each measure is for):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,14 +48,17 @@ class Adversary:
         discriminator: the :class:`~unetkit.models.patchgan.PatchGAN` (as Fabric set it up, or bare).
         optimizer: its optimizer.
         total_steps: the run's optimizer steps (for the warm-up ramp).
+        fabric: the run's Lightning Fabric (precision, backward); ``None``: plain PyTorch.
     """
 
-    def __init__(self, config: Config, discriminator: Any, optimizer: Any, total_steps: int) -> None:
+    def __init__(
+        self, config: Config, discriminator: Any, optimizer: Any, total_steps: int, fabric: Any = None
+    ) -> None:
         r = config.restore
-        self.discriminator, self.optimizer = discriminator, optimizer
+        self.discriminator, self.optimizer, self.fabric = discriminator, optimizer, fabric
         self.loss, self.weight, self.real_label = r.gan_loss, r.gan_l1_weight, r.gan_real_label
         self.warmup = round(r.gan_warmup * total_steps)
-        self.d_sum, self.g_sum, self.n = 0.0, 0.0, 0
+        self.d_sum, self.g_sum, self.n, self.g_n = 0.0, 0.0, 0, 0
 
     @property
     def raw(self) -> torch.nn.Module:
@@ -88,7 +92,8 @@ class Adversary:
     def generator_term(self, inputs: torch.Tensor, output: torch.Tensor, step: int) -> torch.Tensor:
         """What the adversarial loss adds to the generator's loss at global step ``step`` (0 in the warm-up).
 
-        The discriminator's parameters take no gradient from it.
+        The discriminator's parameters take no gradient from it: the bare module scores the pair (under the
+        run's precision), outside DDP, since the generator's step does not update the discriminator.
 
         Shape:
             ``inputs (B, C_in, *P)``, ``output (B, C_out, *P')`` -> scalar.
@@ -96,25 +101,32 @@ class Adversary:
         ramp = self.ramp(step)
         if ramp == 0.0:
             return output.new_zeros(())
-        for p in self.raw.parameters():
+        raw = self.raw
+        for p in raw.parameters():
             p.requires_grad_(False)
         try:
-            term = self._score(self.discriminator(self._pair(inputs, output)), real=True)
+            with self.fabric.autocast() if self.fabric is not None else contextlib.nullcontext():
+                logits = raw(self._pair(inputs, output))
+            term = self._score(logits.float(), real=True)
         finally:
-            for p in self.raw.parameters():
+            for p in raw.parameters():
                 p.requires_grad_(True)
         self.g_sum += float(term.detach())
+        self.g_n += 1
         return term * (ramp / self.weight)
 
     def step(self, fabric: Any, inputs: torch.Tensor, output: torch.Tensor, target: torch.Tensor) -> float:
-        """One discriminator update on real ``(input, target)`` and generated ``(input, output)`` pairs.
+        """One discriminator update on real ``(input, target)`` and generated ``(input, output)`` pairs, scored
+        in one forward pass (one batch of both: one DDP forward per backward).
 
         Returns:
             The discriminator's loss (mean of its real and fake terms).
         """
-        d = self.discriminator
-        real = self._score(d(self._pair(inputs, target)), real=True, label=self.real_label)
-        fake = self._score(d(self._pair(inputs, output.detach())), real=False)
+        b = output.shape[0]
+        pairs = torch.cat([self._pair(inputs, target.to(output.dtype)), self._pair(inputs, output.detach())])
+        logits = self.discriminator(pairs).float()
+        real = self._score(logits[:b], real=True, label=self.real_label)
+        fake = self._score(logits[b:], real=False)
         loss = 0.5 * (real + fake)
         self.optimizer.zero_grad(set_to_none=True)
         fabric.backward(loss)
@@ -125,10 +137,10 @@ class Adversary:
         return value
 
     def end_epoch(self) -> dict[str, float]:
-        """The epoch's mean discriminator loss and adversarial generator loss (``d_loss``, ``g_adv``); resets."""
-        n = max(self.n, 1)
-        row = {"d_loss": self.d_sum / n, "g_adv": self.g_sum / n}
-        self.d_sum, self.g_sum, self.n = 0.0, 0.0, 0
+        """The epoch's mean discriminator loss and adversarial generator loss (``d_loss``, ``g_adv``, the latter
+        over the steps past the warm-up, else 0); resets."""
+        row = {"d_loss": self.d_sum / max(self.n, 1), "g_adv": self.g_sum / self.g_n if self.g_n else 0.0}
+        self.d_sum, self.g_sum, self.n, self.g_n = 0.0, 0.0, 0, 0
         return row
 
     def state_dict(self) -> dict[str, Any]:
@@ -136,14 +148,15 @@ class Adversary:
         return {
             "discriminator": self.raw.state_dict(),
             "d_optimizer": self.optimizer.state_dict(),
-            "adversary": {"d_sum": self.d_sum, "g_sum": self.g_sum, "n": self.n},
+            "adversary": {"d_sum": self.d_sum, "g_sum": self.g_sum, "n": self.n, "g_n": self.g_n},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.raw.load_state_dict(state["discriminator"])
         self.optimizer.load_state_dict(state["d_optimizer"])
         sums = state["adversary"]
-        self.d_sum, self.g_sum, self.n = float(sums["d_sum"]), float(sums["g_sum"]), int(sums["n"])
+        self.d_sum, self.g_sum = float(sums["d_sum"]), float(sums["g_sum"])
+        self.n, self.g_n = int(sums["n"]), int(sums["g_n"])
 
 
 def make_adversary(
@@ -166,4 +179,4 @@ def make_adversary(
     lr = r.gan_d_lr if r.gan_d_lr is not None else t.lr / 2
     opt = torch.optim.Adam(d.parameters(), lr=lr, betas=(0.5, 0.999))
     d_wrapped, opt = fabric.setup(d, opt)
-    return Adversary(config, d_wrapped, opt, total_steps)
+    return Adversary(config, d_wrapped, opt, total_steps, fabric)
