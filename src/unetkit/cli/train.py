@@ -21,7 +21,8 @@ else:
 
 
 class RichProgress(_CallbackBase):
-    """A progress bar: epoch, loss, validation Dice, patches/s, ETA; one summary line per epoch.
+    """A progress bar: epoch, loss, validation Dice (PSNR for restoration), patches/s, ETA; one summary line per
+    epoch.
 
     A :class:`unetkit.train.callbacks.Callback` (by its methods, so ``--help`` need not import the library).
     """
@@ -33,7 +34,7 @@ class RichProgress(_CallbackBase):
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("val dice {task.fields[dice]}"),
+            TextColumn("val {task.fields[dice]}"),
             TextColumn("{task.fields[rate]:.1f} img/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
@@ -42,7 +43,7 @@ class RichProgress(_CallbackBase):
             disable=quiet,
         )
         self.task: Any = None
-        self.dice = "-"
+        self.dice = "-"  # the last validation score: dice (segmentation) or PSNR (restoration)
 
     def on_train_start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int) -> None:
         self.epochs = epochs
@@ -64,7 +65,9 @@ class RichProgress(_CallbackBase):
 
     def on_epoch_end(self, *, epoch: int, row: dict[str, Any]) -> None:
         if "val_dice" in row:
-            self.dice = f"{row['val_dice']:.4f}"
+            self.dice = f"dice {row['val_dice']:.4f}"
+        elif "val_psnr" in row:
+            self.dice = f"psnr {row['val_psnr']:.2f} dB"
         line = f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}"
         if "val_dice" in row:
             line += f", val_loss {row['val_loss']:.4f}, val_dice {row['val_dice']:.4f}, val_iou {row['val_iou']:.4f}"
