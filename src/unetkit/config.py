@@ -148,7 +148,7 @@ class TrainConfig(_Section):
 
 
 class RestoreConfig(_Section):
-    """Image-to-image restoration (``task: restore``): loss, target normalisation, Noise2Void."""
+    """Image-to-image restoration (``task: restore``): loss, target normalisation, Noise2Void, pix2pix GAN."""
 
     loss: RestoreLossName = Field(
         "l1", description=" | ".join(RESTORE_LOSS_TABLE) + "; l1 is CARE's; see docs/restoration.md"
@@ -159,6 +159,18 @@ class RestoreConfig(_Section):
     self_supervised: bool = Field(False, description="Noise2Void: learn from the noisy inputs alone (no targets)")
     n2v_fraction: float = Field(0.006, gt=0, lt=0.5, description="share of pixels blind-spot masked per patch")
     n2v_radius: int = Field(2, ge=1, description="masked pixels take a random neighbour within this radius")
+    gan: bool = Field(False, description="pix2pix: a PatchGAN discriminator adds an adversarial loss (--gan)")
+    gan_loss: Literal["lsgan", "bce"] = Field(
+        "lsgan", description="adversarial loss: lsgan (least squares) | bce (non-saturating cross-entropy)"
+    )
+    gan_l1_weight: float = Field(100.0, gt=0, description="weight of the reconstruction loss against the "
+                                 "adversarial term (pix2pix: 100)")  # fmt: skip
+    gan_d_lr: float | None = Field(None, gt=0, description="discriminator learning rate; default train.lr / 2")
+    gan_warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps trained on the reconstruction "
+                              "loss alone; the adversarial term then ramps in over as many")  # fmt: skip
+    gan_real_label: float = Field(0.9, gt=0.5, le=1, description="the discriminator's target for real pairs "
+                                  "(one-sided label smoothing)")  # fmt: skip
+    gan_width: int = Field(32, ge=4, description="channels of the discriminator's first layer (pix2pix: 64)")
 
 
 class Config(_Section):

@@ -159,7 +159,7 @@ def _evaluate_restore(
         table.add_column(col, justify="right")
     table.add_row(f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", f"{s['nrmse']:.4f}")
     console.print(table)
-    console.print(f"metrics: {out / 'metrics.csv'}\nsummary: {out / 'summary.json'}")
+    console.print(f"metrics: {out / 'metrics.csv'}\nsummary: {out / 'summary.json'}\nreport: {out / 'report.html'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -32,6 +32,10 @@ def plan_cmd(
     budget: str = typer.Option(None, "--budget", "-b", help="Training budget, e.g. 30m, 2h (default: 30m on CPU)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N: the device it is sized for."),
     dims: int = typer.Option(None, "--dims", help="2: train a 3D dataset slice by slice."),
+    task: str = typer.Option("segment", "--task", help="segment (images/ + masks/) | restore (inputs/ + targets/)."),
+    self_supervised: bool = typer.Option(
+        False, "--self-supervised", help="With --task restore: Noise2Void, the inputs alone."
+    ),
     set_: list[str] = typer.Option([], "--set", help="Fix a choice: --set section.key=value (repeatable)."),
     out: Path = typer.Option(Path("plan.yaml"), "--out", "-o", help="Where to write the plan."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON instead of a table."),
@@ -45,11 +49,22 @@ def plan_cmd(
     Example: unetkit plan ../shared/data/isbi2012 --budget 30m --out plan.yaml
     """
     from unetkit.config import apply_overrides
+    from unetkit.errors import ConfigError
     from unetkit.plan import flatten, plan_dataset
 
     setup_logging(verbose=verbose, quiet=as_json)
+    if task not in ("segment", "restore"):
+        raise ConfigError(f"--task {task!r}: use segment or restore")
+    if self_supervised and task != "restore":
+        raise ConfigError("--self-supervised is Noise2Void restoration: add --task restore")
     fixed = flatten(apply_overrides({}, list(set_)))
-    plan = plan_dataset(data, budget=budget, device=device, fixed=fixed, dims=dims)
+    if task == "restore":
+        fixed["task"] = "restore"
+        if self_supervised:
+            fixed["restore.self_supervised"] = True
+    plan = plan_dataset(
+        data, budget=budget, device=device, fixed=fixed, dims=dims, task=task, self_supervised=self_supervised
+    )
     plan.save(out)
     if as_json:
         typer.echo(json.dumps(plan.to_dict(), indent=2))

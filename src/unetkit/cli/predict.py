@@ -63,6 +63,12 @@ def predict_cmd(
         help="Also write <stem>_instances.tif: components, distance, probability or boundary (the default of a model "
         "trained on instance masks).",
     ),
+    dtype: str = typer.Option(
+        "float32",
+        "--dtype",
+        help="Restoration models: float32, uint8, uint16 or target (the training targets' dtype, clipped to its "
+        "range).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only, no progress bar."),
 ) -> None:
@@ -92,6 +98,7 @@ def predict_cmd(
     )  # fmt: skip
     if precision != "fp32":  # only then: an ONNX file or a package takes no precision
         job["precision"] = precision
+    job["dtype"] = dtype  # restoration models' output dtype
     if dask is not None:
         predict_files(models, inputs, out, progress=_DaskLines(), **job)  # type: ignore[arg-type]
         return

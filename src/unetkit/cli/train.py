@@ -21,7 +21,8 @@ else:
 
 
 class RichProgress(_CallbackBase):
-    """A progress bar: epoch, loss, validation Dice, patches/s, ETA; one summary line per epoch.
+    """A progress bar: epoch, loss, validation Dice (PSNR for restoration), patches/s, ETA; one summary line per
+    epoch.
 
     A :class:`unetkit.train.callbacks.Callback` (by its methods, so ``--help`` need not import the library).
     """
@@ -33,7 +34,7 @@ class RichProgress(_CallbackBase):
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("val dice {task.fields[dice]}"),
+            TextColumn("val {task.fields[dice]}"),
             TextColumn("{task.fields[rate]:.1f} img/s"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
@@ -42,7 +43,7 @@ class RichProgress(_CallbackBase):
             disable=quiet,
         )
         self.task: Any = None
-        self.dice = "-"
+        self.dice = "-"  # the last validation score: dice (segmentation) or PSNR (restoration)
 
     def on_train_start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int) -> None:
         self.epochs = epochs
@@ -64,10 +65,16 @@ class RichProgress(_CallbackBase):
 
     def on_epoch_end(self, *, epoch: int, row: dict[str, Any]) -> None:
         if "val_dice" in row:
-            self.dice = f"{row['val_dice']:.4f}"
+            self.dice = f"dice {row['val_dice']:.4f}"
+        elif "val_psnr" in row:
+            self.dice = f"psnr {row['val_psnr']:.2f} dB"
         line = f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}"
         if "val_dice" in row:
             line += f", val_loss {row['val_loss']:.4f}, val_dice {row['val_dice']:.4f}, val_iou {row['val_iou']:.4f}"
+        if "val_psnr" in row:  # restoration
+            line += f", val_psnr {row['val_psnr']:.2f} dB, val_ssim {row['val_ssim']:.4f}"
+        if "d_loss" in row:  # --gan
+            line += f", d_loss {row['d_loss']:.4f}, g_adv {row['g_adv']:.4f}"
         line += f", {row['images_per_s']:.1f} img/s, {row['seconds']:.1f} s"
         if not self.quiet:
             self.progress.console.print(line)
@@ -114,6 +121,9 @@ def train_cmd(
     self_supervised: bool = typer.Option(
         False, "--self-supervised", help="With --task restore: Noise2Void, from the noisy inputs alone."
     ),
+    gan: bool = typer.Option(
+        False, "--gan", help="With --task restore: pix2pix, a PatchGAN discriminator adds an adversarial loss to L1."
+    ),
     set_: list[str] = typer.Option([], "--set", help="Any field: --set section.key=value (repeatable)."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder where it stopped."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (for CI and logs)."),
@@ -154,13 +164,12 @@ def train_cmd(
         if task != "restore":
             raise UnetkitError("--self-supervised is Noise2Void restoration: add --task restore")
         overrides.append("restore.self_supervised=true")
+    if gan:
+        if task != "restore":
+            raise UnetkitError("--gan trains a restoration network adversarially: add --task restore")
+        overrides.append("restore.gan=true")
     overrides += _parse_fold(fold) + list(set_)
     plan = None
-    if task == "restore" and resume is None and not no_plan:
-        # the planner reads masks; restoration trains the configured values (see docs/restoration.md)
-        if budget is not None or plan_file is not None or dims is not None:
-            raise UnetkitError("--task restore does not plan yet: leave out --budget, --plan and --dims")
-        no_plan = True
     if resume is not None:
         if out is not None and Path(out) != resume:
             raise UnetkitError("--resume RUN continues RUN in place; leave out --out")
@@ -187,7 +196,11 @@ def train_cmd(
                 raise UnetkitError("--plan trains a saved plan; plan again with unetkit plan --budget/--dims instead")
             plan = load_plan(plan_file)
         else:
-            plan = plan_dataset(path, budget=budget, device=str(device or "auto"), fixed=flatten(user), dims=dims)
+            fixed = flatten(user)
+            plan = plan_dataset(
+                path, budget=budget, device=str(device or "auto"), fixed=fixed, dims=dims,
+                task=str(fixed.get("task", "segment")), self_supervised=bool(fixed.get("restore.self_supervised")),
+            )  # fmt: skip
         cfg = planned_config(plan, user, str(plan_file or "the plan"))
         out = out or Path("runs") / Path(str(path)).name
         if not quiet:

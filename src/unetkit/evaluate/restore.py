@@ -1,6 +1,7 @@
 """Score restored images against their targets: PSNR, SSIM, NRMSE per file and their means.
 
-Writes ``OUT/metrics.csv`` (one row per image), ``OUT/summary.json`` (the means) and a panel per image
+Writes ``OUT/metrics.csv`` (one row per image), ``OUT/summary.json`` (the means), ``OUT/report.html`` (the
+tables and, when the inputs are given, the panels worst PSNR first) and a panel per image
 (``OUT/panels/<stem>.png``: input | output | target, with a zoomed crop) when the inputs are given.
 """
 
@@ -44,6 +45,7 @@ def evaluate_restore(
     inputs = _by_stem(Path(images)) if images is not None else {}
     problems = [f"{p}: no target {stem}.* in {truth}" for stem, p in preds.items() if stem not in truths]
     rows: list[dict[str, Any]] = []
+    pictures: dict[str, bytes] = {}
     out = Path(out)
     for stem, p in preds.items():
         if stem not in truths:
@@ -55,11 +57,14 @@ def evaluate_restore(
         row: dict[str, Any] = {"image": stem, **restore_scores(a, b)}
         rows.append(row)
         if stem in inputs and len(rows) <= panels:
-            from unetkit.viz.restore import restore_panel
+            from unetkit.viz.restore import restore_panel_png
 
             (out / "panels").mkdir(parents=True, exist_ok=True)
             scores = {"PSNR": row["psnr"], "SSIM": row["ssim"]}
-            restore_panel(out / "panels" / f"{stem}.png", read_image(inputs[stem]).array, a, b, scores=scores)
+            png = restore_panel_png(read_image(inputs[stem]).array, a, b, scores=scores)
+            with atomic_path(out / "panels" / f"{stem}.png") as tmp:
+                tmp.write_bytes(png)
+            pictures[stem] = png
     if problems:
         raise DataError(
             f"{len(problems)} problem(s) pairing predictions with targets:\n  " + "\n  ".join(problems),
@@ -81,4 +86,17 @@ def evaluate_restore(
     summary["per_image"] = rows
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
+    _write_html(out / "report.html", summary, rows, pictures)
     return summary
+
+
+def _write_html(path: Path, summary: dict[str, Any], rows: list[dict[str, Any]], pictures: dict[str, bytes]) -> None:
+    """The report: the means, the images worst PSNR first, their panels (input | output | target)."""
+    from unetkit.viz.report import write_report
+
+    worst = sorted(rows, key=lambda r: (not math.isfinite(r["psnr"]), r["psnr"]))
+    panels = [(f"{r['image']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}", pictures[r["image"]])
+              for r in worst if r["image"] in pictures]  # fmt: skip
+    scalars = {k: v for k, v in summary.items() if k != "per_image"}
+    write_report(path, scalars, worst, panels, title="unetkit restoration evaluation",
+                 panel_heading="Panels (worst PSNR first): input | output | target, zoomed crops below")  # fmt: skip

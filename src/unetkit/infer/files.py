@@ -46,6 +46,8 @@ COMPRESSION_DEFAULT = {"labels": "zlib", "proba": None}
 the ISBI masks and synthetic cells, and every TIFF reader decodes deflate), probability TIFFs stay
 uncompressed (float16 probabilities shrink about 1.25x for the time it costs, and an uncompressed file
 memory-maps); any other value applies to both (docs/prediction.md)."""
+#: What a restoration writes (``--dtype``): ``target`` is the training targets' dtype from the model file.
+RESTORE_DTYPES = ("float32", "uint8", "uint16", "target")
 
 
 @dataclass
@@ -263,6 +265,7 @@ def predict_file(
     overlay: bool = False,
     compression: str = "auto",
     on_tiles: Callable[[int], None] | None = None,
+    dtype: str | None = None,
 ) -> PredictionResult:
     """Segment one image file tile by tile, streaming labels (and probabilities, overlay) to disk.
 
@@ -279,6 +282,7 @@ def predict_file(
         overlay: also write a colour overlay PNG with a legend (2D only).
         compression: TIFF outputs: ``auto`` (:data:`COMPRESSION_DEFAULT`), ``zlib``, ``lzw``, ``zstd``, ``none``.
         on_tiles: progress callback, called with the number of tiles just computed.
+        dtype: a restoration model's output dtype (:data:`RESTORE_DTYPES`; see :func:`restore_file`).
 
     Returns:
         A :class:`PredictionResult`.
@@ -288,7 +292,7 @@ def predict_file(
     """
     path = Path(path)
     if predictor.head == "identity":
-        return restore_file(predictor, path, out_dir, outputs=outputs, panel=overlay, on_tiles=on_tiles)
+        return restore_file(predictor, path, out_dir, outputs=outputs, panel=overlay, dtype=dtype, on_tiles=on_tiles)
     if prob_dtype not in PROB_DTYPES:
         raise ConfigError(f"prob_dtype: {prob_dtype!r}; choose one of {', '.join(PROB_DTYPES)}")
     outputs = _outputs_for(path, out_dir, outputs, "predict_file", probabilities=probabilities, overlay=overlay)
@@ -307,8 +311,8 @@ def predict_file(
     labels_target = open_target(outputs.labels, spatial, label_dtype, spacing=spacing, meta=meta["labels"])
     targets: list[tuple[str, Any]] = [("labels", labels_target)]
     if outputs.probabilities is not None:
-        dtype = np.float16 if prob_dtype == "float16" else np.uint8
-        targets.append(("proba", open_target(outputs.probabilities, (k, *spatial), dtype, lead=1, spacing=spacing,
+        ptype = np.float16 if prob_dtype == "float16" else np.uint8
+        targets.append(("proba", open_target(outputs.probabilities, (k, *spatial), ptype, lead=1, spacing=spacing,
                                              meta=meta["proba"])))  # fmt: skip
     if outputs.overlay is not None:
         if predictor.spatial_dims != 2 or slices:
@@ -381,7 +385,9 @@ def restore_file(
 
     Every finished slab is brought back to the target's intensity range (the model file's
     ``target_normalization``, inverted) and written to ``OUT/<stem>.tif`` (``.zarr`` for zarr inputs) in
-    ``dtype``: float32 by default, ``"target"`` for the training targets' dtype (rounded, clipped). ``panel``
+    ``dtype`` (:data:`RESTORE_DTYPES`): float32 by default; ``uint8``/``uint16``; ``"target"`` for the training
+    targets' dtype as the model file records it. Integer dtypes are rounded and clipped to the dtype's range
+    (values are not rescaled: the output stays in the target's intensity range). ``panel``
     also writes ``OUT/<stem>_panel.png`` (2D): input | output, with a zoomed crop.
 
     Shape:
@@ -397,6 +403,8 @@ def restore_file(
         raise DataError("this output would overwrite the input", file=out_path, fix="choose another --out folder")
     desc = predictor.description
     scaling = dict(desc.target_normalization or {}) if desc is not None else {}
+    if dtype is not None and dtype not in RESTORE_DTYPES:
+        raise ConfigError(f"dtype {dtype!r}: choose one of {', '.join(RESTORE_DTYPES)}")
     out_dtype = str(scaling.get("dtype", "float32")) if dtype == "target" else (dtype or "float32")
     image = _open_input(predictor, path)
     spatial = tuple(int(s) for s in image.shape[1:])
@@ -472,6 +480,7 @@ def predict_files(
     instances: str | None = None,
     dask: str | None = None,
     progress: PredictProgress | None = None,
+    dtype: str | None = None,
     **options: Any,
 ) -> list[PredictionResult]:
     """Segment every input into ``out_dir``: the ``unetkit predict`` job.
@@ -496,6 +505,8 @@ def predict_files(
         dask: run on a Dask cluster: a scheduler address, or ``"local"`` for a 2-worker LocalCluster; labels
             only, to ``<stem>.zarr`` (probabilities, overlay, post-processing and instances are ignored).
         progress: progress hooks (see :class:`PredictProgress`).
+        dtype: what a restoration model writes: ``float32`` (default), ``uint8``, ``uint16`` or ``target`` (the
+            training targets' dtype); see :func:`restore_file`. Segmentation labels ignore it.
         **options: :class:`Predictor` options when ``model`` is a file: ``tile``, ``overlap``, ``blend``,
             ``tta``, ``backend``, ``device``, ``batch_size``, ``channels_last``, ``compile``.
 
@@ -518,6 +529,8 @@ def predict_files(
         from unetkit.data.io.tiff import check_compression
 
         check_compression(compression)
+    if dtype is not None and dtype not in RESTORE_DTYPES:
+        raise ConfigError(f"dtype {dtype!r}: choose one of {', '.join(RESTORE_DTYPES)}")
     if isinstance(model, Predictor) and options:
         raise ConfigError(f"predict_files: options {sorted(options)} apply to a model file, not to a Predictor")
     progress = progress if progress is not None else _NoProgress()
@@ -557,7 +570,7 @@ def predict_files(
         progress.start(src, predictor.describe(shown), tiles, math.prod(spatial) / 1e6)
         res = predict_file(
             predictor, src, outputs=plan, probabilities=probabilities, prob_dtype=prob_dtype, overlay=overlay,
-            compression=compression, on_tiles=progress.advance,
+            compression=compression, on_tiles=progress.advance, dtype=dtype,
         )  # fmt: skip
         progress.predicted(res)
         if postprocess or instances:

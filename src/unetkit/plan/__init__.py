@@ -14,7 +14,7 @@ from typing import Any
 
 from unetkit.errors import ConfigError
 from unetkit.plan.decisions import Decision, Plan, flatten, load_plan
-from unetkit.plan.facts import DataFacts, gather_facts
+from unetkit.plan.facts import DataFacts, gather_facts, restore_facts
 from unetkit.plan.machine import Machine, StepCost, StepTimer, detect_machine, measure_step
 from unetkit.plan.planner import plan_training
 
@@ -40,10 +40,25 @@ def parse_duration(text: str | float | int) -> float:
     return minutes
 
 
-def facts_of(path: str | Path, config: Any = None) -> DataFacts:
-    """Load the dataset at ``path`` (checked) and summarise it for the planner."""
+def facts_of(
+    path: str | Path, config: Any = None, *, task: str = "segment", self_supervised: bool = False
+) -> DataFacts:
+    """Load the dataset at ``path`` (checked) and summarise it for the planner.
+
+    ``task="restore"`` reads a restoration dataset (``inputs/`` + ``targets/``; the inputs alone with
+    ``self_supervised``).
+    """
     from unetkit.data import load_dataset
     from unetkit.data.streamed import choose_reading, decoded_bytes
+
+    if task == "restore":
+        from unetkit.data.restore import load_restore_dataset
+
+        rds = load_restore_dataset(path, self_supervised=self_supervised)
+        return restore_facts(
+            rds.samples, in_channels=rds.in_channels, out_channels=rds.out_channels, image_dtype="float32",
+            target_dtype=rds.target_dtype,
+        )  # fmt: skip
 
     data = getattr(config, "data", None)
     setting = getattr(data, "read", "auto")
@@ -76,6 +91,8 @@ def plan_dataset(
     fixed: Mapping[str, Any] | None = None,
     dims: int | None = None,
     timer: StepTimer | None = None,
+    task: str = "segment",
+    self_supervised: bool = False,
 ) -> Plan:
     """Plan training on the dataset at ``path`` for this machine.
 
@@ -87,11 +104,13 @@ def plan_dataset(
         fixed: config values the user set, by dotted key; they win over the plan.
         dims: 2 to train a 3D dataset slice by slice.
         timer: how a training step is measured (default: build the network and time it).
+        task: ``segment`` or ``restore`` (a restoration dataset: inputs/ + targets/).
+        self_supervised: restoration from the inputs alone (Noise2Void): no targets are read.
 
     Returns:
         The :class:`Plan`; ``plan.overrides()`` are the config values, ``plan.rows()`` the table.
     """
-    facts = facts_of(path)
+    facts = facts_of(path, task=task, self_supervised=self_supervised)
     machine = detect_machine(device)
     minutes = parse_duration(budget) if budget is not None else None
     plan = plan_training(facts, machine, timer or measure_step(machine), budget_minutes=minutes, fixed=fixed, dims=dims)

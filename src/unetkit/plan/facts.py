@@ -46,6 +46,9 @@ class DataFacts:
         intensity: per-channel ``min``/``max`` of all images (from the dataset fingerprint).
         nonzero_fraction: median share of each image's volume inside the bounding box of its non-zero voxels.
         channel_names: names of the channels when the files carry them (e.g. ``["CT"]``), else empty.
+        task: ``"segment"`` (masks) or ``"restore"`` (images -> images; ``num_classes`` is then the target's
+            channel count and the mask statistics are empty).
+        target_dtype: restoration: the targets' dtype as stored.
     """
 
     num_images: int
@@ -65,6 +68,8 @@ class DataFacts:
     intensity: dict[str, list[float]] = field(default_factory=dict)
     nonzero_fraction: float = 1.0
     channel_names: tuple[str, ...] = ()
+    task: str = "segment"
+    target_dtype: str = ""
 
     @property
     def median_shape(self) -> tuple[float, ...]:
@@ -214,4 +219,27 @@ def gather_facts(
         foreground_intensity=fg_stats,
         intensity=dict(intensity or {}),
         nonzero_fraction=float(np.median(nonzero)) if nonzero else 1.0,
+    )
+
+
+def restore_facts(samples: Sequence[Any], *, in_channels: int, out_channels: int, image_dtype: str,
+                  target_dtype: str) -> DataFacts:  # fmt: skip
+    """Summarise a restoration dataset (samples with ``image (C_in, *S)``, ``target``, ``spacing``): shapes,
+    spacings, channels, intensities; the mask statistics do not apply."""
+    images = [np.asarray(s.image) for s in samples]
+    lo = np.min([im.reshape(im.shape[0], -1).min(axis=1) for im in images], axis=0) if images else np.zeros(1)
+    hi = np.max([im.reshape(im.shape[0], -1).max(axis=1) for im in images], axis=0) if images else np.zeros(1)
+    return DataFacts(
+        num_images=len(samples),
+        spatial_dims=images[0].ndim - 1 if images else 2,
+        in_channels=in_channels,
+        image_dtype=image_dtype,
+        shapes=tuple(tuple(int(n) for n in im.shape[1:]) for im in images),
+        spacings=tuple(tuple(float(x) for x in s.spacing) if s.spacing is not None else None for s in samples),
+        num_classes=out_channels,
+        mask_kind="none",
+        intensity={"min": [float(x) for x in lo], "max": [float(x) for x in hi]},
+        nonzero_fraction=float(np.median([_nonzero_share(im) for im in images])) if images else 1.0,
+        task="restore",
+        target_dtype=target_dtype,
     )

@@ -6,6 +6,10 @@ depends on an earlier one (the patch on the spacing, the schedule on the patch).
 
     facts -> dimensionality -> target spacing -> topology + patch + batch (measured step time)
           -> normalisation -> loss and sampling -> schedule -> augmentation -> split
+
+A restoration dataset (``facts.task == "restore"``) takes the same steps with its own rules where they
+differ: no resampling, a linear head with the target's channels and no normalisation layers, percentile
+scaling of inputs and targets (CARE), the L1 loss, uniform random patches.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from unetkit.errors import ConfigError
 from unetkit.plan.decisions import Plan
 from unetkit.plan.facts import DataFacts
 from unetkit.plan.machine import Machine, StepTimer
-from unetkit.plan.topology import ANISOTROPY_RATIO, fit_patch, target_spacing, widths
+from unetkit.plan.topology import ANISOTROPY_RATIO, Topology, fit_patch, target_spacing, widths
 
 #: Default budgets (minutes) when the user gives none: what a first useful model costs on each device.
 DEFAULT_BUDGET = {"cpu": 30.0, "cuda": 60.0}
@@ -87,6 +91,11 @@ class _Planner:
         if self.budget <= 0:
             raise ConfigError(f"--budget {budget}: must be a positive duration, e.g. 30m or 2h")
         self.dims_request = dims
+        self.restore = facts.task == "restore"
+        if self.restore and dims is not None and dims != facts.spatial_dims:
+            raise ConfigError(
+                f"--dims {dims}: restoration trains {facts.spatial_dims}D data as it is; leave out --dims"
+            )
         self.plan = Plan(facts=facts.to_dict(), machine=machine.to_dict())
 
     # ---- helpers --------------------------------------------------------------------------------------
@@ -101,6 +110,14 @@ class _Planner:
 
     # ---- the rules ------------------------------------------------------------------------------------
     def run(self) -> Plan:
+        if self.restore:
+            self.decide("task", "task", "restore", "a restoration dataset (inputs/ + targets/): images -> images")
+            self.decide(
+                "self-supervised",
+                "restore.self_supervised",
+                False,
+                "clean targets given: supervised (CARE); --self-supervised trains Noise2Void from the inputs alone",
+            )
         self.dimensionality()
         self.spacing()
         self.network_and_patch()
@@ -153,11 +170,17 @@ class _Planner:
         spacings = f.known_spacings
         self.target: tuple[float, ...] | None = None
         shapes = np.asarray(f.shapes, dtype=np.float64)
+        if self.restore:
+            self.note("target spacing", None, "restoration keeps the images' own pixel grid: no resampling")
+            self.resampled_shape = tuple(float(x) for x in np.median(shapes, axis=0))
+            median = np.median(np.asarray(spacings), axis=0) if spacings else np.ones(f.spatial_dims)
+            self.voxel_spacing: tuple[float, ...] = tuple(float(x) for x in median)
+            return
         if not spacings or len(spacings) != f.num_images:
             why = "the files carry no voxel spacing" if not spacings else "some files carry no voxel spacing"
             self.decide("target spacing", "data.target_spacing", None, why + ": images are used as they are")
             self.resampled_shape = tuple(float(x) for x in np.median(shapes, axis=0))
-            self.voxel_spacing: tuple[float, ...] = (1.0,) * f.spatial_dims
+            self.voxel_spacing = (1.0,) * f.spatial_dims
             return
         target, aniso = target_spacing(spacings)
         same = all(np.allclose(s, target, rtol=0.01) for s in spacings)
@@ -185,7 +208,7 @@ class _Planner:
             "width": base,
             "max_width": cap,
             "padding": "same",
-            "norm": "instance",
+            "norm": "none" if self.restore else "instance",
             "activation": "leaky_relu",
             "pool_sizes": [list(p) for p in topo.pools],
             "kernel_sizes": [list(k) for k in topo.kernels],
@@ -193,7 +216,7 @@ class _Planner:
 
     def network_and_patch(self) -> None:
         f, m = self.f, self.m
-        self.num_classes = 3 if self.instance_target() else f.num_classes
+        self.num_classes = f.num_classes if self.restore else 3 if self.instance_target() else f.num_classes
         cuda = m.device == "cuda"
         base = int(self.fixed.get("model.args.width", 32 if cuda else (16 if self.spatial == 2 else 8)))
         cap = int(self.fixed.get("model.args.max_width", (512 if self.spatial == 2 else 320) if cuda else 256))
@@ -239,6 +262,9 @@ class _Planner:
                 sizes = list(fit_patch(sizes, spacing)[0])
             patch, topo = fit_patch(sizes, spacing)
         self.patch = tuple(int(p) for p in patch)
+        user_depth = self.fixed.get("model.args.depth")
+        if user_depth is not None and 0 < int(user_depth) < topo.depth:  # a shallower net: its first levels
+            topo = Topology(topo.pools[: int(user_depth)], topo.kernels[: int(user_depth) + 1])
         self.topology = topo
         model_args = self._model_args(topo, base, cap)
         measured = self.timer(model_args, self.patch, 2)
@@ -272,7 +298,16 @@ class _Planner:
         ws = widths(base, topo.depth, cap)
         self.decide("width", "model.args.width", base, f"channels {', '.join(map(str, ws))}: doubling, capped at {cap}")
         self.decide("width cap", "model.args.max_width", cap, "bounds parameters and memory of the deep levels")
-        self.decide("norm", "model.args.norm", "instance", "instance norm: batch statistics of 2 patches are noise")
+        if self.restore:
+            self.decide(
+                "norm",
+                "model.args.norm",
+                "none",
+                f"none (CARE's): instance norm would erase each patch's intensity level, which a restoration must "
+                f"reproduce; linear head with {f.num_classes} output channel(s), one per target channel",
+            )
+        else:
+            self.decide("norm", "model.args.norm", "instance", "instance norm: batch statistics of 2 patches are noise")
         self.decide("activation", "model.args.activation", "leaky_relu", "leaky ReLU keeps gradients on dead units")
         self.decide("padding", "model.args.padding", "same", "same padding: any patch the pooling divides is legal")
         chosen_batch = self.decide(
@@ -304,6 +339,21 @@ class _Planner:
 
     def normalisation(self) -> None:
         f = self.f
+        if self.restore:
+            self.decide(
+                "normalisation",
+                "data.normalization",
+                "percentile",
+                "inputs scaled per channel by the training inputs' 1st/99.8th percentiles (CARE's), never clipped",
+            )
+            self.decide(
+                "target normalisation",
+                "restore.target_normalization",
+                "percentile",
+                f"targets scaled the same way by their own percentiles; inverted at prediction, so outputs come back "
+                f"in the target's range (stored as {f.target_dtype or 'float32'})",
+            )
+            return
         lo = f.intensity.get("min", [0.0])
         hi = f.intensity.get("max", [0.0])
         ct_named = any(n.upper() == "CT" for n in f.channel_names)
@@ -326,6 +376,17 @@ class _Planner:
 
     def loss_and_sampling(self) -> None:
         f = self.f
+        if self.restore:
+            self.decide(
+                "loss",
+                "restore.loss",
+                "l1",
+                "L1 (CARE's): robust to outliers, sharper than MSE; PSNR/SSIM are validated (the best epoch has "
+                "the highest PSNR)",
+            )
+            self.note("sampling", "uniform", "random patches anywhere (no foreground in a restoration), flipped and "
+                      "transposed in-plane at random, the same way for input and target")  # fmt: skip
+            return
         thin_gaps = f.objects_per_image >= 10 and f.separated_objects > 0.5
         if f.mask_kind == "instances" and f.touching_instances > 0.05:
             self.decide(
@@ -398,6 +459,11 @@ class _Planner:
         self.decide("schedule", "train.schedule", "poly", "polynomial decay (power 0.9) to zero at the last step")
 
     def augmentation(self) -> None:
+        if self.restore:
+            self.note("augmentation", "flips, transposes", "restoration patches are flipped along each axis and "
+                      "transposed in-plane (lossless); no interpolating rotations, which would blur the noise the "
+                      "network learns to remove")  # fmt: skip
+            return
         if self.spatial == 2 and not self.slices:
             self.decide(
                 "rotation",

@@ -106,11 +106,16 @@ def train_epoch(setup: RunSetup, run: RunState) -> tuple[dict[str, Any], bool]:
         inputs, target, weight = setup.task.batch(setup, run)
         logits = model(inputs)
         loss = setup.loss_fn(logits, target, weight)
+        adversary = run.adversary  # restore.gan: the generator's adversarial term, then a discriminator step
+        if adversary is not None:
+            loss = loss + adversary.generator_term(inputs, logits, run.epoch * t.iterations_per_epoch + step)
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(loss)
         if t.grad_clip:
             fabric.clip_gradients(model, optimizer, max_norm=t.grad_clip, error_if_nonfinite=False)
         optimizer.step()
+        if adversary is not None:
+            adversary.step(fabric, inputs, logits.detach(), target)
         run.scheduler.step()
         value = float(loss.detach())
         if not math.isfinite(value):

@@ -200,7 +200,8 @@ def train(
     aug_gen = gen if fabric.device.type == "cpu" else torch.Generator(fabric.device).manual_seed(t.seed + 17)
     fabric_model, optimizer = fabric.setup(model, optimizer)
     torch.manual_seed(t.seed * 7919 + fabric.global_rank)  # dropout draws from the global generator
-    run = RunState(model, optimizer, scheduler, gen, aug_gen)
+    adversary = task.adversary(data, out_patch, fabric, total_steps)  # restore.gan: the discriminator
+    run = RunState(model, optimizer, scheduler, gen, aug_gen, adversary)
     if checkpoint is not None:
         # after fabric.setup, so the optimizer state lands on the parameters' device
         run.load_state_dict(checkpoint, source=str(last_path))
@@ -257,6 +258,8 @@ def train(
     while run.epoch < t.epochs:
         epoch = run.epoch
         row, out_of_time = train_epoch(setup, run)
+        if run.adversary is not None:
+            row.update(run.adversary.end_epoch())
         if data.val and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs or out_of_time):
             row.update(validate_epoch(setup))
         if not out_of_time:

@@ -31,6 +31,8 @@ class RunState:
         scheduler: the learning-rate scheduler.
         generator: draws the patches (seeded per process).
         aug_generator: draws the augmentations; the same object as ``generator`` on CPU.
+        adversary: the GAN's discriminator and its optimizer (:class:`unetkit.train.gan.Adversary`,
+            ``restore.gan``), else ``None``; its entries are :attr:`ADVERSARY` keys.
         epoch: finished epochs.
         step: optimizer steps done in the running epoch.
         history: one metrics row per finished epoch (``metrics.csv``).
@@ -46,6 +48,7 @@ class RunState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator
     aug_generator: torch.Generator
+    adversary: Any = None
     epoch: int = 0
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -71,6 +74,8 @@ class RunState:
         "loss_n",
     )
     KEYS: ClassVar[tuple[str, ...]] = OBJECTS + GENERATORS + COUNTERS
+    #: the keys an adversarial run (``restore.gan``) adds: the discriminator, its optimizer, its running sums
+    ADVERSARY: ClassVar[tuple[str, ...]] = ("discriminator", "d_optimizer", "adversary")
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint holds, keyed by :attr:`KEYS` (tensors, numbers, lists, dicts)."""
@@ -81,6 +86,8 @@ class RunState:
         for k in self.COUNTERS:
             value = getattr(self, k)
             state[k] = list(value) if isinstance(value, list) else value
+        if self.adversary is not None:
+            state.update(self.adversary.state_dict())
         return state
 
     def load_state_dict(self, state: Mapping[str, Any], source: str = "the checkpoint") -> None:
@@ -95,12 +102,22 @@ class RunState:
         missing = [k for k in self.KEYS if k not in state]
         if missing:
             raise UnetkitError(f"{source} lacks {', '.join(missing)}; it cannot be resumed, start a new run")
+        gan_keys = [k for k in self.ADVERSARY if k in state]
+        if self.adversary is not None and len(gan_keys) < len(self.ADVERSARY):
+            raise UnetkitError(
+                f"{source} holds no discriminator (trained without restore.gan); resume it with "
+                "restore.gan: false, or start a new run"
+            )
+        if self.adversary is None and gan_keys:
+            raise UnetkitError(f"{source} is an adversarial run; resume it with restore.gan: true")
         for k in self.OBJECTS:
             getattr(self, k).load_state_dict(state[k])
         self.generator.set_state(state["generator"])
         if self.aug_generator is not self.generator:
             self.aug_generator.set_state(state["aug_generator"])
         torch.set_rng_state(state["torch_rng"])
+        if self.adversary is not None:
+            self.adversary.load_state_dict(state)
         for k in self.COUNTERS:
             setattr(self, k, type(getattr(self, k))(state[k]))
 

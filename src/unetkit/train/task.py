@@ -7,7 +7,8 @@ file records:
 - :class:`SegmentTask`: masks -> classes, the loss table, Dice/IoU, softmax head (unchanged behaviour).
 - :class:`RestoreTask`: images -> images, a regression loss, PSNR/SSIM/NRMSE, linear head, the intensity
   scaling of inputs and targets recorded in the model file and inverted at prediction; Noise2Void's blind spot
-  for ``restore.self_supervised``.
+  for ``restore.self_supervised``; a PatchGAN discriminator for ``restore.gan``
+  (:meth:`RestoreTask.adversary`, :mod:`unetkit.train.gan`).
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ class SegmentTask:
     def provenance(self) -> dict[str, Any]:
         return {"loss": self.config.train.loss, "weight_map": self.use_weight_map}
 
+    def adversary(self, data: Any, out_patch: list[int], fabric: Any, total_steps: int) -> None:
+        """Segmentation trains no discriminator."""
+        return None
+
 
 @dataclass
 class RestoreData:
@@ -174,6 +179,11 @@ class RestoreTask:
             raise ConfigError(
                 f"restore.loss={r.loss}: Noise2Void scores the hidden pixels only, which this loss cannot; "
                 "use l1, mse or charbonnier"
+            )
+        if r.self_supervised and r.gan:
+            raise ConfigError(
+                "restore.gan with restore.self_supervised: the discriminator needs clean targets to tell real "
+                "from restored; drop --gan (or --self-supervised and give targets/)"
             )
 
     def prepare(self, cache_dir: Path | None) -> RestoreData:
@@ -241,11 +251,13 @@ class RestoreTask:
         try:
             predictor = Predictor(model, normalization={"kind": "none"}, device=fabric.device, tile=setup.tile,
                                   head="identity", tta=self.config.train.tta)  # fmt: skip
-            for s in data.val[fabric.global_rank :: fabric.world_size]:
+            for i, s in enumerate(data.val[fabric.global_rank :: fabric.world_size]):
                 out = predictor.predict_proba(s.image)
                 row = restore_scores(out, s.target, data_range=1.0)
                 row["loss"] = float(np.abs(out - s.target).mean())
                 rows.append(row)
+                if fabric.is_global_zero and i < PANELS:
+                    _panel(setup.out, s, out, row)
         finally:
             model.train(was_training)
         keys = ("loss", "psnr", "ssim", "nrmse")
@@ -268,7 +280,36 @@ class RestoreTask:
 
     def provenance(self) -> dict[str, Any]:
         r = self.config.restore
-        return {"loss": r.loss, "self_supervised": r.self_supervised}
+        out: dict[str, Any] = {"loss": r.loss, "self_supervised": r.self_supervised}
+        if r.gan:
+            out["gan"] = {"loss": r.gan_loss, "l1_weight": r.gan_l1_weight}
+        return out
+
+    def adversary(self, data: RestoreData, out_patch: list[int], fabric: Any, total_steps: int) -> Any:
+        """The PatchGAN discriminator of ``restore.gan`` (:mod:`unetkit.train.gan`), else ``None``."""
+        if not self.config.restore.gan:
+            return None
+        from unetkit.train.gan import make_adversary
+
+        return make_adversary(
+            self.config, data.in_channels, data.num_classes, data.spatial_dims, out_patch, fabric, total_steps
+        )
+
+
+#: Validation images whose panel (input | output | target, zoomed crop) each validation writes to RUN/panels/.
+PANELS = 2
+
+
+def _panel(run_dir: Path, sample: RestoreSample, output: np.ndarray, row: dict[str, float]) -> None:
+    """``RUN/panels/<name>.png`` of one validation image (rewritten at every validation, so after training it
+    shows the last epoch's network); in the normalised intensities training sees."""
+    from unetkit.viz.restore import restore_panel
+
+    folder = Path(run_dir) / "panels"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = None if sample.target is sample.image else sample.target  # Noise2Void: no clean target
+    scores = {"PSNR": row["psnr"], "SSIM": row["ssim"]} if target is not None else None
+    restore_panel(folder / f"{sample.name.replace('/', '_')}.png", sample.image, output, target, scores=scores)
 
 
 def blind_spot_batch(

@@ -53,6 +53,7 @@ def render_report(
     title: str = "unetkit evaluation",
     notes: Sequence[str] = (),
     class_names: Sequence[str] | None = None,
+    panel_heading: str = "Panels (worst first): image | truth | prediction | errors",
 ) -> str:
     """The report's HTML text.
 
@@ -63,6 +64,7 @@ def render_report(
         title: page title.
         notes: lines shown under the title (e.g. what was skipped and why).
         class_names: the name of each class, shown in the per-class table (default: the class index only).
+        panel_heading: the heading above the panels (restoration: input | output | target).
 
     >>> "<table>" in render_report({"dice": 0.5}, [{"name": "a", "dice": 0.5}])
     True
@@ -93,7 +95,7 @@ def render_report(
         columns = list(dict.fromkeys(c for r in rows for c in r))
         parts += ["<h2>Per image (worst first)</h2>", _table(rows, columns)]
     if panels:
-        parts.append("<h2>Panels (worst first): image | truth | prediction | errors</h2>")
+        parts.append(f"<h2>{html.escape(panel_heading)}</h2>")
         for caption, png in panels:
             data = base64.b64encode(png).decode("ascii")
             parts.append(

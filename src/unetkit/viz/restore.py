@@ -1,4 +1,8 @@
-"""Restoration panels: input | output | target (where given), and below them the same zoomed crop."""
+"""Restoration panels: input | output | target (where given), and below them the same zoomed crop.
+
+:func:`restore_panel` writes one PNG (prediction ``--overlay``, ``unetkit evaluate --task restore``, the run
+folder's ``panels/`` at each validation), :func:`restore_panel_png` returns the bytes (the HTML report).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from unetkit.viz._save import figure, save_figure
+from unetkit.utils import atomic_path
+from unetkit.viz._save import figure, figure_png_bytes
 
-__all__ = ["restore_panel"]
+__all__ = ["restore_panel", "restore_panel_png"]
 
 
 def _display(x: Any) -> np.ndarray:
@@ -31,11 +36,26 @@ def restore_panel(
     titles: tuple[str, ...] = ("input", "output", "target"),
     scores: dict[str, float] | None = None,
 ) -> None:
-    """Write the panel PNG: input | output | target, each with a zoomed crop (a quarter of the side) below.
+    """Write the panel PNG (atomically): input | output | target, each with a zoomed crop (a quarter of the
+    side) below.
 
     Shape:
         ``(C, *S)`` each (a 3D volume shows its middle slice).
     """
+    png = restore_panel_png(image, output, target, titles=titles, scores=scores)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png)
+
+
+def restore_panel_png(
+    image: Any,
+    output: Any,
+    target: Any | None = None,
+    *,
+    titles: tuple[str, ...] = ("input", "output", "target"),
+    scores: dict[str, float] | None = None,
+) -> bytes:
+    """:func:`restore_panel`'s picture as PNG bytes."""
     shown = [_display(a) for a in (image, output, target) if a is not None]
     h, w = shown[0].shape[:2]
     ch, cw = max(8, h // 4), max(8, w // 4)
@@ -56,7 +76,7 @@ def restore_panel(
         zoom.imshow(a[y0 : y0 + ch, x0 : x0 + cw], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         zoom.set_title(f"{title}, zoomed", fontsize=9)
         zoom.axis("off")
-    save_figure(fig, path)
+    return figure_png_bytes(fig)
 
 
 def _rect(fig: Any, x: int, y: int, w: int, h: int) -> Any:

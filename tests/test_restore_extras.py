@@ -1,0 +1,114 @@
+"""Restoration: planning (``unetkit plan/train DATA --task restore``), run-folder panels, the report,
+``unetkit predict --dtype``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from unetkit.cli import app
+from unetkit.data.io import read_image, write_image
+from unetkit.errors import ConfigError
+from unetkit.plan import DataFacts, Machine, StepCost, facts_of, load_plan, plan_training
+from unetkit.synthetic import write_restore_dataset
+
+runner = CliRunner()
+CPU = Machine("cpu", "test cpu", 2, 24.0)
+
+
+def _timer(args: dict, patch: tuple[int, ...], batch: int) -> StepCost:
+    return StepCost(2.0 * batch * math.prod(patch) / 1e6, 0)
+
+
+def _restore_facts(**kw: object) -> DataFacts:
+    base: dict = dict(
+        num_images=8, spatial_dims=2, in_channels=1, image_dtype="float32", shapes=((256, 256),) * 8,
+        num_classes=3, mask_kind="none", intensity={"min": [0.0], "max": [1.0]}, task="restore",
+        target_dtype="uint16",
+    )  # fmt: skip
+    base.update(kw)
+    return DataFacts(**base)
+
+
+def test_restore_plan_rules() -> None:
+    plan = plan_training(_restore_facts(), CPU, _timer, budget_minutes=5)
+    o = plan.overrides()
+    assert o["task"] == "restore" and o["restore.self_supervised"] is False
+    assert o["model.args.norm"] == "none"  # a restoration keeps each patch's intensity level
+    assert o["data.normalization"] == "percentile" and o["restore.target_normalization"] == "percentile"
+    assert o["restore.loss"] == "l1"
+    assert "train.loss" not in o and "data.foreground_fraction" not in o and "data.target_spacing" not in o
+    assert "augment.rotate.degrees" not in o
+    assert {"data.patch_size", "train.batch_size", "model.args.depth", "train.epochs"} <= o.keys()
+    assert o["train.max_minutes"] == 5
+    table = {choice: why for choice, _, why in plan.rows()}
+    assert "CARE" in table["loss"] and "intensity level" in table["norm"] and "no resampling" in table["target spacing"]
+    # the user's values win and the table says so
+    mine = plan_training(_restore_facts(), CPU, _timer, budget_minutes=5, fixed={"restore.loss": "mse"})
+    assert mine.overrides()["restore.loss"] == "mse"
+    with pytest.raises(ConfigError, match="--dims"):
+        plan_training(_restore_facts(spatial_dims=3, shapes=((32, 64, 64),) * 8), CPU, _timer, dims=2)
+
+
+def test_restore_facts_and_plan_cli(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    write_restore_dataset(str(data), n=3, shape=(48, 48), seed=1)
+    facts = facts_of(data, task="restore")
+    assert facts.task == "restore" and facts.num_images == 3 and facts.shapes[0] == (48, 48)
+    assert facts.num_classes == 1 and facts.target_dtype == "float32"
+    r = runner.invoke(
+        app, ["plan", str(data), "--task", "restore", "--budget", "1m", "--out", str(tmp_path / "p.yaml")]
+    )
+    assert r.exit_code == 0, r.output
+    plan = load_plan(tmp_path / "p.yaml")
+    assert plan.overrides()["task"] == "restore" and plan.facts["task"] == "restore"
+    r = runner.invoke(app, ["plan", str(data), "--task", "restore", "--self-supervised", "--budget", "1m",
+                            "--out", str(tmp_path / "n2v.yaml")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert load_plan(tmp_path / "n2v.yaml").overrides()["restore.self_supervised"] is True
+
+
+def test_planned_train_writes_panels_and_predicts_dtypes(tmp_path: Path) -> None:
+    """``unetkit train DATA --task restore`` plans (no other flags needed); the run folder holds the panels;
+    ``predict --dtype`` writes float32, uint8, uint16 or the targets' dtype (clipped)."""
+    data = tmp_path / "d"
+    write_restore_dataset(str(data), n=3, shape=(48, 48), seed=1)
+    for p in sorted((data / "targets").iterdir()):  # uint16 targets in 0..1000
+        write_image(p, np.rint(read_image(p).array * 1000).astype(np.uint16), spatial_dims=2)
+    run = tmp_path / "run"
+    r = runner.invoke(
+        app,
+        ["train", str(data), "--task", "restore", "--out", str(run), "--budget", "3s", "--device", "cpu",
+         "--set", "model.args.width=4", "--set", "train.epochs=1", "--set", "train.iterations_per_epoch=2"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "CARE" in r.output  # the plan's table
+    assert (run / "plan.yaml").is_file() and load_plan(run / "plan.yaml").overrides()["task"] == "restore"
+    panels = sorted((run / "panels").glob("*.png"))
+    assert panels and panels[0].stat().st_size > 1000
+    model = str(run / "model.safetensors")
+    for dtype, expected in (("float32", np.float32), ("target", np.uint16), ("uint8", np.uint8)):
+        out = tmp_path / f"pred_{dtype}"
+        r = runner.invoke(app, ["predict", model, str(data / "inputs"), "--out", str(out), "--dtype", dtype])
+        assert r.exit_code == 0, r.output
+        arr = read_image(out / "00.tif").array
+        assert arr.dtype == expected, dtype
+    # the float output is in the targets' range (0..1000), so uint8 is it clipped to 255
+    full = read_image(tmp_path / "pred_float32" / "00.tif").array
+    small = read_image(tmp_path / "pred_uint8" / "00.tif").array
+    np.testing.assert_array_equal(small, np.clip(np.rint(full), 0, 255).astype(np.uint8))
+    assert full.max() > 255
+    r = runner.invoke(app, ["predict", model, str(data / "inputs"), "--out", str(tmp_path / "x"), "--dtype", "int8"])
+    assert isinstance(r.exception, ConfigError) and "float32, uint8, uint16, target" in str(r.exception)
+    # the evaluation report shows the restoration panels
+    r = runner.invoke(
+        app, ["evaluate", "--task", "restore", "--pred", str(tmp_path / "pred_float32"), "--truth",
+              str(data / "targets"), "--images", str(data / "inputs"), "--out", str(tmp_path / "ev")],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "ev" / "report.html").read_text()
+    assert "input | output | target" in html and html.count("data:image/png;base64") == 3
