@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from unetkit.data.io.common import BadFile
+from unetkit.data.io.common import BadFile, check_declared_size
 from unetkit.data.io.lazy import LazyImage, layout_from_axes
 from unetkit.data.io.regions import BlockCache, BlockGrid, MappedFile, read_runs
 from unetkit.errors import DataError
@@ -148,6 +148,8 @@ def open_tiff(path: Path, spatial_dims: int | None) -> LazyImage:
             series = tif.series[0]
             shape, axes, dtype = tuple(int(s) for s in series.shape), str(series.axes), series.dtype
             regions = TiffRegions.open(tif, series, path)
+            if regions is not None:  # the pixels lie in this file: it must be able to hold them (bombs)
+                check_declared_size(path, shape, dtype, compressed=series.keyframe.compression != 1)
             source: Any = regions if regions is not None else _zarr_store(series)
             meta = _spacing_metadata(tif)
         layout = layout_from_axes(shape, axes, spatial_dims, path)
