@@ -36,26 +36,38 @@ def test_eta_counts_validation_once_an_epoch_ended_and_never_exceeds_the_budget(
     clock = _Clock()
     eta = Eta(total_steps=20, done_steps=0, clock=clock)
     assert eta.remaining() is None  # nothing measured yet
-    for _ in range(5):
+    clock.t = 4.0  # start-up and warm-up
+    eta.step()
+    assert eta.remaining() is None  # the first step is not a measure
+    for _ in range(4):
         clock.t += 1.0
         eta.step()
     assert eta.remaining() == pytest.approx(15.0)  # 1 s per step, 15 steps left
-    clock.t += 5.0  # validation and saving took 5 s
+    clock.t += 4.0  # validation and saving took 4 s
     eta.epoch_end()
-    assert eta.remaining() == pytest.approx(30.0)  # 2 s per step including validation
-    assert eta.steps_per_s() == pytest.approx(0.5)
+    assert eta.remaining() == pytest.approx(30.0)  # 2 s per step, validation included
+    for _ in range(5):  # a faster second epoch: the latest epoch counts
+        clock.t += 0.5
+        eta.step()
+    clock.t += 2.5
+    eta.epoch_end()
+    assert eta.remaining() == pytest.approx(10.0 * 1.0)
     bounded = Eta(total_steps=20, done_steps=0, budget_s=12.0, clock=clock)
-    clock.t += 10.0
-    bounded.step()
-    assert bounded.remaining() == pytest.approx(2.0) and bounded.budget_bound()
+    start = clock.t
+    for _ in range(2):
+        clock.t += 5.0
+        bounded.step()
+    assert bounded.remaining() == pytest.approx(12.0 - (clock.t - start)) and bounded.budget_bound()
 
 
 def test_eta_resumed_run_counts_only_the_steps_left() -> None:
     clock = _Clock()
-    eta = Eta(total_steps=10, done_steps=8, clock=clock)
+    eta = Eta(total_steps=10, done_steps=7, clock=clock)
     clock.t = 3.0
     eta.step()
-    assert eta.remaining() == pytest.approx(3.0)
+    clock.t = 4.0
+    eta.step()
+    assert eta.remaining() == pytest.approx(1.0)
 
 
 def test_epoch_line_names_units() -> None:

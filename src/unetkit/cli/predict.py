@@ -87,7 +87,7 @@ def predict_cmd(
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=console, disable=quiet, transient=False,
     ) as bar:  # fmt: skip
-        overall = _Overall(bar, len(files))
+        overall = _Overall(bar, len(files), quiet)
         results = predict_files(models, files, out, progress=overall, **job)  # type: ignore[arg-type]
     if not quiet:
         console.print(summary_table(results, _class_names(model), out))
@@ -256,8 +256,8 @@ class _Overall:
     """One bar over the images and, under it, the current image's tiles with tiles/s and Mpx/s
     (a :class:`~unetkit.infer.files.PredictProgress`). How each image was tiled goes to the debug log."""
 
-    def __init__(self, progress: Progress, files: int) -> None:
-        self.progress = progress
+    def __init__(self, progress: Progress, files: int, quiet: bool = False) -> None:
+        self.progress, self.quiet = progress, quiet
         self.files = progress.add_task("images", total=files, unit="images", rate="")
         self.tiles: TaskID | None = None
         self.t0 = time.perf_counter()
@@ -272,7 +272,10 @@ class _Overall:
     def start(self, path: Path, summary: str, tiles: int, megapixels: float) -> None:
         import logging
 
-        logging.getLogger("unetkit.cli").debug("%s: %s", path, summary)
+        if self.tiles is None and not self.quiet:  # the backend, device and tiling, once; then the debug log
+            self.progress.console.print(f"{path.name}: {summary}", highlight=False)
+        elif self.tiles is not None:
+            logging.getLogger("unetkit.cli").debug("%s: %s", path, summary)
         self.first, self.done_tiles, self.total_tiles, self.megapixels = None, 0, tiles, megapixels
         if self.tiles is None:
             self.tiles = self.progress.add_task(path.name, total=tiles, unit="tiles", rate="")

@@ -249,8 +249,9 @@ def next_command(model_path: Path, data_path: Any, out: Path) -> str:
 
 
 class Eta:
-    """Time left in a run, validation included: the wall time per step so far (over whole epochs once one
-    has ended, so validation and saving count), times the steps left; never more than the budget left.
+    """Time left in a run, validation included: the wall time per step of the latest whole epoch (its
+    validation and saving included) times the steps left; before the first epoch ends, the time per step
+    since the first step (whose warm-up is left out). Never more than the budget left.
 
     Args:
         total_steps: steps of the whole run.
@@ -260,12 +261,13 @@ class Eta:
 
     >>> t = [0.0]
     >>> eta = Eta(total_steps=10, done_steps=0, clock=lambda: t[0])
-    >>> t[0] = 2.0; eta.step(); eta.step()
-    >>> eta.remaining()
+    >>> t[0] = 5.0; eta.step()        # the first step: start-up and warm-up, not counted
+    >>> t[0] = 6.0; eta.step()
+    >>> eta.remaining()               # 1 s per step, 8 steps left
     8.0
-    >>> t[0] = 6.0; eta.epoch_end()   # validation took 4 s: an epoch of 2 steps cost 6 s
+    >>> t[0] = 9.0; eta.epoch_end()   # validation took 3 s: the epoch's second step cost 4 s in all
     >>> eta.remaining()
-    24.0
+    32.0
     """
 
     def __init__(
@@ -274,16 +276,27 @@ class Eta:
         self.total, self.clock, self.budget_s = total_steps, clock, budget_s
         self.t0 = clock()
         self.start_steps = self.done = done_steps
-        self.epoch_time: float | None = None
-        self.epoch_steps = 0
+        self.first: float | None = None
+        self.last_end: float | None = None
+        self.done_at_end = done_steps
+        self.per_step: float | None = None
 
     def step(self) -> None:
+        """A training step ended."""
         self.done += 1
+        if self.first is None:
+            self.first = self.clock()
 
     def epoch_end(self) -> None:
         """An epoch (its validation and saving included) just ended."""
-        self.epoch_time = self.clock() - self.t0
-        self.epoch_steps = self.done - self.start_steps
+        now = self.clock()
+        if self.last_end is None:
+            since, steps = (self.first or now), self.done - self.start_steps - 1
+        else:
+            since, steps = self.last_end, self.done - self.done_at_end
+        if steps > 0:
+            self.per_step = (now - since) / steps
+        self.last_end, self.done_at_end = now, self.done
 
     def steps_per_s(self) -> float:
         """Training steps per second since the start (0 before the first step)."""
@@ -291,22 +304,21 @@ class Eta:
         return (self.done - self.start_steps) / dt if dt > 0 else 0.0
 
     def remaining(self) -> float | None:
-        """Seconds left (``None`` before the first step)."""
-        left = self.total - self.done
-        if self.epoch_time is not None and self.epoch_steps > 0:
-            per_step = self.epoch_time / self.epoch_steps
-        elif self.done > self.start_steps:
-            per_step = (self.clock() - self.t0) / (self.done - self.start_steps)
-        else:
-            return None
-        estimate = left * per_step
+        """Seconds left (``None`` until two steps have been timed)."""
+        per_step = self.per_step
+        if per_step is None:
+            counted = self.done - self.start_steps - 1
+            if self.first is None or counted <= 0:
+                return None
+            per_step = (self.clock() - self.first) / counted
+        estimate = (self.total - self.done) * per_step
         if self.budget_s is not None:
             estimate = min(estimate, max(self.budget_s - (self.clock() - self.t0), 0.0))
         return estimate
 
     def budget_bound(self) -> bool:
         """Whether the budget, not the epoch count, ends the run by the current estimate."""
-        if self.budget_s is None or self.done == self.start_steps:
+        if self.budget_s is None:
             return False
         est = self.remaining()
         return est is not None and est >= max(self.budget_s - (self.clock() - self.t0), 0.0) - 1e-9

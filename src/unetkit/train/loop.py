@@ -275,7 +275,7 @@ def _train(
         deadline=time.monotonic() + t.max_minutes * 60 if t.max_minutes else math.inf,
     )
     stopped_early = False
-    last_picture: float | None = None
+    last_picture = time.monotonic()
     while run.epoch < t.epochs:
         epoch = run.epoch
         row, out_of_time = train_epoch(setup, run)

@@ -1,8 +1,8 @@
 """Validation pictures: image | truth | prediction | errors for a fixed sample of validation images.
 
-A validation writes ``RUN/val_pictures/epoch_NNNN.png`` (and ``latest.png``): the first and the last one of a
-run, and in between at most one a minute (:func:`picture_due`). One row per image, the same
-images every time (the first :data:`PICTURES` validation images by name), each cropped to one prediction tile
+A validation writes ``RUN/val_pictures/epoch_NNNN.png`` (and ``latest.png``): the last one of a run, and
+before it one a minute at most (:func:`picture_due`), so pictures cost a few percent of a run's time.
+One row per image, the same images every time (the first :data:`PICTURES` validation images by name), each cropped to one prediction tile
 around its centre so a picture costs one network call per image.
 """
 
@@ -27,13 +27,14 @@ PICTURE_EVERY_S = 60.0
 """At most one picture per this many seconds of training (the run's last validation always has one)."""
 
 
-def picture_due(now: float, last: float | None, final: bool) -> bool:
-    """Whether a validation writes a picture: the first one, the final one, and then one a minute at most.
+def picture_due(now: float, last: float, final: bool) -> bool:
+    """Whether a validation writes a picture: the run's last one, and before it one a minute at most
+    (``last``: when the previous picture was written, or the run started).
 
-    >>> picture_due(10.0, None, False), picture_due(30.0, 10.0, False), picture_due(30.0, 10.0, True)
-    (True, False, True)
+    >>> picture_due(30.0, 10.0, False), picture_due(30.0, 10.0, True), picture_due(75.0, 10.0, False)
+    (False, True, True)
     """
-    return final or last is None or now - last >= PICTURE_EVERY_S
+    return final or now - last >= PICTURE_EVERY_S
 
 
 def _crop(sample: Any, size: list[int]) -> tuple[np.ndarray, np.ndarray]:
