@@ -2,8 +2,8 @@
 
 A validation writes ``RUN/val_pictures/epoch_NNNN.png`` (and ``latest.png``): the last one of a run, and
 before it one a minute at most (:func:`picture_due`), so pictures cost a few percent of a run's time.
-One row per image, the same images every time (the first :data:`PICTURES` validation images by name), each cropped to one prediction tile
-around its centre so a picture costs one network call per image.
+One row per image, the same images every time (the first :data:`PICTURES` validation images by name), each
+cropped to one prediction tile around its centre so a picture costs one network call per image.
 """
 
 from __future__ import annotations
