@@ -134,3 +134,11 @@ def test_train_run_folder_has_log_summary_pictures_and_next_command(
         assert im.width > 400  # four panels side by side
     with Image.open(run / "curves.png") as im:
         assert im.width > 800
+    # the next command, as printed: one bar, a summary table, and a warning for the training images
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", str(run / "model.safetensors"), str(data / "images"), "--out", str(tmp_path / "pred")])
+    assert exc.value.code in (0, None)
+    console = capsys.readouterr()
+    assert "predictions in" in console.out and "4 images" in console.out and "Mpx/s" in console.out
+    assert "im0.tif" in console.out and "background" in console.out  # per image: classes' pixel shares
+    assert "3 of these images trained" in console.err

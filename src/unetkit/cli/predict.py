@@ -82,6 +82,9 @@ def predict_cmd(
     files = expand_inputs(inputs)
     check_inputs(models, files, out)
     sweep_stale_temporaries(out, files)
+    if not quiet:
+        for line in training_image_warnings(models, files):
+            err_console.print(f"[yellow]warning:[/] {line}")
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} {task.fields[unit]}"),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -163,6 +166,30 @@ def sweep_stale_temporaries(out: Path, files: list[Path]) -> list[Path]:
             "removed %d temporary files of an interrupted run from %s", len(removed), out
         )
     return removed
+
+
+def training_image_warnings(models: list[str], files: list[Path]) -> list[str]:
+    """One line when some inputs trained a model (its run folder's ``split.json`` says so): scores on
+    them look better than on new images."""
+    import json
+
+    from unetkit.data.io.common import strip_suffix
+
+    lines = []
+    for model in models:
+        split = Path(model).parent / "split.json"
+        try:
+            trained = {Path(n).name for n in json.loads(split.read_text(encoding="utf-8")).get("train", [])}
+        except (OSError, ValueError, AttributeError):
+            continue  # no run folder beside the model file, or not one unetkit wrote
+        seen = [f.name for f in files if strip_suffix(f.name) in trained]
+        if seen:
+            shown = ", ".join(seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
+            lines.append(
+                f"{len(seen)} of these images trained {model} ({shown}; {split}): its results on them look "
+                "better than on new images"
+            )
+    return lines
 
 
 def background_warnings(results: list[PredictionResult]) -> list[str]:
