@@ -132,6 +132,18 @@ CASES: list[tuple[str, Callable[[Path], Path], list[str], str]] = [
         "is a file",
     ),
     ("out-is-the-input-folder", _folder_with_image, ["predict", "{model}", "{}", "--out", "{}"], "overwrite"),
+    (
+        "train-out-in-the-dataset",
+        _dataset_with(inputs.rgb_image, "a.png"),
+        ["train", "{}", "--no-plan", "--out", "{}/run", "--quiet"],
+        "inside the dataset",
+    ),
+    (
+        "train-out-is-a-file",
+        _dataset_with(inputs.rgb_image, "a.png"),
+        ["train", "{}", "--no-plan", "--out", "{}/images/a.png", "--quiet"],
+        "is a file",
+    ),
 ]
 
 

@@ -85,6 +85,19 @@ class RichProgress(_CallbackBase):
         self.progress.stop()
 
 
+def _check_out(out: Path, *datasets: str | None) -> None:
+    """The run folder may not be a file, a dataset folder or inside one (training never writes among its inputs)."""
+    if out.exists() and not out.is_dir():
+        raise UnetkitError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
+    target = out.resolve()
+    for data in datasets:
+        if data is None or not Path(data).is_dir():
+            continue
+        root = Path(data).resolve()
+        if target == root or root in target.parents:
+            raise UnetkitError(f"--out {out} is inside the dataset {data}; put the run folder elsewhere, e.g. runs/")
+
+
 def _parse_fold(text: str | None) -> list[str]:
     if text is None:
         return []
@@ -204,6 +217,7 @@ def train_cmd(
         out = out or Path("runs") / Path(str(path)).name
         if not quiet:
             console.print(plan_table(plan, f"plan for {path}"))
+    _check_out(Path(out), cfg.data.path, cfg.data.val_path)
     if folds is not None:
         if fold is not None or resume is not None:
             raise UnetkitError("--folds N trains every fold; leave out --fold and --resume (resume one fold folder)")
