@@ -66,7 +66,7 @@ def test_evaluate_binary_writes_all_outputs(tmp_path: Path) -> None:
     assert float(s1["pixel_error"]) == pytest.approx(pixel_error(pred, truth), abs=1e-6)
     assert float(s1["dice"]) == pytest.approx(ConfusionMatrix(2).update(pred, truth).dice()[1], abs=1e-6)
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and html.index("s2") < html.index("s0")
+    assert html.count("data:image/jpeg;base64,") == 3 and html.index("s2") < html.index("s0")
 
 
 def test_evaluate_postprocess_and_opt_outs(tmp_path: Path) -> None:

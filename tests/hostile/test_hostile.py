@@ -1,14 +1,23 @@
-"""Hostile input: every case ends with exit code 2 and one message naming the file or field, no traceback."""
+"""Hostile input: every case ends with exit code 2 and one message naming the file or field, no traceback.
+
+The inputs come from the generators in ``inputs.py``; ``{}`` in a command line is the generated input,
+``{model}`` a tiny one-channel 2D model file, ``{tmp}`` the case's folder.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from unetkit.cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))
+import inputs  # the generators beside this file
 
 
 def _write(name: str, data: bytes) -> Callable[[Path], Path]:
@@ -22,6 +31,38 @@ def _write(name: str, data: bytes) -> Callable[[Path], Path]:
 def _model(tmp: Path, header: bytes) -> Path:
     (tmp / "m.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
     return tmp / "m.safetensors"
+
+
+def _dataset_with(image: Callable[[Path], Path], name: str) -> Callable[[Path], Path]:
+    """A dataset folder whose one image ``name`` comes from ``image`` (with a plain mask of the same stem)."""
+
+    def make(tmp: Path) -> Path:
+        from unetkit.data.io import write_image
+
+        root = tmp / "ds"
+        image(root / "images" / name)
+        write_image(root / "masks" / (name.split(".")[0] + ".png"), np.zeros((64, 64), np.uint8))
+        return root
+
+    return make
+
+
+def _folder_with_image(tmp: Path) -> Path:
+    from unetkit.data.io import write_image
+
+    write_image(tmp / "imgs" / "a.png", np.full((32, 32), 7, np.uint8))
+    return tmp / "imgs"
+
+
+def _tiny_model(tmp: Path) -> Path:
+    from unetkit.modelfile import save_model
+    from unetkit.models import create_model
+
+    path = tmp / "tiny.safetensors"
+    if not path.exists():
+        net = create_model("unet2d_small", in_channels=1, num_classes=2, width=4, depth=2)
+        save_model(path, net)
+    return path
 
 
 # (id, input generator, argv with {} for the input, a word the message must hold)
@@ -52,6 +93,57 @@ CASES: list[tuple[str, Callable[[Path], Path], list[str], str]] = [
     ("model-not-unetkit", lambda t: _model(t, b'{"__metadata__": {}}'), ["info", "{}"], "unetkit"),
     ("latin1-list", _write("l.csv", "image,mask\ncaf\xe9.png,m.png\n".encode("latin-1")), ["check", "{}"], "UTF-8"),
     ("no-dataset", lambda t: t / "missing", ["check", "{}"], "not found"),
+    ("png-bomb-check", _dataset_with(inputs.png_bomb, "b.png"), ["check", "{}"], "decompression bomb"),
+    (
+        "png-bomb-predict",
+        lambda t: inputs.png_bomb(t / "b.png"),
+        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        "decompression bomb",
+    ),
+    (
+        "tiff-bomb-predict",
+        lambda t: inputs.tiff_bomb(t / "b.tif"),
+        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        "decompression bomb",
+    ),
+    ("tiff-bomb-check", _dataset_with(inputs.tiff_bomb, "b.tif"), ["check", "{}"], "decompression bomb"),
+    (
+        "tiff-huge-tag",
+        lambda t: inputs.tiff_huge_tag(t / "h.tif"),
+        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        "h.tif",
+    ),
+    (
+        "nan-train",
+        _dataset_with(inputs.nan_image, "n.tif"),
+        ["train", "{}", "--no-plan", "--out", "{tmp}/run", "--epochs", "1", "--quiet"],
+        "NaN",
+    ),
+    (
+        "wrong-channels",
+        lambda t: inputs.rgb_image(t / "rgb.png"),
+        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        "3 channels",
+    ),
+    (
+        "out-is-a-file",
+        lambda t: inputs.rgb_image(t / "rgb.png"),
+        ["predict", "{model}", "{}", "--out", "{}"],
+        "is a file",
+    ),
+    ("out-is-the-input-folder", _folder_with_image, ["predict", "{model}", "{}", "--out", "{}"], "overwrite"),
+    (
+        "train-out-in-the-dataset",
+        _dataset_with(inputs.rgb_image, "a.png"),
+        ["train", "{}", "--no-plan", "--out", "{}/run", "--quiet"],
+        "inside the dataset",
+    ),
+    (
+        "train-out-is-a-file",
+        _dataset_with(inputs.rgb_image, "a.png"),
+        ["train", "{}", "--no-plan", "--out", "{}/images/a.png", "--quiet"],
+        "is a file",
+    ),
 ]
 
 
@@ -60,10 +152,32 @@ def test_hostile_input_exits_2_with_one_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Callable[[Path], Path], argv: list[str], word: str
 ) -> None:
     path = make(tmp_path)
+    model = os.fspath(_tiny_model(tmp_path)) if any("{model}" in a for a in argv) else ""
     before = path.read_bytes() if path.is_file() else None
+    listing = sorted(p.relative_to(path) for p in path.rglob("*")) if path.is_dir() else None
     with pytest.raises(SystemExit) as exc:
-        main([a.replace("{}", os.fspath(path)) for a in argv])
-    err = capsys.readouterr().err
+        main(
+            [
+                a.replace("{}", os.fspath(path)).replace("{model}", model).replace("{tmp}", os.fspath(tmp_path))
+                for a in argv
+            ]
+        )
+    captured = capsys.readouterr()
+    err = captured.err
     assert exc.value.code == 2, err
-    assert "Traceback" not in err and word.lower() in err.lower(), err
+    # the message on stderr; `check` lists the problems it found on stdout above it
+    assert "Traceback" not in err + captured.out and word.lower() in (err + captured.out).lower(), err
     assert before is None or path.read_bytes() == before  # an input is never changed
+    assert listing is None or sorted(p.relative_to(path) for p in path.rglob("*")) == listing  # nor added to
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, err  # one message
+
+
+def test_nan_image_prediction_warns_instead_of_a_silent_background(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = inputs.nan_image(tmp_path / "n.tif", everywhere=True)
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", os.fspath(_tiny_model(tmp_path)), os.fspath(image), "--out", os.fspath(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert exc.value.code in (0, None)
+    assert "every pixel was predicted background" in err and "NaN/Inf" in err and "n.tif" in err, err

@@ -68,6 +68,8 @@ def evaluate_cmd(
 
     Example: unetkit evaluate --pred preds --truth data/masks --images data/images --out eval
     """
+    from dataclasses import replace
+
     from unetkit.evaluate.run import EvaluateOptions, evaluate_folders
     from unetkit.postprocess.instances import INSTANCE_METHODS
     from unetkit.postprocess.pipeline import parse_postprocess
@@ -99,6 +101,7 @@ def evaluate_cmd(
         predict = predictor.predict_proba
         if predictor.description is not None:  # the model's classes and label mapping
             options = options.for_model(predictor.description)
+        options = replace(options, model_file=model)
     pred_dir = pred if pred is not None else out / "predictions"
     with console.status("evaluating...", spinner="dots") as status:
         result = evaluate_folders(

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
-from unetkit.cli._common import console, setup_logging
+from unetkit.cli._common import console, err_console, setup_logging
 
 if TYPE_CHECKING:  # the library (and torch) is imported when a command runs, not at start-up
     from unetkit.infer.files import PredictionResult
@@ -102,12 +103,190 @@ def predict_cmd(
     if dask is not None:
         predict_files(models, inputs, out, progress=_DaskLines(), **job)  # type: ignore[arg-type]
         return
+    from unetkit.infer.files import expand_inputs
+
+    files = expand_inputs(inputs)
+    check_inputs(models, files, out)
+    sweep_stale_temporaries(out, files)
+    if not quiet:
+        for line in training_image_warnings(models, files):
+            err_console.print(f"[yellow]warning:[/] {line}")
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} tiles"),
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} {task.fields[unit]}"),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, disable=quiet,
+        console=console, disable=quiet, transient=False,
     ) as bar:  # fmt: skip
-        predict_files(models, inputs, out, progress=_Bars(bar, quiet), **job)  # type: ignore[arg-type]
+        overall = _Overall(bar, len(files), quiet)
+        results = predict_files(models, files, out, progress=overall, **job)  # type: ignore[arg-type]
+    if not quiet:
+        console.print(summary_table(results, _class_names(model), out))
+    console.print(summary_line(results, out, overall.seconds()))
+    for line in background_warnings(results):
+        err_console.print(f"[yellow]warning:[/] {line}")
+
+
+def _channels(path: Path, spatial_dims: int) -> int:
+    """An image's channel count, from its header where the format has one (PNG/JPEG/BMP: not decoded)."""
+    from unetkit.data.io import open_image
+    from unetkit.data.io.common import image_format
+
+    if image_format(path) == "pil":
+        from PIL import Image
+
+        from unetkit.data.io.pil import bad_pil
+
+        with bad_pil().guard(path), Image.open(path) as im:
+            if im.mode == "P":
+                return 4 if "transparency" in im.info else 3
+            return 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3 if im.mode == "CMYK" else len(im.getbands())
+    with open_image(path, spatial_dims=spatial_dims) as img:
+        return int(img.shape[0])
+
+
+def check_inputs(models: list[str], files: list[Path], out: Path) -> None:
+    """Before any work: ``--out`` is a folder, and every image has the channels the model was trained on."""
+    from unetkit.errors import ConfigError, DataError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the results (it is created if missing)")
+    if Path(models[0]).suffix.lower() != ".safetensors":
+        return  # exported files: the predictor checks the channels when it reads each image
+    from unetkit.modelfile import read_description
+
+    desc = read_description(models[0])
+    for path in files:
+        found = _channels(path, desc.spatial_dims)
+        if found != desc.in_channels:
+            want = f"{desc.in_channels} channel" + ("s" if desc.in_channels != 1 else "")
+            how = "grey (one channel)" if desc.in_channels == 1 else f"{desc.in_channels} channels"
+            raise DataError(
+                f"the image has {found} channel{'s' if found != 1 else ''} but the model {models[0]} expects {want}",
+                file=path,
+                fix=f"convert the image to {how} (e.g. in Fiji: Image > Type), or use a model trained on "
+                f"{found}-channel images",
+            )
+
+
+def sweep_stale_temporaries(out: Path, files: list[Path]) -> list[Path]:
+    """Remove the hidden temporary files a killed earlier prediction of these inputs left in ``out``.
+
+    Results are written to ``.<name>.<random>.tmp<suffix>`` beside their final name and renamed when complete
+    (:func:`unetkit.utils.atomic_path`); a SIGKILL leaves the temporary behind, never a half-written result.
+    """
+    import logging
+
+    from unetkit.data.io.common import strip_suffix
+
+    removed: list[Path] = []
+    if not out.is_dir():
+        return removed
+    for src in files:
+        stem = strip_suffix(src.name)
+        for pattern in (f".{stem}.*.tmp*", f".{stem}_*.tmp*"):
+            for tmp in out.glob(pattern):
+                if tmp.is_file() and not tmp.is_symlink():
+                    tmp.unlink()
+                    removed.append(tmp)
+    if removed:
+        logging.getLogger("unetkit.cli").info(
+            "removed %d temporary files of an interrupted run from %s", len(removed), out
+        )
+    return removed
+
+
+def training_image_warnings(models: list[str], files: list[Path]) -> list[str]:
+    """One line when some inputs trained a model (its run folder's ``split.json`` says so): scores on
+    them look better than on new images."""
+    import json
+
+    from unetkit.data.io.common import strip_suffix
+
+    lines = []
+    for model in models:
+        split = Path(model).parent / "split.json"
+        try:
+            trained = {Path(n).name for n in json.loads(split.read_text(encoding="utf-8")).get("train", [])}
+        except (OSError, ValueError, AttributeError):
+            continue  # no run folder beside the model file, or not one unetkit wrote
+        seen = [f.name for f in files if strip_suffix(f.name) in trained]
+        if seen:
+            shown = ", ".join(seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
+            lines.append(
+                f"{len(seen)} of these images trained {model} ({shown}; {split}): its results on them look "
+                "better than on new images"
+            )
+    return lines
+
+
+def background_warnings(results: list[PredictionResult]) -> list[str]:
+    """A line for every image predicted all background, saying why when the image has NaN/Inf pixels."""
+    import numpy as np
+
+    from unetkit.data.io import open_image
+
+    lines = []
+    for r in results:
+        if not r.class_counts or sum(r.class_counts[1:]) > 0:
+            continue
+        why = "check the image and the model (unetkit check, unetkit info)"
+        with open_image(r.input) as img:
+            region = tuple(slice(0, min(n, 2048)) for n in img.shape)
+            sample = np.asarray(img[region])
+        if sample.dtype.kind in "fc" and not np.isfinite(sample).all():
+            why = "the image holds NaN/Inf pixels; replace them (e.g. with 0) and re-save it"
+        lines.append(f"{r.input}: every pixel was predicted background; {why}")
+    return lines
+
+
+def _class_names(model: Path) -> list[str]:
+    """The model file's class names (none for an exported .onnx file or a package)."""
+    try:
+        from unetkit.modelfile import read_description
+
+        return list(read_description(model).class_names)
+    except Exception:  # names only label the table; the prediction already read the model
+        return []
+
+
+def _fractions(counts: list[int], names: list[str]) -> str:
+    total = sum(counts)
+    if not total:
+        return "-"
+    parts = [f"{names[k] if k < len(names) else k} {100 * c / total:.3g}%" for k, c in enumerate(counts) if c or k == 0]
+    return ", ".join(parts)
+
+
+TABLE_ROWS = 30
+"""Images listed in the summary table; a longer run lists the first ones and says how many more."""
+
+
+def summary_table(results: list[PredictionResult], class_names: list[str], out: Path) -> Table:
+    """One row per image: size, tiles, seconds, Mpx/s, the classes' pixel fractions and the files written
+    (names in ``out``); at most :data:`TABLE_ROWS` rows."""
+    more = len(results) - TABLE_ROWS
+    caption = f"and {more} more images, all in {out}" if more > 0 else None
+    table = Table(title=f"predictions in {out}", caption=caption, header_style="bold")
+    for col, just in (("image", "left"), ("size", "right"), ("tiles", "right"), ("time", "right"),
+                      ("Mpx/s", "right"), ("classes (pixels)", "left"), ("written", "left")):  # fmt: skip
+        table.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    for r in results[:TABLE_ROWS]:
+        written = [*r.outputs.all(), *(p for p in r.postprocessed if p not in r.outputs.all())]
+        table.add_row(
+            r.input.name, "x".join(str(n) for n in r.shape[1:]), str(r.tiles), f"{r.seconds:.1f} s",
+            f"{r.megapixels / max(r.seconds, 1e-9):.2f}", _fractions(r.class_counts, class_names),
+            "\n".join(p.name if p.parent == out else str(p) for p in written),
+        )  # fmt: skip
+    return table
+
+
+def summary_line(results: list[PredictionResult], out: Path, seconds: float) -> str:
+    """``N images, X Mpx in T s (R Mpx/s); results in OUT``."""
+    mpx = sum(r.megapixels for r in results)
+    n = len(results)
+    return (
+        f"{n} image{'s' if n != 1 else ''}, {mpx:.2f} Mpx in {seconds:.1f} s "
+        f"({mpx / max(seconds, 1e-9):.2f} Mpx/s); results in {out}"
+    )
 
 
 class _DaskLines:
@@ -126,54 +305,58 @@ class _DaskLines:
         pass
 
 
-class _Bars:
-    """A progress bar per image, then the files it wrote (a :class:`~unetkit.infer.files.PredictProgress`)."""
+class _Overall:
+    """One bar over the images and, under it, the current image's tiles with tiles/s and Mpx/s
+    (a :class:`~unetkit.infer.files.PredictProgress`). How each image was tiled goes to the debug log."""
 
-    def __init__(self, progress: Progress, quiet: bool) -> None:
+    def __init__(self, progress: Progress, files: int, quiet: bool = False) -> None:
         self.progress, self.quiet = progress, quiet
-        self.meter: _Meter | None = None
+        self.files = progress.add_task("images", total=files, unit="images", rate="")
+        self.tiles: TaskID | None = None
+        self.t0 = time.perf_counter()
+        self.first: float | None = None
+        self.done_tiles = 0
+        self.total_tiles = 0
+        self.megapixels = 0.0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
 
     def start(self, path: Path, summary: str, tiles: int, megapixels: float) -> None:
-        if not self.quiet:
-            self.progress.log(f"{path}: {summary}")
-        self.meter = _Meter(self.progress, path.name, tiles, megapixels)
+        import logging
+
+        if self.tiles is None and not self.quiet:  # the backend, device and tiling, once; then the debug log
+            self.progress.console.print(f"{path.name}: {summary}", highlight=False)
+        elif self.tiles is not None:
+            logging.getLogger("unetkit.cli").debug("%s: %s", path, summary)
+        self.first, self.done_tiles, self.total_tiles, self.megapixels = None, 0, tiles, megapixels
+        if self.tiles is None:
+            self.tiles = self.progress.add_task(path.name, total=tiles, unit="tiles", rate="")
+        else:
+            self.progress.reset(self.tiles, total=tiles, description=path.name, unit="tiles", rate="")
 
     def advance(self, tiles: int) -> None:
-        if self.meter is not None:
-            self.meter(tiles)
+        if self.tiles is None:
+            return
+        now = time.perf_counter()
+        if self.first is None:  # the first batch includes warm-up; rates count from its end
+            self.first = now
+        else:
+            self.done_tiles += tiles
+        self.progress.advance(self.tiles, tiles)
+        dt = now - self.first
+        if dt > 0 and self.done_tiles:
+            rate = self.done_tiles / dt
+            mpx = self.megapixels * rate / max(self.total_tiles, 1)
+            self.progress.update(self.tiles, rate=f"{rate:.1f} tiles/s, {mpx:.2f} Mpx/s")
 
     def predicted(self, result: PredictionResult) -> None:
-        if self.meter is not None:
-            rate = result.megapixels / max(result.seconds, 1e-9)
-            self.progress.update(self.meter.task, rate=f"{rate:.2f} MP/s")
-        for p in result.outputs.all():
-            console.print(f"  wrote {p}")
+        pass
 
     def done(self, result: PredictionResult) -> None:
-        for p in result.postprocessed:
-            console.print(f"  wrote {p} (post-processed)" if p == result.outputs.labels else f"  wrote {p}")
-
-
-class _Meter:
-    """Progress callback: advances the bar and shows tiles/s and megapixels/s."""
-
-    def __init__(self, progress: Progress, name: str, total: int, megapixels: float) -> None:
-        self.progress, self.total, self.megapixels = progress, total, megapixels
-        self.task = progress.add_task(name, total=total, rate="")
-        self.t0: float | None = None
-        self.done = 0
-
-    def __call__(self, n: int) -> None:
-        now = time.perf_counter()
-        if self.t0 is None:  # the first batch includes warm-up; rates count from its end
-            self.t0 = now
-        else:
-            self.done += n
-        self.progress.advance(self.task, n)
-        dt = now - self.t0
-        if dt > 0:
-            rate = self.done / dt
-            self.progress.update(self.task, rate=f"{rate:.1f} tiles/s, {self.megapixels * rate / self.total:.2f} MP/s")
+        self.progress.advance(self.files, 1)
+        n = self.progress.tasks[self.files].completed
+        self.progress.update(self.files, rate=f"{n / max(self.seconds(), 1e-9):.2f} images/s")
 
 
 def export_cmd(

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from unetkit.cli._common import console, setup_logging
 from unetkit.errors import UnetkitError
@@ -21,9 +21,10 @@ else:
 
 
 class RichProgress(_CallbackBase):
-    """A progress bar: epoch, loss, validation Dice (PSNR for restoration), patches/s, ETA; one summary line per
-    epoch.
+    """A progress bar: epoch, steps, loss, the last validation score, steps/s and patches/s, time left.
 
+    The time left is :class:`unetkit.train.callbacks.Eta`'s (validation included, bounded by the budget);
+    the epoch lines themselves are the run's log lines (console and ``train.log``).
     A :class:`unetkit.train.callbacks.Callback` (by its methods, so ``--help`` need not import the library).
     """
 
@@ -33,54 +34,68 @@ class RichProgress(_CallbackBase):
             TextColumn("[bold]epoch {task.fields[epoch]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("val {task.fields[dice]}"),
-            TextColumn("{task.fields[rate]:.1f} img/s"),
+            TextColumn("steps  loss {task.fields[loss]:.4f}  {task.fields[score]}"),
+            TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[eta]}"),
             console=console,
             disable=quiet,
         )
         self.task: Any = None
-        self.dice = "-"  # the last validation score: dice (segmentation) or PSNR (restoration)
+        self.score = "val -"
+        self.eta: Any = None
 
-    def on_train_start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int) -> None:
+    def on_train_start(
+        self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int, budget_s: float | None = None
+    ) -> None:
+        from unetkit.train.callbacks import Eta
+
         self.epochs = epochs
+        done = start_epoch * steps_per_epoch + start_step
+        self.eta = Eta(epochs * steps_per_epoch, done, budget_s)
         self.progress.start()
         self.task = self.progress.add_task(
-            "train",
-            total=epochs * steps_per_epoch,
-            completed=start_epoch * steps_per_epoch + start_step,
-            epoch=f"{start_epoch + 1}/{epochs}",
-            loss=0.0,
-            dice="-",
-            rate=0.0,
-        )
+            "train", total=epochs * steps_per_epoch, completed=done, epoch=f"{start_epoch + 1}/{epochs}",
+            loss=0.0, score=self.score, rate="", eta="left -",
+        )  # fmt: skip
+
+    def _eta(self) -> str:
+        from unetkit.train.callbacks import format_seconds
+
+        left = format_seconds(self.eta.remaining())
+        return f"left {left}" + (" (budget)" if self.eta.budget_bound() else "")
 
     def on_step(self, *, epoch: int, step: int, loss: float, images_per_s: float) -> None:
+        self.eta.step()
+        rate = f"{self.eta.steps_per_s():.2f} steps/s, {images_per_s:.1f} patches/s"
         self.progress.update(
-            self.task, advance=1, epoch=f"{epoch + 1}/{self.epochs}", loss=loss, rate=images_per_s, dice=self.dice
-        )
+            self.task, advance=1, epoch=f"{epoch + 1}/{self.epochs}", loss=loss, rate=rate, score=self.score,
+            eta=self._eta(),
+        )  # fmt: skip
 
     def on_epoch_end(self, *, epoch: int, row: dict[str, Any]) -> None:
-        if "val_dice" in row:
-            self.dice = f"dice {row['val_dice']:.4f}"
-        elif "val_psnr" in row:
-            self.dice = f"psnr {row['val_psnr']:.2f} dB"
-        line = f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f}"
-        if "val_dice" in row:
-            line += f", val_loss {row['val_loss']:.4f}, val_dice {row['val_dice']:.4f}, val_iou {row['val_iou']:.4f}"
-        if "val_psnr" in row:  # restoration
-            line += f", val_psnr {row['val_psnr']:.2f} dB, val_ssim {row['val_ssim']:.4f}"
-        if "d_loss" in row:  # --gan
-            line += f", d_loss {row['d_loss']:.4f}, g_adv {row['g_adv']:.4f}"
-        line += f", {row['images_per_s']:.1f} img/s, {row['seconds']:.1f} s"
-        if not self.quiet:
-            self.progress.console.print(line)
+        self.eta.epoch_end()
+        for key in ("val_dice", "val_psnr"):
+            if isinstance(row.get(key), int | float):
+                self.score = f"{key} {row[key]:.4f}"
+        self.progress.update(self.task, score=self.score, eta=self._eta())
 
     def on_train_end(self, *, result: Any) -> None:
+        self.progress.update(self.task, eta="done")
         self.progress.stop()
+
+
+def _check_out(out: Path, *datasets: str | None) -> None:
+    """The run folder may not be a file, a dataset folder or inside one (training never writes among its inputs)."""
+    if out.exists() and not out.is_dir():
+        raise UnetkitError(f"--out {out} is a file; give a folder for the run (it is created if missing)")
+    target = out.resolve()
+    for data in datasets:
+        if data is None or not Path(data).is_dir():
+            continue
+        root = Path(data).resolve()
+        if target == root or root in target.parents:
+            raise UnetkitError(f"--out {out} is inside the dataset {data}; put the run folder elsewhere, e.g. runs/")
 
 
 def _parse_fold(text: str | None) -> list[str]:
@@ -139,8 +154,11 @@ def train_cmd(
     """
     from unetkit.config import load_config
     from unetkit.train import train
+    from unetkit.train.callbacks import is_rank_zero, quiet_other_ranks
 
+    quiet = quiet or not is_rank_zero()  # DDP: rank 0 reports for every process (the launcher's RANK)
     setup_logging(verbose=verbose, quiet=quiet)
+    quiet_other_ranks()
     flags = {
         "data.path": data,
         "train.epochs": epochs,
@@ -205,6 +223,7 @@ def train_cmd(
         out = out or Path("runs") / Path(str(path)).name
         if not quiet:
             console.print(plan_table(plan, f"plan for {path}"))
+    _check_out(Path(out), cfg.data.path, cfg.data.val_path)
     if folds is not None:
         if fold is not None or resume is not None:
             raise UnetkitError("--folds N trains every fold; leave out --fold and --resume (resume one fold folder)")
@@ -213,13 +232,18 @@ def train_cmd(
         for k in range(folds):
             cfg_k = cfg.model_copy(deep=True)
             cfg_k.data.fold, cfg_k.data.num_folds = k, folds
-            console.print(f"[bold]fold {k + 1}/{folds}[/]")
+            if not quiet:
+                console.print(f"[bold]fold {k + 1}/{folds}[/]")
             train(cfg_k, Path(out) / f"fold_{k + 1}", callbacks=[RichProgress(quiet)], plan=plan)
         ensemble = f"{Path(out)}/fold_*/model.safetensors"
-        console.print(f"{folds} folds trained; predict with all of them: unetkit predict {ensemble} IMAGES --out PRED")
+        if is_rank_zero():
+            console.print(
+                f"{folds} folds trained; predict with all of them: unetkit predict {ensemble} IMAGES --out PRED"
+            )
         return
     result = train(cfg, out, resume=resume is not None, callbacks=[RichProgress(quiet)], plan=plan)
-    console.print(f"best epoch {result.best_epoch} (score {result.best_score:.4f}); model: {result.model_path}")
+    if quiet and is_rank_zero():  # the log lines (the summary and the next command) are not shown: the model is
+        console.print(str(result.model_path))
 
 
 @config_app.command("init")

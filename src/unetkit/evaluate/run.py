@@ -54,6 +54,7 @@ class EvaluateOptions:
         mapping: raw truth value -> class (a model file's); ``None``: inferred once over the whole truth set
             by :func:`unetkit.data.masks.infer_mapping`, as training does.
         classes: class names (and colours), class 0 first, for the report; they pin ``num_classes``.
+        model_file: the model file that predicted, for the report's provenance and its run's pictures.
     """
 
     num_classes: int | None = None
@@ -66,6 +67,7 @@ class EvaluateOptions:
     surface: bool = True
     include_background: bool = False
     panels: int = 12
+    model_file: Path | None = None
     mapping: LabelMapping | None = None
     classes: Sequence[ClassSpec] | None = None
 
@@ -306,7 +308,7 @@ def evaluate_folders(
     _write_csv(out_dir / "metrics.csv", rows)
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(_json_safe(summary), indent=2))
-    _write_html(out_dir / "report.html", rows, summary, pictures, options, notes, classes)
+    _write_html(out_dir / "report.html", rows, summary, pictures, options, notes, classes, Path(truth_dir))
     return EvaluationResult(rows, summary, notes)
 
 
@@ -318,9 +320,10 @@ def _write_html(
     options: EvaluateOptions,
     notes: list[str],
     classes: Classes,
+    truth_dir: Path,
 ) -> None:
     from unetkit.viz.panels import panel_png
-    from unetkit.viz.report import write_report
+    from unetkit.viz.report import provenance, run_pictures, write_report
 
     panels = []
     for r in rows[: options.panels]:
@@ -334,7 +337,10 @@ def _write_html(
     scalars = {k: v for k, v in summary.items() if k not in ("pooled", "class_names", "label_mapping")}
     if options.postprocess:
         notes = [*notes, f"post-processing: {options.postprocess}"]
-    write_report(path, scalars, shown, panels, notes=notes, class_names=classes.names)
+    model = options.model_file
+    info = provenance(model=model, data=truth_dir)
+    run = run_pictures(Path(model).parent) if model is not None else []
+    write_report(path, scalars, shown, panels, notes=notes, class_names=classes.names, info=info, run=run)
 
 
 def _predict_folder(

@@ -45,7 +45,9 @@ class _Progress(BaseCallback):
     def __init__(self) -> None:
         self.text, self.cancel = "planning", False
 
-    def on_train_start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int) -> None:
+    def on_train_start(
+        self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int, budget_s: float | None = None
+    ) -> None:
         self.text = f"training: {epochs} epochs of {steps_per_epoch} steps at most"
 
     def on_step(self, *, epoch: int, step: int, loss: float, images_per_s: float) -> None:

@@ -1,10 +1,17 @@
-"""What a training run reports as it goes: a protocol the CLI's progress bar implements, and run-folder loggers."""
+"""What a training run reports as it goes: a protocol the CLI's progress bar implements, run-folder loggers
+(``metrics.csv``, ``train.log``, TensorBoard), the start summary and the closing command, the time left, and
+the one rule for who reports in a DDP run (:func:`is_rank_zero`)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,7 +23,9 @@ log = logging.getLogger(__name__)
 class Callback(Protocol):
     """Hooks called on the main process (rank 0). All are optional to implement via :class:`BaseCallback`."""
 
-    def on_train_start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int) -> None: ...
+    def on_train_start(
+        self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int, budget_s: float | None = None
+    ) -> None: ...
     def on_step(self, *, epoch: int, step: int, loss: float, images_per_s: float) -> None: ...
     def on_epoch_end(self, *, epoch: int, row: dict[str, Any]) -> None: ...
     def on_train_end(self, *, result: Any) -> None: ...
@@ -25,7 +34,9 @@ class Callback(Protocol):
 class BaseCallback:
     """A callback that does nothing; subclass and override what you need."""
 
-    def on_train_start(self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int) -> None:
+    def on_train_start(
+        self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int, budget_s: float | None = None
+    ) -> None:
         pass
 
     def on_step(self, *, epoch: int, step: int, loss: float, images_per_s: float) -> None:
@@ -75,3 +86,253 @@ class TensorBoardLogger(BaseCallback):
     def on_train_end(self, *, result: Any) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+# --- one rule: who speaks and writes in a multi-process (DDP) run ------------------------------------------
+
+
+def is_rank_zero(fabric: Any | None = None) -> bool:
+    """Whether this process is rank 0 of the run: the only one that prints, logs to the console or writes files.
+
+    With a Lightning ``fabric`` its ``is_global_zero``; without one, the ``RANK`` environment variable that
+    torchrun, SLURM and Lightning set (unset: a single process, rank 0).
+
+    >>> is_rank_zero()
+    True
+    """
+    if fabric is not None:
+        return bool(fabric.is_global_zero)
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        value = os.environ.get(var)
+        if value is not None and value.strip().isdigit():
+            return int(value) == 0
+    return True
+
+
+def quiet_other_ranks(fabric: Any | None = None) -> None:
+    """On ranks other than 0, keep unetkit's and Lightning's loggers to errors only (rank 0 reports for all)."""
+    if is_rank_zero(fabric):
+        return
+    for name in ("unetkit", "lightning", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# --- train.log -----------------------------------------------------------------------------------------------
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
+
+
+@contextlib.contextmanager
+def run_log(path: Path, enabled: bool = True) -> Iterator[Path | None]:
+    """Copy every unetkit log record, debug included, into ``path`` (appended, flushed line by line) while
+    the block runs; the console keeps the level it had. Does nothing when ``enabled`` is false (ranks > 0).
+    """
+    if not enabled:
+        yield None
+        return
+    logger = logging.getLogger("unetkit")
+    before = logger.level
+    shown = logger.getEffectiveLevel()
+    pinned = [h for h in logger.handlers if h.level == logging.NOTSET]
+    for h in pinned:  # the console shows what it showed before; the file gets the debug lines too
+        h.setLevel(shown)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    handler.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield path
+    except BaseException as exc:  # the console shows the error (the CLI prints it); the log keeps it too
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "stopped: %s", (exc,), None)
+        handler.handle(record)
+        raise
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(before)
+        for h in pinned:
+            h.setLevel(logging.NOTSET)
+
+
+def epoch_line(row: dict[str, Any]) -> str:
+    """The one line an epoch leaves on the console and in ``train.log``.
+
+    >>> epoch_line({"epoch": 2, "train_loss": 0.5, "val_dice": 0.75, "images_per_s": 40.0, "seconds": 3.0})
+    'epoch 2: train_loss 0.5000, val_dice 0.7500, 40.0 patches/s, 3.0 s'
+    """
+    parts = [f"train_loss {row['train_loss']:.4f}"]
+    for key in ("val_loss", "val_dice", "val_iou", "val_psnr", "val_ssim", "d_loss", "g_adv"):
+        if isinstance(row.get(key), int | float):
+            parts.append(f"{key} {row[key]:.4f}")
+    if "images_per_s" in row:
+        parts.append(f"{row['images_per_s']:.1f} patches/s")
+    if "seconds" in row:
+        parts.append(f"{row['seconds']:.1f} s")
+    return f"epoch {row['epoch']}: " + ", ".join(parts)
+
+
+def _size(values: Sequence[int]) -> str:
+    return "x".join(str(int(v)) for v in values)
+
+
+def start_summary(
+    *,
+    out: Path,
+    data_path: Any,
+    n_train: int,
+    n_val: int,
+    spatial_dims: int,
+    in_channels: int,
+    class_names: Sequence[str],
+    model_name: str,
+    parameters: int,
+    patch: Sequence[int],
+    out_patch: Sequence[int],
+    batch_size: int,
+    epochs: int,
+    steps_per_epoch: int,
+    val_every: int,
+    device: str,
+    processes: int,
+    precision: str,
+    budget_minutes: float | None,
+    start_epoch: int = 0,
+) -> list[str]:
+    """The lines a run starts with: data, network, plan, device, budget and where the outputs go.
+
+    >>> lines = start_summary(out=Path("runs/a"), data_path="d", n_train=3, n_val=1, spatial_dims=2,
+    ...     in_channels=1, class_names=["background", "cell"], model_name="unet2d", parameters=1_500_000,
+    ...     patch=[64, 64], out_patch=[64, 64], batch_size=4, epochs=2, steps_per_epoch=5, val_every=1,
+    ...     device="cpu", processes=1, precision="32-true", budget_minutes=None)
+    >>> lines[1]
+    'data     d: 3 training / 1 validation images, 2D, 1 channel, 2 classes (background, cell)'
+    """
+    classes = f"{len(class_names)} classes ({', '.join(class_names)})" if class_names else "restoration"
+    channels = f"{in_channels} channel" + ("s" if in_channels != 1 else "")
+    steps = epochs * steps_per_epoch
+    budget = (
+        f"{budget_minutes:g} minutes (the run stops, validated and saved, when it is used up)"
+        if budget_minutes
+        else "none (the run ends after the last epoch)"
+    )
+    lines = [
+        f"run      {out}: train.log, metrics.csv, curves.png, val_pictures/, model.safetensors, checkpoints/",
+        f"data     {data_path}: {n_train} training / {n_val} validation images, {spatial_dims}D, {channels}, {classes}",
+        f"model    {model_name}, {parameters / 1e6:.2f} M parameters; "
+        f"patch {_size(patch)} -> output {_size(out_patch)}",
+        f"plan     {epochs} epochs x {steps_per_epoch} steps = {steps} steps of {batch_size} patches"
+        f" per process; validation every {val_every} epoch" + ("s" if val_every != 1 else ""),
+        f"device   {device} ({processes} process{'es' if processes != 1 else ''}, precision {precision})",
+        f"budget   {budget}",
+    ]
+    if start_epoch:
+        lines.append(f"resume   from epoch {start_epoch + 1}")
+    return lines
+
+
+def next_command(model_path: Path, data_path: Any, out: Path) -> str:
+    """The command to run after training: predict with the new model (on the dataset's images when known).
+
+    >>> next_command(Path("runs/a/model.safetensors"), None, Path("runs/a"))
+    'unetkit predict runs/a/model.safetensors IMAGES --out runs/a/predictions --overlay'
+    """
+    images = "IMAGES"
+    if data_path is not None:
+        folder = Path(str(data_path))
+        images = str(folder / "images") if (folder / "images").is_dir() else images
+    return f"unetkit predict {model_path} {images} --out {out / 'predictions'} --overlay"
+
+
+# --- time left -----------------------------------------------------------------------------------------------
+
+
+class Eta:
+    """Time left in a run, validation included: the wall time per step of the latest whole epoch (its
+    validation and saving included) times the steps left; before the first epoch ends, the time per step
+    since the first step (whose warm-up is left out). Never more than the budget left.
+
+    Args:
+        total_steps: steps of the whole run.
+        done_steps: steps already done when it (re)starts.
+        budget_s: seconds of time budget from the start, or ``None``.
+        clock: seconds, monotonic (a parameter for tests).
+
+    >>> t = [0.0]
+    >>> eta = Eta(total_steps=10, done_steps=0, clock=lambda: t[0])
+    >>> t[0] = 5.0; eta.step()        # the first step: start-up and warm-up, not counted
+    >>> t[0] = 6.0; eta.step()
+    >>> eta.remaining()               # 1 s per step, 8 steps left
+    8.0
+    >>> t[0] = 9.0; eta.epoch_end()   # validation took 3 s: the epoch's second step cost 4 s in all
+    >>> eta.remaining()
+    32.0
+    """
+
+    def __init__(
+        self, total_steps: int, done_steps: int, budget_s: float | None = None, clock: Any = time.monotonic
+    ) -> None:
+        self.total, self.clock, self.budget_s = total_steps, clock, budget_s
+        self.t0 = clock()
+        self.start_steps = self.done = done_steps
+        self.first: float | None = None
+        self.last_end: float | None = None
+        self.done_at_end = done_steps
+        self.per_step: float | None = None
+
+    def step(self) -> None:
+        """A training step ended."""
+        self.done += 1
+        if self.first is None:
+            self.first = self.clock()
+
+    def epoch_end(self) -> None:
+        """An epoch (its validation and saving included) just ended."""
+        now = self.clock()
+        if self.last_end is None:
+            since, steps = (self.first or now), self.done - self.start_steps - 1
+        else:
+            since, steps = self.last_end, self.done - self.done_at_end
+        if steps > 0:
+            self.per_step = (now - since) / steps
+        self.last_end, self.done_at_end = now, self.done
+
+    def steps_per_s(self) -> float:
+        """Training steps per second since the start (0 before the first step)."""
+        dt = self.clock() - self.t0
+        return (self.done - self.start_steps) / dt if dt > 0 else 0.0
+
+    def remaining(self) -> float | None:
+        """Seconds left (``None`` until two steps have been timed)."""
+        per_step = self.per_step
+        if per_step is None:
+            counted = self.done - self.start_steps - 1
+            if self.first is None or counted <= 0:
+                return None
+            per_step = (self.clock() - self.first) / counted
+        estimate = (self.total - self.done) * per_step
+        if self.budget_s is not None:
+            estimate = min(estimate, max(self.budget_s - (self.clock() - self.t0), 0.0))
+        return estimate
+
+    def budget_bound(self) -> bool:
+        """Whether the budget, not the epoch count, ends the run by the current estimate."""
+        if self.budget_s is None:
+            return False
+        est = self.remaining()
+        return est is not None and est >= max(self.budget_s - (self.clock() - self.t0), 0.0) - 1e-9
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``h:mm:ss`` or ``m:ss``; ``-`` when unknown.
+
+    >>> format_seconds(3725), format_seconds(65.4), format_seconds(None)
+    ('1:02:05', '1:05', '-')
+    """
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = round(seconds)
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

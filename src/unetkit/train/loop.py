@@ -25,11 +25,20 @@ from unetkit.config import Config, save_config
 from unetkit.errors import ConfigError, UnetkitError
 from unetkit.models import create_model
 from unetkit.models.base import SegmentationModel
-from unetkit.train.callbacks import BaseCallback, TensorBoardLogger
+from unetkit.train.callbacks import (
+    BaseCallback,
+    TensorBoardLogger,
+    epoch_line,
+    next_command,
+    quiet_other_ranks,
+    run_log,
+    start_summary,
+)
 from unetkit.train.checkpoint import load_checkpoint
 from unetkit.train.data import TrainingData
 from unetkit.train.epoch import RunSetup, save_epoch, train_epoch, validate_epoch
 from unetkit.train.launch import process_layout
+from unetkit.train.pictures import picture_due, validation_picture
 from unetkit.train.schedule import LRFactor, make_scheduler
 from unetkit.train.state import RunState
 from unetkit.train.task import make_task
@@ -185,7 +194,32 @@ def train(
     fabric = _fabric(config)
     fabric.launch()
     main = fabric.is_global_zero
-    data = task.prepare(out / "cache" if main else None)  # only the main process writes the run folder
+    quiet_other_ranks(fabric)  # rank 0 reports for every process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    with run_log(out / "train.log", enabled=main):
+        return _train(config, out, fabric, task, checkpoint, last_path, callbacks, plan)
+
+
+def _train(
+    config: Config,
+    out: Path,
+    fabric: Any,
+    task: Any,
+    checkpoint: dict[str, Any] | None,
+    last_path: Path,
+    callbacks: Sequence[BaseCallback],
+    plan: Any,
+) -> TrainResult:
+    """The body of :func:`train` once the processes are launched (and rank 0 logs to ``train.log``)."""
+    t = config.train
+    main = fabric.is_global_zero
+    log.debug("unetkit %s, torch %s; config digest %s", __version__, torch.__version__, config.digest())
+    if main:  # rank 0 fills the weight-map cache, the others then read it
+        data = task.prepare(out / "cache")
+    fabric.barrier()
+    if not main:
+        data = task.prepare(out / "cache")
     torch.manual_seed(t.seed)  # the initial weights (DDP then broadcasts rank 0's anyway)
     model = _build_model(config, data)
     patch = legal_patch(model, config.data.patch_size)
@@ -210,16 +244,28 @@ def train(
         raise UnetkitError(f"{out}: already trained {run.epoch} epochs; raise --epochs to continue it")
 
     if main:
-        out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
         write_json(out / "split.json", data.split)
         if plan is not None:
             plan.save(out / "plan.yaml")
+    summary = start_summary(
+        out=out, data_path=config.data.path, n_train=len(data.train), n_val=len(data.val),
+        spatial_dims=data.spatial_dims, in_channels=data.in_channels,
+        class_names=list(getattr(data, "class_names", []) or []) if config.task == "segment" else [],
+        model_name=config.model.name, parameters=sum(p.numel() for p in model.parameters()), patch=patch,
+        out_patch=out_patch, batch_size=t.batch_size, epochs=t.epochs, steps_per_epoch=t.iterations_per_epoch,
+        val_every=t.val_every, device=str(fabric.device), processes=fabric.world_size,
+        precision=str(getattr(fabric.strategy.precision, "precision", t.precision)),
+        budget_minutes=t.max_minutes, start_epoch=run.epoch,
+    )  # fmt: skip
+    for line in summary:
+        log.info(line)
     listeners: list[BaseCallback] = [*callbacks, TensorBoardLogger(out / "tensorboard")] if main else []
     for cb in listeners:
         cb.on_train_start(
-            epochs=t.epochs, steps_per_epoch=t.iterations_per_epoch, start_epoch=run.epoch, start_step=run.step
-        )
+            epochs=t.epochs, steps_per_epoch=t.iterations_per_epoch, start_epoch=run.epoch, start_step=run.step,
+            budget_s=t.max_minutes * 60 if t.max_minutes else None,
+        )  # fmt: skip
 
     description: dict[str, Any] = dict(
         **task.describe(data),
@@ -255,6 +301,7 @@ def train(
     )
     stopped_early = False
     started, first_step = time.monotonic(), int(scheduler.last_epoch)
+    last_picture = time.monotonic()
     while run.epoch < t.epochs:
         epoch = run.epoch
         row, out_of_time = train_epoch(setup, run)
@@ -266,6 +313,11 @@ def train(
             _fit_schedule_to_budget(setup, scheduler, started, first_step)
         improved = run.end_epoch(row)
         save_epoch(setup, run, improved)
+        final = out_of_time or run.epoch >= t.epochs or bool(t.early_stopping and run.bad_epochs >= t.early_stopping)
+        if main and any(k.startswith("val_") for k in row) and picture_due(time.monotonic(), last_picture, final):
+            validation_picture(setup, epoch + 1)
+            last_picture = time.monotonic()
+        log.info(epoch_line(row))
         for cb in listeners:
             cb.on_epoch_end(epoch=epoch, row=row)
         if out_of_time:
@@ -279,4 +331,6 @@ def train(
     result = TrainResult(out, setup.model_path, run.best_epoch, run.best, run.history, stopped_early)
     for cb in listeners:
         cb.on_train_end(result=result)
+    log.info("done: best epoch %d (%s %.4f); model %s", run.best_epoch, task.score_key, run.best, setup.model_path)
+    log.info("next: %s", next_command(setup.model_path, config.data.path, out))
     return result

@@ -6,7 +6,6 @@ import csv
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 from unetkit.errors import DataError
 from unetkit.viz._save import figure, save_figure
@@ -44,45 +43,86 @@ def read_metrics_csv(path: str | os.PathLike[str]) -> dict[str, list[float]]:
     return out
 
 
+_SKIP = ("epoch", "time", "seconds", "lr", "learning_rate", "images_per_s")
+
+
+def _finite(epochs: list[float], values: list[float]) -> tuple[list[float], list[float]]:
+    """The (epoch, value) points with a value: validation runs every few epochs, and lines join them."""
+    pts = [(e, v) for e, v in zip(epochs, values, strict=True) if math.isfinite(v)]
+    return [e for e, _ in pts], [v for _, v in pts]
+
+
 def plot_curves(csv_path: str | os.PathLike[str], out_png: str | os.PathLike[str]) -> Path:
     """Plot a training run's ``metrics.csv`` per epoch; write a PNG.
 
-    Three panels: the losses (columns with ``loss`` in their name, log scale when all positive); the scores
-    (every column whose values lie in [0, 1]: Dice, IoU, per class thinner and dashed); the rest
-    (images/s, ...), with the learning rate on its own axis. Returns the written path.
+    Three panels, whole-number epochs on every x axis, each series drawn once:
+
+    * **loss**: the training and validation losses (log scale when all positive);
+    * **validation**: the mean scores in [0, 1] (Dice, IoU, SSIM) bold, the per-class ones thin and dashed,
+      other validation values (PSNR) on a second axis; the best epoch of the first score is marked;
+    * **learning rate** on its own (log) axis, with patches/s on a second axis.
+
+    Returns the written path.
     """
+    from matplotlib.ticker import MaxNLocator
+
     data = read_metrics_csv(csv_path)
-    epochs = data.pop("epoch")
+    epochs = data.get("epoch", [])
     losses = {k: v for k, v in data.items() if "loss" in k}
-    lr = {k: v for k, v in data.items() if k in ("lr", "learning_rate")}
-    rest = {k: v for k, v in data.items() if k not in losses and k not in lr and k not in ("time", "seconds")}
-    scores = {k: v for k, v in rest.items() if all(0.0 <= x <= 1.0 for x in v if not math.isnan(x))}
-    others = {k: v for k, v in rest.items() if k not in scores}
-    fig = figure(14, 3.8)
-    ax_loss, ax_score, ax_other = fig.subplots(1, 3)
+    lr = next((data[k] for k in ("lr", "learning_rate") if k in data), None)
+    rate = data.get("images_per_s")
+    rest = {k: v for k, v in data.items() if k not in losses and k not in _SKIP}
+    unit = {k: v for k, v in rest.items() if all(0.0 <= x <= 1.0 for x in v if math.isfinite(x))}
+    other = {k: v for k, v in rest.items() if k not in unit}
+    fig = figure(15, 4.2)
+    ax_loss, ax_val, ax_lr = fig.subplots(1, 3)
+    marker = "o" if len(epochs) <= 40 else None
 
-    def draw(ax: Any, series: dict[str, list[float]], title: str) -> None:
-        for name, values in series.items():
-            main = not name.startswith(("dice_", "iou_"))
-            ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, ms=3 if main else 2, label=name,
-                    lw=1.6 if main else 0.9, ls="-" if main else "--")  # fmt: skip
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        if series:
-            ax.legend(fontsize=7)
-
-    draw(ax_loss, losses, "loss")
-    if losses and all(v > 0 for vals in losses.values() for v in vals if not math.isnan(v)):
+    for name, values in losses.items():
+        ax_loss.plot(*_finite(epochs, values), marker=marker, ms=3, lw=1.6, label=name)
+    if losses and all(v > 0 for vals in losses.values() for v in vals if math.isfinite(v)):
         ax_loss.set_yscale("log")
-    draw(ax_score, scores, "scores")
-    ax_score.set_ylim(0, 1)
-    draw(ax_other, others, "throughput")
-    if lr:
-        ax_lr = ax_other.twinx()
-        for name, values in lr.items():
-            ax_lr.plot(epochs, values, color="grey", ls="--", lw=1, label=name)
+    ax_loss.set_title("loss (lower is better)", fontsize=10)
+
+    means = [k for k in unit if k.startswith("val_")]
+    for name in [*means, *(k for k in unit if k not in means)]:
+        main = name in means
+        ax_val.plot(*_finite(epochs, unit[name]), marker=marker if main else None, ms=3, label=name,
+                    lw=1.8 if main else 0.8, ls="-" if main else "--", alpha=1.0 if main else 0.7)  # fmt: skip
+    if means:
+        xs, ys = _finite(epochs, unit[means[0]])
+        if ys:
+            best = max(range(len(ys)), key=ys.__getitem__)
+            ax_val.axvline(xs[best], color="grey", lw=0.8, ls=":", label=f"best: epoch {int(xs[best])}, {ys[best]:.3f}")
+    if unit:
+        ax_val.set_ylim(0, 1.02)
+    if other:
+        ax_other = ax_val.twinx()
+        for name, values in other.items():
+            ax_other.plot(*_finite(epochs, values), color="black", lw=1.2, ls="-.", label=name)
+        ax_other.set_ylabel(", ".join(other), fontsize=8)
+        ax_other.legend(fontsize=7, loc="lower left")
+    ax_val.set_title("validation (higher is better)", fontsize=10)
+
+    if lr is not None:
+        ax_lr.plot(*_finite(epochs, lr), color="tab:green", lw=1.4, label="learning rate")
+        if all(v > 0 for v in lr if math.isfinite(v)):
+            ax_lr.set_yscale("log")
         ax_lr.set_ylabel("learning rate", fontsize=8)
+    if rate is not None:
+        ax_rate = ax_lr.twinx()
+        ax_rate.plot(*_finite(epochs, rate), color="tab:grey", lw=1, ls="--", label="patches/s")
+        ax_rate.set_ylabel("patches/s", fontsize=8)
+        ax_rate.legend(fontsize=7, loc="lower right")
+    ax_lr.set_title("learning rate and speed", fontsize=10)
+
+    for ax in (ax_loss, ax_val, ax_lr):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
     out = Path(out_png)
     save_figure(fig, out)
     return out

@@ -169,3 +169,73 @@ class BadFile:
             raise
         except self.errors as exc:
             raise self.error(path, exc, doing) from exc
+
+
+MAX_COMPRESSION = 100_000
+"""The most pixel bytes per file byte a compressed image may declare (zstd on all-zero masks reaches some
+30 000:1, deflate about 1 000:1); more means a decompression bomb or a truncated file."""
+
+BOMB_FLOOR_BYTES = 1 << 30
+"""Compressed images declaring less pixel data than this are never refused by the ratio rule."""
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    return f"{nbytes:.1f} TB"  # pragma: no cover
+
+
+def check_declared_size(path: Path, shape: tuple[int, ...], dtype: object, *, compressed: bool) -> None:
+    """Refuse a file whose header declares far more pixel data than the file can hold, before any read.
+
+    Uncompressed data must fit in the file; compressed data may declare at most :data:`MAX_COMPRESSION`
+    times the file's size (once above :data:`BOMB_FLOOR_BYTES`). This catches decompression bombs and
+    headers claiming e.g. 100000 x 100000 pixels in a few hundred bytes.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.tif"; _ = p.write_bytes(b"0" * 300)
+    >>> try:
+    ...     check_declared_size(p, (1, 100_000, 100_000), "uint8", compressed=True)
+    ... except DataError as e:
+    ...     print(e.problem.split(":")[0])
+    the header declares 100000 x 100000 pixels (10.0 GB of uint8) but the file holds 300 B
+    """
+    declared = float(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize  # type: ignore[call-overload]
+    size = path.stat().st_size if path.is_file() else 0
+    if not size:
+        return
+    limit = float(size) * MAX_COMPRESSION if compressed else float(size)
+    if declared > limit and (declared > BOMB_FLOOR_BYTES or not compressed):
+        spatial = [int(n) for n in shape if n > 4] or [int(n) for n in shape]
+        raise DataError(
+            f"the header declares {' x '.join(map(str, spatial))} pixels ({_human(declared)} of "
+            f"{np.dtype(dtype).name}) but the file holds {_human(size)}: a decompression bomb or a truncated file",  # type: ignore[call-overload]
+            file=path,
+            fix="re-export the image (unetkit does not read files whose header claims far more data than they hold)",
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux and macOS), or ``None`` when the system does not say."""
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_whole_read(path: Path, nbytes: int, what: str) -> None:
+    """Refuse to read a whole image that would take more than half the memory available now.
+
+    Formats read whole (PNG, JPEG, BMP) call this before decoding; TIFF, zarr and npy are read region by
+    region and never need it.
+    """
+    free = available_memory()
+    if free is not None and nbytes > free // 2:
+        raise DataError(
+            f"{what} must be read whole and needs {_human(nbytes)}, more than half the memory available "
+            f"({_human(free)})",
+            file=path,
+            fix="convert it to a tiled TIFF or zarr, which unetkit reads region by region",
+        )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from unetkit.data.io.common import BadFile
+from unetkit.data.io.common import BadFile, check_declared_size, check_whole_read
 from unetkit.data.io.lazy import LazyImage, layout_from_axes
 from unetkit.errors import DataError
 from unetkit.utils import atomic_path
@@ -22,10 +23,13 @@ def _too_large(path: Path, exc: BaseException) -> DataError | None:
     from PIL import Image
 
     if isinstance(exc, Image.DecompressionBombError):
+        numbers = re.findall(r"\d+", str(exc))
+        claimed = f"{int(numbers[0]):,} pixels" if numbers else "more pixels than Pillow reads safely"
         return DataError(
-            str(exc),
+            f"the header declares {claimed}, over Pillow's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,}: a "
+            "decompression bomb, or an image too large to read whole",
             file=path,
-            fix="store images this large as TIFF or zarr (read region by region), or raise "
+            fix="store images this large as a tiled TIFF or zarr (read region by region), or raise "
             "PIL.Image.MAX_IMAGE_PIXELS if you trust the file",
         )
     return None
@@ -48,6 +52,11 @@ def open_pil(path: Path, spatial_dims: int | None, mask: bool) -> LazyImage:
 
     im: Image.Image
     with bad_pil().guard(path), Image.open(path) as im:
+        bands = 4 if im.mode == "P" else len(im.getbands())
+        nbytes = im.width * im.height * bands * (2 if im.mode.startswith("I;16") else 4 if im.mode in "IF" else 1)
+        shape = (bands, im.height, im.width)
+        check_declared_size(path, shape, np.uint8, compressed=im.format != "BMP")
+        check_whole_read(path, nbytes, f"a {im.width} x {im.height} {im.format or 'PIL'} image")
         im.load()
         if im.mode == "P" and not mask:
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from unetkit.data.io.common import BadFile
+from unetkit.data.io.common import BadFile, check_declared_size
 from unetkit.data.io.lazy import LazyImage, layout_from_axes
 from unetkit.data.io.regions import BlockCache, BlockGrid, MappedFile, read_runs
 from unetkit.data.io.units import um_per_unit
@@ -258,6 +258,8 @@ def open_tiff(path: Path, spatial_dims: int | None) -> LazyImage:
                     file=path, fix="re-export or re-copy it",
                 )  # fmt: skip
             regions = TiffRegions.open(tif, series, path)
+            if regions is not None:  # the pixels lie in this file: it must be able to hold them (bombs)
+                check_declared_size(path, shape, dtype, compressed=series.keyframe.compression != 1)
             source: Any = regions if regions is not None else _zarr_store(series)
             meta = _spacing_metadata(tif)
         layout = layout_from_axes(shape, axes, spatial_dims, path)
