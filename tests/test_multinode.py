@@ -105,3 +105,16 @@ def test_layout_comes_from_the_launcher_unless_set() -> None:
     assert process_layout(2, 1, interactive) == (2, 1)
     with pytest.raises(ConfigError, match=r"train\.devices=4 .* torchrun started 2 process\(es\) per node on 2"):
         process_layout(4, 1, torchrun)
+
+
+def test_torchrun_without_a_plan_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    """Each torchrun process would plan for itself: the message says to plan once and pass --plan."""
+    from unetkit.cli import main
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    (tmp_path / "images").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    assert "plan once first" in capsys.readouterr().err.replace("\n", " ")

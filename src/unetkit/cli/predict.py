@@ -182,7 +182,8 @@ def sweep_stale_temporaries(out: Path, files: list[Path]) -> list[Path]:
         return removed
     for src in files:
         stem = strip_suffix(src.name)
-        for pattern in (f".{stem}.*.tmp*", f".{stem}_*.tmp*"):
+        # ".." : the scratch of a compressed TIFF is itself written atomically beside the result's temporary
+        for pattern in (f"{dots}{stem}{sep}*.tmp*" for dots in (".", "..") for sep in (".", "_")):
             for tmp in out.glob(pattern):
                 if tmp.is_file() and not tmp.is_symlink():
                     tmp.unlink()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from unetkit.cli._common import console, setup_logging
-from unetkit.errors import UnetkitError
+from unetkit.errors import ConfigError, UnetkitError
 
 config_app = typer.Typer(help="Write or show training configurations.", no_args_is_help=True)
 
@@ -214,6 +215,16 @@ def train_cmd(
                 raise UnetkitError("--plan trains a saved plan; plan again with unetkit plan --budget/--dims instead")
             plan = load_plan(plan_file)
         else:
+            launched = "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+            if launched and int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1"))) > 1:
+                # torchrun/srun start every process at once, each would plan for itself by timing a busy machine
+                # and could pick another network (--devices N plans once: rank 0 plans before it launches the
+                # others, which then read its measured steps from the cache)
+                raise ConfigError(
+                    "unetkit train under torchrun/SLURM with several processes: plan once first "
+                    "(unetkit plan DATA --out plan.yaml), then launch unetkit train DATA --plan plan.yaml "
+                    "(docs/scale.md)"
+                )
             fixed = flatten(user)
             plan = plan_dataset(
                 path, budget=budget, device=str(device or "auto"), fixed=fixed, dims=dims,
