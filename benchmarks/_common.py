@@ -51,9 +51,17 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident memory in MiB (Linux ru_maxrss is in KiB)."""
+    """This process's peak resident memory in MiB: ``VmHWM`` on Linux (``ru_maxrss`` carries the parent's
+    high-water mark across fork + exec, so a child started by a large parent would report the parent's peak),
+    else ``ru_maxrss``."""
     import resource
 
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

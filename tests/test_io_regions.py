@@ -133,3 +133,25 @@ def test_zarr_chunks_are_decoded_once(tmp_path: Path) -> None:
         cached = grid.cache.nbytes
         img[:, 10:90, 20:150]
         assert cached == 4 * 64 * 64 and grid.cache.nbytes == 6 * 64 * 64
+
+
+def _rss_file_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise LookupError
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_a_pass_over_a_memory_mapped_file_does_not_stay_resident(tmp_path: Path) -> None:
+    """Band by band through a 64 MB contiguous TIFF: the map's pages are released as they are copied."""
+    n = 8000
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, np.zeros((n, n), np.uint8))
+    with open_image(path) as img:
+        before = _rss_file_kb()
+        for y in range(0, n, 256):
+            band = img[:, y : y + 256, :]
+            assert band.shape == (1, min(256, n - y), n)
+        grown_mb = (_rss_file_kb() - before) / 1024
+    assert grown_mb < 16, f"{grown_mb:.0f} MB of the 61 MB file stayed resident"

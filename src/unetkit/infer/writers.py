@@ -187,30 +187,36 @@ class CompressedTiffTarget(Target):
         self.raw.write(start, block)
         self.written = self.raw.written
 
-    def _tiles(self, data: np.ndarray) -> Iterator[np.ndarray]:
-        """Every page's 256 x 256 tiles in file order, edge tiles zero-padded (tifffile's tile stream)."""
+    def _tiles(self) -> Iterator[np.ndarray]:
+        """Every page's 256 x 256 tiles in file order, edge tiles zero-padded (tifffile's tile stream).
+
+        The scratch is read one band of tile rows at a time with ``pread`` (not memory-mapped), so the
+        process holds one band, never the image's pages.
+        """
         t = TIFF_TILE
-        rows, cols = data.shape[-2:]
-        for idx in np.ndindex(*data.shape[:-2]):
-            plane = data[idx]
-            for y in range(0, rows, t):
-                for x in range(0, cols, t):
-                    tile = np.zeros((t, t), self.dtype)
-                    part = plane[y : y + t, x : x + t]
-                    tile[: part.shape[0], : part.shape[1]] = part
-                    yield tile
+        rows, cols = self.shape[-2:]
+        row_bytes = cols * self.dtype.itemsize
+        with open(self.scratch, "rb") as f:
+            for flat, _ in enumerate(np.ndindex(*self.shape[:-2])):
+                for y in range(0, rows, t):
+                    n = min(t, rows - y)
+                    buf = os.pread(f.fileno(), n * row_bytes, self.raw.offset + (flat * rows + y) * row_bytes)
+                    band = np.frombuffer(buf, self.dtype).reshape(n, cols)
+                    for x in range(0, cols, t):
+                        tile = np.zeros((t, t), self.dtype)
+                        part = band[:, x : x + t]
+                        tile[: part.shape[0], : part.shape[1]] = part
+                        yield tile
 
     def _finish(self) -> None:
         import tifffile
 
         try:
             self.raw.commit()
-            data = np.load(self.scratch, mmap_mode="r")
             opts = tiff_write_options(self.shape, self.dtype, self.spacing, lead=self.lead,
                                       channel_names=self.meta.names if self.lead == 1 else None,
                                       compression=self.meta.compression)  # fmt: skip
-            tifffile.imwrite(self.tmp, self._tiles(data), shape=self.shape, dtype=self.dtype, **opts)
-            del data
+            tifffile.imwrite(self.tmp, self._tiles(), shape=self.shape, dtype=self.dtype, **opts)
         finally:
             self.scratch.unlink(missing_ok=True)
 

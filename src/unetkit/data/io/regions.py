@@ -93,6 +93,19 @@ class MappedFile:
             return memoryview(b"")
         return memoryview(self._map)[offset : offset + nbytes]
 
+    def release(self, offset: int, nbytes: int) -> None:
+        """Drop the pages of ``[offset, offset + nbytes)`` from this process once their bytes are copied.
+
+        A memory map's pages count in the process's resident memory until released, so a pass over a huge
+        file would look as large as the file; the pages stay in the page cache (a later read is cheap).
+        """
+        if self._map is None or nbytes <= 0 or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = offset - offset % mmap.PAGESIZE
+        stop = min(self.size, offset + nbytes)
+        if stop > start:
+            self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
     def close(self) -> None:
         if self._map is not None:
             try:
@@ -131,6 +144,8 @@ def read_runs(
         first = sum((starts[i] + idx[i]) * strides[i] for i in range(j)) + starts[j] * strides[j]
         buf = file.read(offset + first * isz, run * isz)
         flat[idx] = np.frombuffer(buf, dtype=dtype, count=run)
+        del buf
+        file.release(offset + first * isz, run * isz)  # copied: the map's pages need not stay resident
     return out
 
 

@@ -397,6 +397,7 @@ class TiffRegions:
                 for ix in idx:
                     i = segment(ix)
                     data = bytes(self.file.read(offsets[i], counts[i])) if counts[i] else None
+                    self.file.release(offsets[i], counts[i])  # copied: drop the map's pages from this process
                     block, _, _ = self.key.decode(data, i, jpegtables=self.key.jpegtables)
                     if block is None:
                         block = np.full(self.block[1:], self.key.nodata, self.dtype)
