@@ -35,19 +35,6 @@ class Machine:
         return asdict(self)
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "cpu"
-
-
 def _ram_gb() -> float:
     from unetkit.data.streamed import machine_memory
 
@@ -59,10 +46,12 @@ def detect_machine(device: str = "auto") -> Machine:
     """The machine for ``device`` (``auto``: CUDA when available); refuses CUDA where there is none."""
     import torch
 
+    from unetkit.infer.select import cpu_model
+
     device = check_device(device)
     cores = torch.get_num_threads()
     if device == "cpu":
-        return Machine("cpu", _cpu_name(), cores, round(_ram_gb(), 1))
+        return Machine("cpu", cpu_model(), cores, round(_ram_gb(), 1))
     index = int(device[5:]) if device.startswith("cuda:") else 0
     props = torch.cuda.get_device_properties(index)
     return Machine("cuda", props.name, cores, round(props.total_memory / 2**30, 1))
