@@ -11,7 +11,7 @@ import tifffile
 from unetkit.data.io import open_image, read_image, write_image
 from unetkit.errors import ConfigError, DataError
 from unetkit.infer import Predictor, expand_inputs, predict_file
-from unetkit.infer.files import plan_outputs
+from unetkit.infer.outputs import plan_outputs
 from unetkit.infer.writers import open_target
 from unetkit.modelfile import load_model, save_model
 from unetkit.models import UNet

@@ -369,7 +369,7 @@ def test_rewriting_a_compressed_tiff_keeps_its_compression(tmp_path: Path) -> No
 
 
 def test_output_paths_per_format(tmp_path: Path) -> None:
-    from unetkit.infer.files import output_paths
+    from unetkit.infer.outputs import output_paths
 
     out = tmp_path / "o"
     png, ome = tmp_path / "a.png", tmp_path / "s.ome.tif"

@@ -103,7 +103,7 @@ def predict_cmd(
     if dask is not None:
         predict_files(models, inputs, out, progress=_DaskLines(), **job)  # type: ignore[arg-type]
         return
-    from unetkit.infer.files import expand_inputs
+    from unetkit.infer.inputs import expand_inputs
 
     files = expand_inputs(inputs)
     check_inputs(models, files, out)

@@ -185,7 +185,7 @@ def predict_dask(
     da: Any = require("dask.array", "dask", "prediction with --dask")
     distributed: Any = require("distributed", "dask", "prediction with --dask")
     from unetkit.data.normalize import Normalizer
-    from unetkit.infer.files import PROB_DTYPES, encode_probabilities
+    from unetkit.infer.outputs import PROB_DTYPES, encode_probabilities
     from unetkit.infer.predictor import Predictor, class_labels, load_predictor
 
     if prob_dtype not in PROB_DTYPES:
@@ -277,7 +277,7 @@ def predict_files_dask(
     """
     distributed: Any = require("distributed", "dask", "prediction with --dask")
     from unetkit.data.io import strip_suffix
-    from unetkit.infer.files import plan_outputs
+    from unetkit.infer.outputs import plan_outputs
 
     plan_outputs(files, out_dir, probabilities=False, overlay=False)  # refuses to overwrite inputs
     targets = [

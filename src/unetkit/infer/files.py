@@ -1,13 +1,9 @@
-"""Prediction on files: expand inputs, name outputs, stream the tiles of each image into its targets.
+"""Prediction on files: stream the tiles of each image into its targets.
 
-Labels go to ``OUT/<stem>`` in the input's format (``.png`` for PNG/JPEG/BMP, ``.tif`` for TIFF,
-``.nii.gz`` for NIfTI, ``.zarr`` for zarr, ``.npy`` for ``.npy``); probabilities to ``OUT/<stem>_prob.tif``
-(``.zarr`` for zarr inputs); the overlay to ``OUT/<stem>_overlay.png`` (2D only); instance labels
-(``instances=``) to ``OUT/<stem>_instances.tif``. ``format="tiff"`` or ``"zarr"`` choose the labels' and
-probabilities' format for every input; ``format="ome-zarr"`` writes ``OUT/<stem>.ome.zarr`` and
-``OUT/<stem>_prob.ome.zarr`` (multiscale; the labels as a ``labels`` group when the input is an OME-Zarr,
-whose outputs are OME-Zarr by default).
-TIFF outputs are OME-TIFFs (spacing, channel names); ``compression`` (:data:`COMPRESSION_DEFAULT`).
+Which files (:mod:`unetkit.infer.inputs`) and where their results go (:mod:`unetkit.infer.outputs`: labels in
+the input's format, ``<stem>_prob``, ``<stem>_overlay.png``, OME-Zarr; TIFF outputs are OME-TIFFs with the
+spacing and channel names) are decided elsewhere; this module runs the job. Instance labels (``instances=``)
+go to ``OUT/<stem>_instances.tif``.
 
 :func:`predict_files` is the whole ``unetkit predict`` job (the CLI only parses flags and draws progress
 from a :class:`PredictProgress`); :func:`predict_file` does one image with a given :class:`Predictor`.
@@ -15,12 +11,11 @@ from a :class:`PredictProgress`); :func:`predict_file` does one image with a giv
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,38 +23,27 @@ from typing import Any, Protocol
 import numpy as np
 
 from unetkit.classes import Classes
-from unetkit.data.io import IMAGE_SUFFIXES, image_format, is_image_file, is_zarr_dir, open_image, strip_suffix
+from unetkit.data.io import image_format, open_image, strip_suffix
 from unetkit.errors import ConfigError, DataError
+from unetkit.infer.inputs import expand_inputs, input_grid, is_slice_stack, open_input, slice_slabs
+from unetkit.infer.outputs import (
+    PROB_DTYPES,
+    OutputPaths,
+    check_output_format,
+    encode_probabilities,
+    output_meta,
+    outputs_for,
+    plan_outputs,
+)
 from unetkit.infer.overlay import OverlayTarget
 from unetkit.infer.predictor import Predictor, class_labels, load_predictor
-from unetkit.infer.spacing import resampled_slabs, resampling_for
-from unetkit.infer.writers import OutputMeta, open_target
+from unetkit.infer.spacing import resampled_slabs
+from unetkit.infer.writers import open_target
 
 log = logging.getLogger(__name__)
 
-LABEL_SUFFIX = {"pil": ".png", "tiff": ".tif", "nifti": ".nii.gz", "zarr": ".zarr", "npy": ".npy"}
-PROB_DTYPES = ("float16", "uint8")
-OUTPUT_FORMATS = ("auto", "tiff", "zarr", "ome-zarr")
-"""``format=``: ``auto`` (the input's format, see the module docstring), or one format for every input."""
-COMPRESSION_DEFAULT = {"labels": "zlib", "proba": None}
-"""``compression="auto"``: label TIFFs are deflate-compressed (2-class labels shrink about 16-20x, measured on
-the ISBI masks and synthetic cells, and every TIFF reader decodes deflate), probability TIFFs stay
-uncompressed (float16 probabilities shrink about 1.25x for the time it costs, and an uncompressed file
-memory-maps); any other value applies to both (docs/prediction.md)."""
 #: What a restoration writes (``--dtype``): ``target`` is the training targets' dtype from the model file.
 RESTORE_DTYPES = ("float32", "uint8", "uint16", "target")
-
-
-@dataclass
-class OutputPaths:
-    """Where one input's results go."""
-
-    labels: Path
-    probabilities: Path | None = None
-    overlay: Path | None = None
-
-    def all(self) -> list[Path]:
-        return [p for p in (self.labels, self.probabilities, self.overlay) if p is not None]
 
 
 @dataclass
@@ -88,170 +72,6 @@ class PredictionResult:
     @property
     def megapixels(self) -> float:
         return float(np.prod(self.shape[1:])) / 1e6
-
-
-def encode_probabilities(proba: np.ndarray, prob_dtype: str) -> np.ndarray:
-    """Probabilities as written to disk: ``float16``, or ``uint8`` = ``round(p x 255)``.
-
-    Shape:
-        any shape in, the same shape out.
-
-    >>> encode_probabilities(np.array([0.0, 0.5, 1.0], np.float32), "uint8").tolist()
-    [0, 128, 255]
-    """
-    if prob_dtype == "float16":
-        return proba.astype(np.float16)
-    if prob_dtype == "uint8":
-        return np.rint(proba * 255.0).astype(np.uint8)
-    raise ConfigError(f"prob_dtype: {prob_dtype!r}; choose one of {', '.join(PROB_DTYPES)}")
-
-
-def check_output_format(format: str) -> str:
-    """``format`` if it is one of :data:`OUTPUT_FORMATS`, else a :class:`ConfigError` naming them."""
-    if format not in OUTPUT_FORMATS:
-        raise ConfigError(f"format {format!r}: choose one of {', '.join(OUTPUT_FORMATS)}")
-    return format
-
-
-def output_paths(path: Path, out_dir: Path, *, probabilities: bool, overlay: bool, format: str = "auto") -> OutputPaths:
-    """The output paths for one input (see the module docstring)."""
-    fmt = image_format(path)
-    stem = strip_suffix(path.name)
-    labels, prob = LABEL_SUFFIX[fmt], ".zarr" if fmt == "zarr" else ".tif"
-    if check_output_format(format) == "auto" and fmt == "zarr" and _is_ome_zarr(path):
-        format = "ome-zarr"  # an OME-Zarr input gets OME-Zarr outputs
-    if format == "ome-zarr":
-        stem = stem[:-4] if stem.lower().endswith(".ome") else stem
-        labels = prob = ".ome.zarr"
-    elif format != "auto":
-        labels = prob = ".tif" if format == "tiff" else ".zarr"
-    return OutputPaths(
-        labels=out_dir / f"{stem}{labels}",
-        probabilities=(out_dir / f"{stem}_prob{prob}") if probabilities else None,
-        overlay=(out_dir / f"{stem}_overlay.png") if overlay else None,
-    )
-
-
-def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files, folders (their image files and ``.zarr`` stores, sorted) and glob patterns, in order, deduplicated."""
-    found: list[Path] = []
-    for item in items:
-        text = str(item)
-        p = Path(text)
-        if p.is_dir() and not (p.name.endswith(".zarr") or is_zarr_dir(p)):
-            found += sorted(c for c in p.iterdir() if is_image_file(c) or is_zarr_dir(c))
-        elif p.exists():
-            found.append(p)
-        elif glob.has_magic(text):
-            found += sorted(Path(m) for m in glob.glob(text) if is_image_file(m))
-        else:
-            raise DataError("no such file, folder or matching pattern", file=text, fix="check the path")
-    unique = list(dict.fromkeys(found))
-    if not unique:
-        raise DataError(f"no image files in {', '.join(map(str, items))}; readable: {', '.join(IMAGE_SUFFIXES)}")
-    return unique
-
-
-def _is_ome_zarr(path: Path) -> bool:
-    from unetkit.data.io.zarrio import ngff_version
-
-    return path.is_dir() and ngff_version(path) is not None
-
-
-def plan_outputs(
-    inputs: Sequence[Path], out_dir: Path, *, probabilities: bool, overlay: bool, format: str = "auto"
-) -> list[OutputPaths]:
-    """Output paths for every input, refusing to overwrite an input or to write two results to one path."""
-    plans = [output_paths(p, out_dir, probabilities=probabilities, overlay=overlay, format=format) for p in inputs]
-    ins = {p.resolve(): p for p in inputs}
-    seen: dict[Path, Path] = {}
-    for src, plan in zip(inputs, plans, strict=True):
-        for out in plan.all():
-            r = out.resolve()
-            if r in ins:
-                raise DataError(
-                    f"this output would overwrite the input {ins[r]}", file=out, fix="choose another --out folder"
-                )
-            if r in seen:
-                raise DataError(
-                    f"{seen[r]} and {src} would both write {out} (same file name)",
-                    fix="predict them into different --out folders or rename one",
-                )
-            seen[r] = src
-    return plans
-
-
-def _outputs_for(
-    path: Path, out_dir: Any, outputs: OutputPaths | None, caller: str, *, probabilities: bool, overlay: bool
-) -> OutputPaths:
-    """The given output paths, or those :func:`plan_outputs` gives ``path`` in ``out_dir``."""
-    if outputs is not None:
-        return outputs
-    if out_dir is None:
-        raise ConfigError(f"{caller}: give out_dir or outputs")
-    return plan_outputs([path], Path(out_dir), probabilities=probabilities, overlay=overlay)[0]
-
-
-def _open_input(predictor: Predictor, path: Path) -> Any:
-    """Open ``path`` lazily for ``predictor``, refusing an image of the wrong dimensionality.
-
-    A 3D stack for a 2D network (one trained slice by slice, ``--dims 2``) opens as the stack: it is
-    predicted one Z slice at a time (:func:`is_slice_stack`). Otherwise the file is read with the network's
-    dimensionality (a multi-page TIFF for a multi-channel 2D net: pages as channels).
-    """
-    if predictor.spatial_dims == 2:
-        image = open_image(path)
-        if image.ndim == 4 and image.shape[0] == predictor.in_channels:
-            return image
-        image.close()
-    image = open_image(path, spatial_dims=predictor.spatial_dims)
-    if image.ndim - 1 != predictor.spatial_dims:
-        image.close()
-        raise DataError(f"a {image.ndim - 1}D image for a {predictor.spatial_dims}D network", file=path)
-    return image
-
-
-def is_slice_stack(predictor: Predictor, image: Any) -> bool:
-    """Whether ``image`` is a 3D stack that ``predictor`` (a 2D network) predicts slice by slice."""
-    return predictor.spatial_dims == 2 and len(image.shape) == 4
-
-
-@dataclass(frozen=True)
-class InputGrid:
-    """How one input goes through the network: slice by slice (a stack for a 2D net), at the model's spacing
-    (``resample_to``: the image is resampled tile by tile) or as it is; ``tiles``: the tiles computed."""
-
-    slices: bool
-    resample_to: tuple[float, ...] | None
-    tiles: int
-
-
-def input_grid(predictor: Predictor, image: Any, path: Path, quiet: bool = False) -> InputGrid:
-    """The one rule for :class:`InputGrid` (``quiet``: without the warnings, for a second look at an image)."""
-    from unetkit.data.resample import resampled_shape
-
-    spatial = tuple(int(s) for s in image.shape[1:])
-    spacing = tuple(image.spacing) if getattr(image, "spacing", None) else None
-    desc = predictor.description
-    if is_slice_stack(predictor, image):
-        target = resampling_for(path, spacing[1:] if spacing else None, desc, warn=not quiet)
-        if target is not None and not quiet:
-            log.warning("%s: slices at %s, the model's spacing is %s: predicted as they are, not resampled",
-                        path, list(spacing[1:]) if spacing else None, list(target))  # fmt: skip
-        return InputGrid(True, None, spatial[0] * predictor.tiles_for(spatial[1:]))
-    target = resampling_for(path, spacing, desc, warn=not quiet)
-    grid = resampled_shape(spatial, spacing, target) if target is not None and spacing is not None else spatial
-    return InputGrid(False, target, predictor.tiles_for(grid))
-
-
-def _slice_slabs(predictor: Predictor, image: Any, on_tiles: Callable[[int], None] | None) -> Iterator[Any]:
-    """A stack through a 2D network: one slab per Z slice, ``(K, 1, Y, X)``, each slice read once."""
-    from unetkit.infer.predictor import Slab
-
-    for z in range(int(image.shape[1])):
-        plane = np.ascontiguousarray(image[:, z])
-        proba = np.concatenate([s.proba for s in predictor.iter_slabs(plane, on_tiles=on_tiles)], axis=1)
-        yield Slab((z, 0, 0), proba[:, None])
 
 
 def predict_file(
@@ -295,8 +115,8 @@ def predict_file(
         return restore_file(predictor, path, out_dir, outputs=outputs, panel=overlay, dtype=dtype, on_tiles=on_tiles)
     if prob_dtype not in PROB_DTYPES:
         raise ConfigError(f"prob_dtype: {prob_dtype!r}; choose one of {', '.join(PROB_DTYPES)}")
-    outputs = _outputs_for(path, out_dir, outputs, "predict_file", probabilities=probabilities, overlay=overlay)
-    image = _open_input(predictor, path)
+    outputs = outputs_for(path, out_dir, outputs, "predict_file", probabilities=probabilities, overlay=overlay)
+    image = open_input(predictor, path)
     spatial = tuple(int(s) for s in image.shape[1:])
     k = predictor.num_classes
     desc = predictor.description
@@ -306,7 +126,7 @@ def predict_file(
     if slices:
         log.info("%s: a %s stack for a 2D network: predicted slice by slice along Z", path, "x".join(map(str, spatial)))
     classes = Classes.from_model(desc.class_names, desc.class_colours) if desc is not None else Classes.default(k)
-    meta = _output_meta(path, outputs, classes, compression)
+    meta = output_meta(path, outputs, classes, compression)
     label_dtype = np.uint8 if k <= 256 else np.uint16
     labels_target = open_target(outputs.labels, spatial, label_dtype, spacing=spacing, meta=meta["labels"])
     targets: list[tuple[str, Any]] = [("labels", labels_target)]
@@ -324,7 +144,7 @@ def predict_file(
     t0 = time.perf_counter()
     try:
         if slices:
-            slabs: Iterable[Any] = _slice_slabs(predictor, image, on_tiles)
+            slabs: Iterable[Any] = slice_slabs(predictor, image, on_tiles)
         elif model_spacing is None or spacing is None:
             slabs = predictor.iter_slabs(image, on_tiles=on_tiles)
         else:
@@ -349,26 +169,6 @@ def predict_file(
             close()
     seconds = time.perf_counter() - t0
     return PredictionResult(path, outputs, (k, *spatial), tiles, seconds, counts.tolist())
-
-
-def _output_meta(path: Path, outputs: OutputPaths, classes: Classes, compression: str) -> dict[str, OutputMeta]:
-    """What the labels and probabilities targets store beside the pixels: class names and colours, the TIFF
-    compression (:data:`COMPRESSION_DEFAULT`), the OME-Zarr version (the input's, else 0.4) and layout."""
-    from unetkit.data.io.tiff import check_compression
-    from unetkit.data.io.zarrio import ngff_version
-
-    if compression != "auto":
-        check_compression(compression)
-    version = ngff_version(path) if image_format(path) == "zarr" else None
-    out: dict[str, OutputMeta] = {}
-    for kind, dest in (("labels", outputs.labels), ("proba", outputs.probabilities)):
-        chosen = COMPRESSION_DEFAULT[kind] if compression == "auto" else compression
-        out[kind] = OutputMeta(
-            names=list(classes.names), colours=list(classes.colours),
-            compression=chosen if dest is not None and image_format(dest) == "tiff" else None,
-            ngff_version=version or "0.4", labels_group=version is not None,
-        )  # fmt: skip
-    return out
 
 
 def restore_file(
@@ -396,7 +196,7 @@ def restore_file(
     from unetkit.data.restore import cast_to, invert_scaling
 
     path = Path(path)
-    outputs = _outputs_for(path, out_dir, outputs, "restore_file", probabilities=False, overlay=False)
+    outputs = outputs_for(path, out_dir, outputs, "restore_file", probabilities=False, overlay=False)
     fmt = image_format(path)
     out_path = outputs.labels.parent / f"{strip_suffix(path.name)}{'.zarr' if fmt == 'zarr' else '.tif'}"
     if out_path.resolve() == path.resolve():
@@ -406,7 +206,7 @@ def restore_file(
     if dtype is not None and dtype not in RESTORE_DTYPES:
         raise ConfigError(f"dtype {dtype!r}: choose one of {', '.join(RESTORE_DTYPES)}")
     out_dtype = str(scaling.get("dtype", "float32")) if dtype == "target" else (dtype or "float32")
-    image = _open_input(predictor, path)
+    image = open_input(predictor, path)
     spatial = tuple(int(s) for s in image.shape[1:])
     k = predictor.num_classes
     spacing = tuple(image.spacing) if image.spacing else None
@@ -417,7 +217,7 @@ def restore_file(
     pieces: list[np.ndarray] = []
     t0 = time.perf_counter()
     try:
-        slabs = _slice_slabs(predictor, image, on_tiles) if slices else predictor.iter_slabs(image, on_tiles=on_tiles)
+        slabs = slice_slabs(predictor, image, on_tiles) if slices else predictor.iter_slabs(image, on_tiles=on_tiles)
         for slab in slabs:
             restored = cast_to(invert_scaling(slab.proba, scaling), out_dtype)
             target.write(slab.start, restored)
@@ -562,7 +362,7 @@ def predict_files(
     plans = plan_outputs(files, out, probabilities=probabilities, overlay=overlay, format=format)
     results: list[PredictionResult] = []
     for src, plan in zip(files, plans, strict=True):
-        with _open_input(predictor, src) as img:
+        with open_input(predictor, src) as img:
             spatial = tuple(int(s) for s in img.shape[1:])
             spacing = img.spacing
             tiles = input_grid(predictor, img, src, quiet=True).tiles

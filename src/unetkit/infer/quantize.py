@@ -105,7 +105,7 @@ def calibration_set(model_path: str | os.PathLike[str], calibration: Sequence[st
     Raises:
         DataError: no calibration images given and none recorded, or fewer than 2.
     """
-    from unetkit.infer.files import expand_inputs
+    from unetkit.infer.inputs import expand_inputs
 
     if calibration:
         return _split(expand_inputs(calibration), "--calibration")
