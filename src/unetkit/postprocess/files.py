@@ -1,7 +1,8 @@
 """Post-processing of prediction files: read the written labels back, refine them, write them again.
 
 Connected components need the whole label image, so this works on images that fit in memory (up to
-``max_voxels``); the streaming predictor itself has no such limit.
+``max_voxels``); the streaming predictor itself has no such limit. A palette label PNG (as ``unetkit
+predict`` writes them) is read as its indices and rewritten with its palette.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from unetkit.data.io import read_image, strip_suffix, write_image
+from unetkit.data.io import read_image, read_mask, read_palette, strip_suffix, write_image
 from unetkit.errors import DataError
 from unetkit.postprocess.instances import separate_instances
 from unetkit.postprocess.pipeline import PostprocessStep, apply_postprocess, parse_postprocess
@@ -65,7 +66,8 @@ def postprocess_file(
     """
     parsed = parse_postprocess(steps) if isinstance(steps, str) else list(steps)
     labels_path = Path(labels_path)
-    labels = read_image(labels_path).array[0]
+    labels = read_mask(labels_path)  # a palette PNG gives its indices
+    palette = read_palette(labels_path)  # and keeps its colours when rewritten
     if labels.size > max_voxels:
         raise DataError(
             f"{labels.size:,} voxels; post-processing needs the whole label image in memory (limit {max_voxels:,})",
@@ -83,7 +85,8 @@ def postprocess_file(
         if needs_image and image is None:
             raise DataError("the crf step needs the input image", file=labels_path, fix="give image_path")
         out = apply_postprocess(labels, parsed, num_classes=num_classes, probs=probs, image=image, spacing=spacing)
-        write_image(labels_path, out.astype(labels.dtype), spacing=tuple(spacing) if spacing else None)
+        sp = tuple(spacing) if spacing else None
+        write_image(labels_path, out.astype(labels.dtype), spacing=sp, palette=palette)
         written.append(labels_path)
         labels = out
         log.info("%s: post-processed with %s", labels_path, ",".join(map(str, parsed)))
