@@ -32,7 +32,12 @@ def predict_cmd(
     tta: bool = typer.Option(False, "--tta", help="Average all flips (4x in 2D, 8x in 3D the cost)."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write <stem>_prob.tif (K, *S)."),
     prob_dtype: str = typer.Option("float16", "--prob-dtype", help="float16 or uint8 (probability x 255)."),
-    overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png with a legend (2D)."),
+    overlay: bool = typer.Option(
+        False,
+        "--overlay",
+        help="Also write <stem>_overlay.png: classes filled and outlined, with a legend (2D); with --instances "
+        "also <stem>_instances_overlay.png, one colour per object.",
+    ),
     format: str = typer.Option(
         "auto", "--format", help="auto (the input's), tiff, zarr or ome-zarr (OUT/<stem>.ome.zarr, multiscale)."
     ),
@@ -75,8 +80,9 @@ def predict_cmd(
 ) -> None:
     """Segment images of any size tile by tile, streaming the results to --out.
 
-    Labels go to OUT/<stem> in the input's format, probabilities to OUT/<stem>_prob.tif, the overlay to
-    OUT/<stem>_overlay.png.
+    Labels go to OUT/<stem> in the input's format (a PNG is a palette PNG: class indices shown in the class
+    colours), probabilities to OUT/<stem>_prob.tif, the overlay to OUT/<stem>_overlay.png, instances to
+    OUT/<stem>_instances.tif (with --overlay also OUT/<stem>_instances_overlay.png).
 
     Several model files (e.g. the folds of `unetkit train --folds 5`) average their probabilities.
 

@@ -3,7 +3,7 @@
 Which files (:mod:`unetkit.infer.inputs`) and where their results go (:mod:`unetkit.infer.outputs`: labels in
 the input's format, ``<stem>_prob``, ``<stem>_overlay.png``, OME-Zarr; TIFF outputs are OME-TIFFs with the
 spacing and channel names) are decided elsewhere; this module runs the job. Instance labels (``instances=``)
-go to ``OUT/<stem>_instances.tif``.
+go to ``OUT/<stem>_instances.tif`` and, with ``overlay`` (2D), their picture to ``OUT/<stem>_instances_overlay.png``.
 
 :func:`predict_files` is the whole ``unetkit predict`` job (the CLI only parses flags and draws progress
 from a :class:`PredictProgress`); :func:`predict_file` does one image with a given :class:`Predictor`.
@@ -137,7 +137,7 @@ def predict_file(
     if outputs.overlay is not None:
         if predictor.spatial_dims != 2 or slices:
             log.warning("%s: overlays are 2D only; skipped for this 3D image", path)
-            outputs.overlay = None
+            outputs.overlay = outputs.instances_overlay = None
         else:
             targets.append(("overlay", OverlayTarget(outputs.overlay, image, classes.names, classes.colours)))
     counts = np.zeros(k, np.int64)
@@ -295,7 +295,8 @@ def predict_files(
         out_dir: folder for the results.
         probabilities: also write ``<stem>_prob.tif`` (``.zarr`` for zarr inputs), ``(K, *S)``.
         prob_dtype: ``float16`` or ``uint8`` (probability x 255).
-        overlay: also write ``<stem>_overlay.png`` with a legend (2D).
+        overlay: also write ``<stem>_overlay.png`` with a legend (2D); with instances, also
+            ``<stem>_instances_overlay.png`` (every object in its own colour, outlined; the object count).
         format: ``auto`` (each input's format), ``tiff``, ``zarr`` or ``ome-zarr`` (``<stem>.ome.zarr``).
         compression: TIFF outputs: ``auto`` (:data:`COMPRESSION_DEFAULT`), ``zlib``, ``lzw``, ``zstd``, ``none``.
         postprocess: a pipeline refining the written labels, e.g. ``"remove-islands:50,fill-holes"``
@@ -359,7 +360,9 @@ def predict_files(
     desc = predictor.description
     if instances is None and desc is not None and desc.extra.get("target") == "boundary":
         instances = "boundary"  # the model was trained to separate objects: give the user its instances
-    plans = plan_outputs(files, out, probabilities=probabilities, overlay=overlay, format=format)
+    plans = plan_outputs(
+        files, out, probabilities=probabilities, overlay=overlay, format=format, instances=instances is not None
+    )
     results: list[PredictionResult] = []
     for src, plan in zip(files, plans, strict=True):
         with open_input(predictor, src) as img:
@@ -388,6 +391,7 @@ def _postprocess(
     return postprocess_file(
         res.outputs.labels, steps or "", num_classes=num_classes, image_path=res.input,
         probabilities_path=res.outputs.probabilities, instances=instances, spacing=spacing,  # type: ignore[arg-type]
+        instance_overlay=res.outputs.instances_overlay,
     )  # fmt: skip
 
 

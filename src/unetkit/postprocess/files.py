@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from unetkit.data.io import read_image, read_mask, read_palette, strip_suffix, write_image
+from unetkit.data.io import open_image, read_image, read_mask, read_palette, strip_suffix, write_image
 from unetkit.errors import DataError
 from unetkit.postprocess.instances import separate_instances
 from unetkit.postprocess.pipeline import PostprocessStep, apply_postprocess, parse_postprocess
@@ -45,6 +45,7 @@ def postprocess_file(
     instances: Literal["components", "distance", "probability", "boundary"] | None = None,
     spacing: Sequence[float] | None = None,
     max_voxels: int = MAX_VOXELS,
+    instance_overlay: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
     """Apply a post-processing pipeline to a written label file, in place (atomically), and optionally
     write instance labels of the foreground beside it.
@@ -60,12 +61,21 @@ def postprocess_file(
             watershed from the interiors of an interior/boundary model, :mod:`unetkit.data.targets`).
         spacing: voxel size per axis, for physical sizes and distances.
         max_voxels: refuse larger images (they would not fit in memory).
+        instance_overlay: with ``instances``, also write this PNG: every object in its own colour, outlined,
+            over the grey input image, with the object count (2D; needs ``image_path``;
+            :func:`unetkit.viz.instances.save_instance_overlay`).
 
     Returns:
         The files written.
     """
     parsed = parse_postprocess(steps) if isinstance(steps, str) else list(steps)
     labels_path = Path(labels_path)
+    if instance_overlay is not None and (instances is None or image_path is None):
+        raise DataError(
+            "an instance overlay needs the instances and the input image",
+            file=instance_overlay,
+            fix="give instances= and image_path=, or leave out instance_overlay",
+        )
     labels = read_mask(labels_path)  # a palette PNG gives its indices
     palette = read_palette(labels_path)  # and keeps its colours when rewritten
     if labels.size > max_voxels:
@@ -109,5 +119,18 @@ def postprocess_file(
         write_image(dest, ids.astype(np.uint32 if ids.max() > 65535 else np.uint16),
                     spacing=tuple(spacing) if spacing else None)  # fmt: skip
         written.append(dest)
-        log.info("%s: %d instances", dest, int(ids.max(initial=0)))
+        count = int(ids.max(initial=0))  # separate_instances numbers the objects 1..N
+        log.info("%s: %d instances", dest, count)
+        if instance_overlay is not None:
+            assert image_path is not None  # checked above
+            written.append(_instance_overlay(Path(instance_overlay), Path(image_path), ids, count, instances))
     return written
+
+
+def _instance_overlay(dest: Path, image_path: Path, ids: np.ndarray, count: int, method: str) -> Path:
+    from unetkit.viz.instances import save_instance_overlay
+
+    if ids.ndim != 2:
+        raise DataError(f"instance overlays are 2D; these instances are {ids.ndim}D", file=dest)
+    with open_image(image_path, spatial_dims=2) as image:
+        return save_instance_overlay(dest, image, ids, count=count, note=method)
