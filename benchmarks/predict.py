@@ -7,6 +7,11 @@
    smaller images and extrapolated linearly in the pixel count (said so in the table).
 3. Achieved GFLOP/s (conv FLOPs from ``torch.utils.flop_counter``) as a fraction of this machine's fp32
    matmul peak (a large ``torch.matmul``, measured in the same run).
+4. The whole process: wall seconds of ``unetkit predict MODEL image.tif --out O`` (the CLI as users run it:
+   imports, model file, backend choice, graph export or cache, reading the TIFF, tiles, writing the labels),
+   with an empty cache (first run on a machine) and with the cache warm (every later run), against MONAI's
+   inference alone (section 1: the issue's reference) and against a MONAI script doing the same job as a
+   process (imports, weights, read the TIFF, ``sliding_window_inference``, write the labels).
 
 Usage: python benchmarks/predict.py [--quick]   (results: benchmarks/results/predict.json)
 """
@@ -181,6 +186,51 @@ def child(argv: list[str]) -> None:
     print(json.dumps({"peak_rss_bytes": rss, "baseline_rss_bytes": baseline, "seconds": time.perf_counter() - t0}))
 
 
+def child_process(argv: list[str]) -> None:
+    """The MONAI side of the whole-process figure: ``--child-process MODEL IMAGE OUT`` reads, infers, writes."""
+    model_path, image_path, out = argv
+    import tifffile
+
+    from unetkit.modelfile import load_model
+
+    model = load_model(model_path).eval()
+    image = tifffile.imread(image_path)
+    labels, _ = monai_run(model, image)
+    tifffile.imwrite(out, labels, compression="zlib")
+
+
+def whole_process(model_path: Path, image: Path, tmp: Path, repeats: int) -> dict[str, float]:
+    """Wall seconds of each tool as a fresh process (see the module docstring, 4): cold, warm (best of
+    ``repeats``), and the MONAI script (best of ``repeats``)."""
+    exe = Path(sys.executable).with_name("unetkit")
+    cache = tmp / "cache-process"
+    env = {**os.environ, "UNETKIT_CACHE_DIR": str(cache)}
+
+    def unetkit_once(k: int) -> float:
+        cmd = [str(exe), "predict", str(model_path), str(image), "--out", str(tmp / f"p{k}"), "--quiet",
+               "--tile", str(TILE), "--overlap", str(OVERLAP), "--batch-size", str(BATCH)]  # fmt: skip
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        if res.returncode != 0:
+            raise RuntimeError(f"unetkit predict failed:\n{res.stderr[-3000:]}")
+        return time.perf_counter() - t0
+
+    def monai_once(k: int) -> float:
+        cmd = [sys.executable, __file__, "--child-process", str(model_path), str(image), str(tmp / f"m{k}.tif")]
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        if res.returncode != 0:
+            raise RuntimeError(f"MONAI process failed:\n{res.stderr[-3000:]}")
+        return time.perf_counter() - t0
+
+    cold = unetkit_once(0)
+    warm, monai = float("inf"), float("inf")
+    for k in range(repeats):
+        monai = min(monai, monai_once(k))
+        warm = min(warm, unetkit_once(k + 1))
+    return {"unetkit_cold_s": cold, "unetkit_warm_s": warm, "monai_process_s": monai}
+
+
 def measure(tool: str, model_path: Path, image_path: Path, out: Path) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", tool, str(model_path), str(image_path), str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ})
@@ -194,9 +244,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small images: a smoke run of a minute")
     parser.add_argument("--no-memory", action="store_true", help="throughput and FLOP/s only (no peak-RSS runs)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--child-process", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child)
+        return
+    if args.child_process:
+        child_process(args.child_process)
         return
     speed_size = 1024 if args.quick else 4096
     big_size = 3000 if args.quick else 20000
@@ -259,6 +313,22 @@ def main() -> None:
         "matmul_peak_gflop_s": peak, "fraction_of_peak": achieved / peak,
     }  # fmt: skip
 
+    # 4. the whole process, start-up included
+    with tempfile.TemporaryDirectory(prefix="unetkit-bench-proc-") as tmp:
+        tmpd = Path(tmp)
+        model_path, img_path = tmpd / "m.safetensors", tmpd / "image.tif"
+        make_model(model_path)
+        import tifffile
+
+        tifffile.imwrite(img_path, image)
+        proc = whole_process(model_path, img_path, tmpd, 1 if args.quick else 2)
+    results["process"] = {
+        "image": speed_size, **proc, "monai_inference_s": t_monai,
+        "speedup_process_vs_monai_inference": t_monai / proc["unetkit_warm_s"],
+        "speedup_process_vs_monai_process": proc["monai_process_s"] / proc["unetkit_warm_s"],
+        "speedup_cold_process_vs_monai_process": proc["monai_process_s"] / proc["unetkit_cold_s"],
+    }  # fmt: skip
+
     # 2. memory, each in its own process
     cache.cleanup()
     if args.no_memory:
@@ -302,6 +372,15 @@ def _report(
     print(f"{'tool':34s} {'MP/s':>8s} {'tiles/s':>8s} {'vs MONAI':>9s}")
     for name, rate, ratio, tiles_s in rows:
         print(f"{name:34s} {rate:8.2f} {tiles_s:8.2f} {ratio:8.2f}x")
+    if "process" in results:
+        pr = results["process"]
+        print(
+            f"\nwhole process on {pr['image']}x{pr['image']} TIFF (`unetkit predict`, start-up included): "  # type: ignore[index]
+            f"cold cache {pr['unetkit_cold_s']:.1f}s, warm {pr['unetkit_warm_s']:.1f}s; "  # type: ignore[index]
+            f"MONAI inference alone {pr['monai_inference_s']:.1f}s, MONAI as a process {pr['monai_process_s']:.1f}s "  # type: ignore[index]
+            f"-> {pr['speedup_process_vs_monai_inference']:.2f}x MONAI's inference, "  # type: ignore[index]
+            f"{pr['speedup_process_vs_monai_process']:.2f}x its process"  # type: ignore[index]
+        )
     f = results["flops"]
     print(
         f"\nFLOPs ({f['backend']}, the fastest fp32): {f['tile_gflop']:.2f} GFLOP/tile x {tiles} tiles "  # type: ignore[index]

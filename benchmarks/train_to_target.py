@@ -76,13 +76,18 @@ def monai_side(train: list, val: list, minutes: float, check_s: float) -> dict[s
     return {"curve": curve, "steps": steps, "train_seconds": train_s, "target": curve[-1][1]}
 
 
-def unetkit_side(train: list, val: list, minutes: float, work: Path) -> dict[str, Any]:
-    """``unetkit train DATA --budget Nm`` (held-out validation set); the Dice curve from ``metrics.csv``."""
+def unetkit_side(
+    train: list, val: list, minutes: float, work: Path, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """``unetkit train DATA --budget Nm`` (held-out validation set, plus any ``--set`` ``overrides``: a lever
+    measured against the plan); the Dice curve from ``metrics.csv``."""
     data, vdir, run = write_set(train, work / "train"), write_set(val, work / "val"), work / "run"
     cmd = [
         sys.executable, "-m", "unetkit", "train", str(data), "--out", str(run), "--budget", f"{minutes:g}m",
         "--quiet", "--set", f"data.val_path={vdir}",
     ]  # fmt: skip
+    for item in overrides or []:
+        cmd += ["--set", item]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
     wall = time.perf_counter() - t0
@@ -96,7 +101,9 @@ def unetkit_side(train: list, val: list, minutes: float, work: Path) -> dict[str
                 curve.append((elapsed, float(row["dice_foreground"] or row["val_dice"])))
     for t, d in curve:
         print(f"  unetkit {t / 60:5.2f} min  val Dice {d:.4f}", flush=True)
-    return {"curve": curve, "train_seconds": elapsed, "process_seconds": wall}
+    plan = (run / "plan.yaml").read_text() if (run / "plan.yaml").exists() else ""
+    return {"curve": curve, "train_seconds": elapsed, "process_seconds": wall, "overrides": overrides or [],
+            "plan_yaml": plan}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=None, help="unetkit's --budget in minutes (default: MONAI's)")
     ap.add_argument("--check", type=float, default=30.0, help="MONAI validation every N seconds of training")
     ap.add_argument("--quick", action="store_true", help="1 minute each, checks every 15 s (a smoke run)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override for unetkit's side (a lever to measure; repeatable)")  # fmt: skip
+    ap.add_argument("--reuse-monai", action="store_true",
+                    help="take MONAI's curve from the last results/train_to_target.json instead of training it "
+                         "again (for measuring unetkit levers; the output says so)")  # fmt: skip
+    ap.add_argument("--tag", default="", help="suffix of the results file (train_to_target_<tag>.json)")
     args = ap.parse_args(argv)
     if not (args.data / "isbi2012").is_dir():
         print(f"no ISBI data under {args.data}: nothing to do")
@@ -114,14 +127,21 @@ def main(argv: list[str] | None = None) -> int:
         args.monai_minutes, args.check = 1.0, 15.0
     budget = args.budget or args.monai_minutes
     train, val = load_isbi(args.data)
-    print(f"MONAI BasicUNet, {args.monai_minutes:g} min:", flush=True)
-    monai = monai_side(train, val, args.monai_minutes, args.check)
+    if args.reuse_monai:
+        import json
+
+        monai = json.loads((Path(__file__).resolve().parent / "results" / "train_to_target.json").read_text())["monai"]
+        monai["reused"] = True
+        print(f"MONAI: reused from results/train_to_target.json ({len(monai['curve'])} checks)", flush=True)
+    else:
+        print(f"MONAI BasicUNet, {args.monai_minutes:g} min:", flush=True)
+        monai = monai_side(train, val, args.monai_minutes, args.check)
     target = monai["target"]
     monai["time_to_target"] = first_reaching(monai["curve"], target)
     print(f"target: val Dice {target:.4f} (MONAI after {args.monai_minutes:g} min)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         print(f"unetkit, --budget {budget:g}m:", flush=True)
-        unet = unetkit_side(train, val, budget, Path(tmp))
+        unet = unetkit_side(train, val, budget, Path(tmp), args.overrides)
     unet["time_to_target"] = first_reaching(unet["curve"], target)
     ratio = (
         unet["time_to_target"] / monai["time_to_target"]
@@ -132,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         t = side["time_to_target"]
         print(f"{name:8s} time to Dice {target:.4f}: {'not reached' if t is None else f'{t / 60:.2f} min'}")
     print(f"unetkit / MONAI time: {'n/a' if ratio is None else f'{ratio:.2f}x'} (goal <= 0.5)")
+    name = "train_to_target_quick" if args.quick else "train_to_target"
     write_result(
-        "train_to_target_quick" if args.quick else "train_to_target",
+        f"{name}_{args.tag}" if args.tag else name,
         {"target_dice": target, "monai": monai, "unetkit": unet, "ratio": ratio},
     )
     return 0
