@@ -69,6 +69,17 @@ def open_pil(path: Path, spatial_dims: int | None, mask: bool) -> LazyImage:
     return LazyImage(arr, layout_from_axes(arr.shape, axes, spatial_dims or 2, path), path)
 
 
+def pil_channels(path: Path) -> int:
+    """The channel count :func:`open_pil` gives an image, from its header only (nothing is decoded)."""
+    from PIL import Image
+
+    im: Image.Image
+    with bad_pil().guard(path), Image.open(path) as im:
+        if im.mode == "P":
+            return 4 if "transparency" in im.info else 3
+        return 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3 if im.mode == "CMYK" else len(im.getbands())
+
+
 def write_pil(
     path: Path,
     arr: np.ndarray,
