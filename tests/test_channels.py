@@ -11,7 +11,7 @@ import pytest
 import unetkit
 from unetkit.cli import main
 from unetkit.data.channels import ChannelView, check_channels, convert_channels, fits
-from unetkit.data.io import open_image, read_image, write_image
+from unetkit.data.io import open_image, read_image, read_mask, write_image
 from unetkit.errors import ConfigError, DataError
 from unetkit.modelfile import save_model
 from unetkit.models import UNet
@@ -91,7 +91,7 @@ def test_predict_refuses_before_the_first_file_then_converts(
     assert exc.value.code in (0, None)
     grey = convert_channels(rgb, 1, "grey")
     expected = unetkit.predict(model, grey, tile=32, device="cpu", backend="torch")
-    assert np.array_equal(read_image(out / "z.png").array[0], expected)
+    assert np.array_equal(read_mask(out / "z.png"), expected)
     assert read_image(tmp_path / "imgs" / "z.png").array.shape[0] == 3  # the input is not changed
 
 
@@ -107,7 +107,7 @@ def test_python_api_converts_arrays_and_files(tmp_path: Path) -> None:
         unetkit.predict(model, tmp_path / "g.tif", device="cpu")
     assert np.array_equal(unetkit.predict(model, tmp_path / "g.tif", channels="rgb", device="cpu"), expected)
     res = unetkit.predict(model, tmp_path / "g.tif", out=tmp_path / "o", channels="rgb", device="cpu")
-    assert np.array_equal(read_image(res.outputs.labels).array[0], expected)
+    assert np.array_equal(read_mask(res.outputs.labels), expected)
 
 
 def test_evaluate_converts_with_channels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
