@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from unetkit.data.io.lazy import _normalise_key
+from unetkit.data.io.lazy import ImageView, _normalise_key
 from unetkit.errors import ConfigError, DataError
 
 CHANNEL_MODES = ("rgb", "grey", "first")
@@ -154,7 +154,7 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(grey, dtype=rgb.dtype)[None]
 
 
-class ChannelView:
+class ChannelView(ImageView):
     """An opened image seen with the model's channels: each region read is converted (:func:`convert_channels`).
 
     Only the source channels the conversion needs are read (an RGBA image's alpha never is). Attributes the
@@ -181,38 +181,16 @@ class ChannelView:
         self.spacing = getattr(image, "spacing", None)
         self.path = getattr(image, "path", None)
 
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def spatial_dims(self) -> int:
-        return len(self.shape) - 1
-
     def __getitem__(self, key: Any) -> np.ndarray:
         slices, ints = _normalise_key(key, self.shape)
         raw = np.asarray(self.image[(slice(0, self._read), *slices[1:])])
         region = convert_channels(raw, self.want, self.mode)[slices[0]]
         return region.squeeze(axis=ints) if ints else region
 
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        arr = self[...]
-        return arr if dtype is None else arr.astype(dtype)
-
-    def read(self) -> np.ndarray:
-        """The whole image, converted, ``(want, *S)``."""
-        return self[...]
-
     def close(self) -> None:
         close = getattr(self.image, "close", None)
         if close is not None:
             close()
-
-    def __enter__(self) -> ChannelView:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"ChannelView({self.image!r}, want={self.want}, mode={self.mode!r})"
