@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import isbi_scores, machine, monai_predictor, monai_train, write_result
 from isbi2012 import load_split
 
-from unetkit.data.io import read_image, write_image
+from unetkit.data.io import read_image, read_mask, write_image
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIDES = ("unetkit", "nnunet", "monai")
@@ -326,7 +326,8 @@ def run_unetkit(bset: BenchSet, work: Path, budget: float, env: dict[str, str]) 
     preds = []
     for name in bset.test_names:
         labels = pred / f"{name}{bset.suffix}"
-        preds.append(read_image(instances_path(labels) if method else labels).array[0])
+        # label PNGs are palette PNGs: read_mask gives the class indices (read_image would give the colours)
+        preds.append(read_mask(instances_path(labels) if method else labels))
     return info, preds
 
 

@@ -186,7 +186,10 @@ def test_classes_flow_from_train_to_model_file_overlay_and_report(tmp_path: Path
     result = runner.invoke(app, ["predict", str(model), str(data / "images" / "im0.png"), "--out", str(tmp_path / "p"),
                                  "--overlay", "--device", "cpu"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert legends == [[("0: membrane", (0, 0, 0)), ("1: cell", (0, 255, 0))]]
+    [[background, cell]] = legends  # class 0 is not painted; the cell class is, in its colour, where present
+    assert background == ("0: membrane (not painted)", None)
+    assert cell.text.startswith("1: cell") and cell.colour in ((0, 255, 0), None)
+    assert (cell.colour is None) == cell.text.endswith("(absent)")
 
     out = tmp_path / "eval"
     result = runner.invoke(app, ["evaluate", "--model", str(model), "--images", str(data / "images"),

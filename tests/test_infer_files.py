@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from unetkit.data.io import open_image, read_image, write_image
+from unetkit.data.io import open_mask, read_image, write_image
 from unetkit.errors import ConfigError, DataError
 from unetkit.infer import Predictor, expand_inputs, predict_file
 from unetkit.infer.outputs import plan_outputs
@@ -49,7 +49,7 @@ def test_output_format_follows_input(tmp_path: Path, net2d: UNet, suffix: str) -
     pred = Predictor(net2d, device="cpu")
     res = predict_file(pred, tmp_path / f"x{suffix}", tmp_path / "out", probabilities=suffix == ".zarr")
     assert res.outputs.labels.name == f"x{suffix}"
-    got = open_image(res.outputs.labels).read()
+    got = open_mask(res.outputs.labels).read()  # a label PNG is a palette PNG: a mask reader gives the indices
     assert np.array_equal(got.reshape(40, 70), pred.predict(image))
     if suffix == ".zarr":
         assert res.outputs.probabilities is not None and res.outputs.probabilities.name == "x_prob.zarr"

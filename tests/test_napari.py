@@ -101,6 +101,30 @@ def test_segment_widget_refuses_a_missing_model(qtbot: Any, tmp_path: Path) -> N
     assert widget.run() is None and "no such model file" in widget.status.text()
 
 
+def test_segment_widget_refuses_an_rgb_layer_for_a_grey_model_then_converts(qtbot: Any, model_file: Path) -> None:
+    viewer = _viewer()
+    from unetkit.data.channels import convert_channels
+    from unetkit.napari._widget import CHANNEL_CHOICES, SegmentWidget
+
+    rgb = np.random.default_rng(1).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    viewer.add_image(rgb, name="photo", rgb=True)
+    widget = SegmentWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.model_path.setText(str(model_file))
+    assert widget.run() is None  # refused before a worker starts
+    assert "3 channels" in widget.status.text() and "channels box" in widget.status.text()
+    widget.channels.setCurrentText(next(k for k, v in CHANNEL_CHOICES.items() if v == "grey"))
+    worker = widget.run()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    qtbot.waitUntil(lambda: "photo labels" in viewer.layers, timeout=10_000)
+    from unetkit.api import predict
+
+    grey = convert_channels(np.moveaxis(rgb, -1, 0), 1, "grey")
+    np.testing.assert_array_equal(viewer.layers["photo labels"].data, predict(str(model_file), grey, device="cpu"))
+
+
 def test_painted_dataset_refuses_empty_or_mismatched_labels(tmp_path: Path) -> None:
     from unetkit.errors import DataError
     from unetkit.napari._dataset import write_painted_dataset

@@ -41,52 +41,99 @@ def _predictor(model: Any, options: dict[str, Any]) -> Predictor:
     return Predictor(model, **options)
 
 
-def channels_first(
-    image: np.ndarray, spatial_dims: int, in_channels: int, channel_axis: int | None = None
-) -> np.ndarray:
-    """``image`` as ``(C, *S)`` for a network of ``spatial_dims`` and ``in_channels``.
+def channel_axis_of(
+    shape: Sequence[int],
+    spatial_dims: int,
+    in_channels: int,
+    channel_axis: int | None = None,
+    channels: str | None = None,
+) -> int | None:
+    """Which axis of an array of ``shape`` holds the channels (``None``: it has none, one channel), from its shape.
 
-    ``(*S)`` gains a channel axis; with one axis more, the channel axis is ``channel_axis`` if given, else the
-    first or the last axis, whichever has ``in_channels`` entries (the first when both do, said in a log line).
+    With one axis more than ``spatial_dims``, the channel axis is ``channel_axis`` if given, else the first or the
+    last axis, whichever holds channels the network takes (``in_channels`` of them, or a count ``channels``
+    converts, :func:`unetkit.data.channels.fits`); the first when both do, said in a log line.
 
     Example:
-        >>> channels_first(np.zeros((5, 6, 3)), 2, 3).shape, channels_first(np.zeros((5, 6)), 2, 1).shape
-        ((3, 5, 6), (1, 5, 6))
+        >>> channel_axis_of((5, 6, 3), 2, 3), channel_axis_of((5, 6), 2, 1)
+        (2, None)
+        >>> channel_axis_of((64, 64, 3), 2, 1, channels="grey"), channel_axis_of((64, 64, 3), 2, 1, channels="first")
+        (2, 2)
     """
-    arr = np.asarray(image)
+    from unetkit.data.channels import check_channels, fits
+
+    shape = tuple(int(n) for n in shape)
     if channel_axis is not None:
-        if arr.ndim != spatial_dims + 1:
+        if len(shape) != spatial_dims + 1:
             raise InputShapeError(
-                f"channel_axis={channel_axis} for an array of shape {arr.shape}: "
+                f"channel_axis={channel_axis} for an array of shape {shape}: "
                 f"a {spatial_dims}D network needs {spatial_dims + 1} axes with a channel axis"
             )
-        return np.moveaxis(arr, channel_axis, 0)
-    if arr.ndim == spatial_dims:
-        if in_channels != 1:
-            raise InputShapeError(f"image of shape {arr.shape} has no channel axis; the network needs {in_channels}")
-        return arr[None]
-    if arr.ndim != spatial_dims + 1:
+        axis = channel_axis % len(shape)
+        check_channels(None, shape[axis], in_channels, channels)
+        return axis
+    if len(shape) == spatial_dims:
+        check_channels(None, 1, in_channels, channels)
+        return None
+    if len(shape) != spatial_dims + 1:
         raise InputShapeError(
-            f"image of shape {arr.shape}: a {spatial_dims}D network takes {spatial_dims} spatial "
+            f"image of shape {shape}: a {spatial_dims}D network takes {spatial_dims} spatial "
             f"axes and optionally a channel axis ({in_channels} channels)"
         )
-    first, last = arr.shape[0] == in_channels, arr.shape[-1] == in_channels
+    first, last = shape[0] == in_channels, shape[-1] == in_channels
+    if not (first or last) and channels is not None:  # a conversion: the axis it applies to, the shorter if both
+        first, last = fits(shape[0], in_channels, channels), fits(shape[-1], in_channels, channels)
+        if first and last:
+            first = shape[0] <= shape[-1]
+            last = not first
     if first and last:
         log.info(
             "image of shape %s: both the first and the last axis could hold the %d channels; took the first "
             "(pass channel_axis=-1 for channels-last)",
-            arr.shape,
+            shape,
             in_channels,
         )
     if first:
-        return arr
+        return 0
     if last:
-        log.info("image of shape %s: channels-last (%d channels), moved first", arr.shape, in_channels)
-        return np.moveaxis(arr, -1, 0)
+        log.info("image of shape %s: channels-last (%d channels), moved first", shape, shape[-1])
+        return len(shape) - 1
+    short = min(shape[0], shape[-1])
+    if channels is None and short <= 4:  # a plausible channel axis (grey, RGB(A)): the channel rule's message
+        check_channels(None, short, in_channels, None)
+    convert = f", or channels='rgb'|'grey'|'first' to convert its {short} channels" if channels is None else ""
     raise InputShapeError(
-        f"image of shape {arr.shape}: neither its first nor its last axis has the network's "
-        f"{in_channels} channels; pass channel_axis="
+        f"image of shape {shape}: neither its first nor its last axis has the network's {in_channels} channels"
+        + (f" (channels={channels!r} converts none of them)" if channels is not None else "")
+        + f"; pass channel_axis= to name the channel axis{convert}"
     )
+
+
+def channels_first(
+    image: np.ndarray,
+    spatial_dims: int,
+    in_channels: int,
+    channel_axis: int | None = None,
+    channels: str | None = None,
+) -> np.ndarray:
+    """``image`` as ``(C, *S)`` for a network of ``spatial_dims`` and ``in_channels``.
+
+    ``(*S)`` gains a channel axis; otherwise the channel axis is found by :func:`channel_axis_of` and moved
+    first. ``channels`` (``rgb``, ``grey``, ``first``) converts channels that are not the network's
+    (:func:`unetkit.data.channels.convert_channels`); without it a mismatch is refused.
+
+    Example:
+        >>> channels_first(np.zeros((5, 6, 3)), 2, 3).shape, channels_first(np.zeros((5, 6)), 2, 1).shape
+        ((3, 5, 6), (1, 5, 6))
+        >>> channels_first(np.zeros((5, 6, 4)), 2, 1, channels="grey").shape
+        (1, 5, 6)
+    """
+    from unetkit.data.channels import convert_channels
+
+    arr = np.asarray(image)
+    axis = channel_axis_of(arr.shape, spatial_dims, in_channels, channel_axis, channels)
+    arr = arr[None] if axis is None else np.moveaxis(arr, axis, 0)
+    return convert_channels(arr, in_channels, channels)
 
 
 def predict(
@@ -96,6 +143,7 @@ def predict(
     out: PathLike | None = None,
     probabilities: bool = False,
     channel_axis: int | None = None,
+    channels: str | None = None,
     **options: Any,
 ) -> Any:
     """Segment an image with a model, in one call.
@@ -110,6 +158,10 @@ def predict(
             :class:`~unetkit.infer.files.PredictionResult`; ``image`` must then be a file.
         probabilities: also return the class probabilities (``(K, *S)`` float32), or write them.
         channel_axis: the array's channel axis, when it is not the first or last one, or to settle a tie.
+        channels: convert an image whose channels are not the network's: ``"grey"`` (RGB(A) -> luma),
+            ``"rgb"`` (grey -> 3 channels, RGBA -> RGB) or ``"first"`` (the first ``in_channels``), region by
+            region for a file (:mod:`unetkit.data.channels`); ``None`` (default) refuses a mismatch, naming the
+            file and the channels found and expected.
         **options: :class:`~unetkit.infer.Predictor` options (``tile``, ``overlap``, ``blend``, ``tta``,
             ``backend``, ``device``, ``batch_size``, ...), and with ``out`` those of
             :func:`~unetkit.infer.files.predict_files` (``format``, ``compression``, ``overlay``, ...).
@@ -135,22 +187,17 @@ def predict(
         file_keys = {"format", "compression", "overlay", "prob_dtype", "postprocess", "instances"}
         job = {k: options.pop(k) for k in list(options) if k in file_keys}
         target: Any = _predictor(model, options)
-        results = predict_files(target, [image], out, probabilities=probabilities, **job)
+        results = predict_files(target, [image], out, probabilities=probabilities, channels=channels, **job)
         return results[0]
     predictor = _predictor(model, options)
     if isinstance(image, str | os.PathLike):
+        from unetkit.data.channels import with_channels
         from unetkit.data.io import open_image
 
         with open_image(image, spatial_dims=predictor.spatial_dims) as img:
-            arr: Any = img if img.shape[0] == predictor.in_channels else np.asarray(img[...])
-            return _run(
-                predictor,
-                arr if arr is img else channels_first(arr, predictor.spatial_dims, predictor.in_channels, channel_axis),
-                probabilities,
-            )
-    return _run(
-        predictor, channels_first(image, predictor.spatial_dims, predictor.in_channels, channel_axis), probabilities
-    )
+            return _run(predictor, with_channels(img, predictor.in_channels, channels), probabilities)
+    arr = channels_first(image, predictor.spatial_dims, predictor.in_channels, channel_axis, channels)
+    return _run(predictor, arr, probabilities)
 
 
 def _run(predictor: Predictor, image: Any, probabilities: bool) -> Any:
@@ -162,4 +209,4 @@ def _run(predictor: Predictor, image: Any, probabilities: bool) -> Any:
     return class_labels(proba), proba
 
 
-__all__ = ["channels_first", "predict", "train"]
+__all__ = ["channel_axis_of", "channels_first", "predict", "train"]

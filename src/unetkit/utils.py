@@ -87,6 +87,38 @@ def atomic_dir(path: str | os.PathLike[str], suffix: str | None = None) -> Itera
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_temporaries(path: str | os.PathLike[str], suffix: str | None = None) -> list[Path]:
+    """Remove what a killed :func:`atomic_path` / :func:`atomic_dir` of ``path`` left beside it; returns them.
+
+    A SIGKILL skips their clean-up, so the hidden temporary (``.<stem>.<random>.tmp<suffix>``, a file or a
+    folder) and a folder's renamed-aside old copy (``.<name>.<hex>.old``) stay behind; ``path`` itself is
+    never touched. Call it before writing ``path`` again (nothing else may be writing it then).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> dest = pathlib.Path(tempfile.mkdtemp()) / "metrics.csv"
+        >>> _ = (dest.parent / ".metrics.abc123.tmp.csv").write_text("half")
+        >>> [p.name for p in remove_temporaries(dest)], sorted(dest.parent.iterdir())
+        (['.metrics.abc123.tmp.csv'], [])
+    """
+    import glob
+
+    path = Path(path)
+    suffix = suffix if suffix is not None else "".join(path.suffixes)
+    patterns = (f".{glob.escape(path.stem)}.*.tmp{glob.escape(suffix)}", f".{glob.escape(path.name)}.*.old")
+    removed: list[Path] = []
+    if not path.parent.is_dir():
+        return removed
+    for pattern in patterns:
+        for left in path.parent.glob(pattern):
+            if left.is_dir() and not left.is_symlink():
+                shutil.rmtree(left, ignore_errors=True)
+            else:
+                left.unlink(missing_ok=True)
+            removed.append(left)
+    return removed
+
+
 def write_json(path: str | os.PathLike[str], data: object) -> Path:
     """Write ``data`` as indented JSON, atomically."""
     import json

@@ -74,3 +74,61 @@ def tiff_huge_tag(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"II*\0" + struct.pack("<I", 8) + ifd + b"\0" * 64)
     return path
+
+
+def zarr_bomb(path: Path, side: int = 100_000, version: int = 2) -> Path:
+    """A zarr array (v2 ``.zarray`` or v3 ``zarr.json``) declaring ``side`` x ``side`` uint8 pixels, no chunks."""
+    import json
+
+    path.mkdir(parents=True, exist_ok=True)
+    if version == 2:
+        meta = {
+            "zarr_format": 2, "shape": [side, side], "chunks": [256, 256], "dtype": "|u1", "compressor": None,
+            "fill_value": 0, "order": "C", "filters": None,
+        }  # fmt: skip
+        (path / ".zarray").write_text(json.dumps(meta))
+    else:
+        meta = {
+            "zarr_format": 3, "node_type": "array", "shape": [side, side], "data_type": "uint8",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [256, 256]}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+            "fill_value": 0, "codecs": [{"name": "bytes"}], "attributes": {},
+        }  # fmt: skip
+        (path / "zarr.json").write_text(json.dumps(meta))
+    return path
+
+
+def npy_bomb(path: Path, side: int = 100_000) -> Path:
+    """A ``.npy`` whose header declares ``side`` x ``side`` uint8 pixels, followed by 64 bytes."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": (side, side)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue() + b"\0" * 64)
+    return path
+
+
+def nifti_bomb(path: Path, side: int = 100_000) -> Path:
+    """A NIfTI-2 file (``.nii``, or gzip-compressed for ``.nii.gz``) declaring ``side`` x ``side`` uint8 voxels
+    with 64 bytes of data (NIfTI-1 dims stop at 32767)."""
+    import gzip
+
+    import nibabel as nib
+
+    header = nib.Nifti2Header()
+    header.set_data_shape((side, side))
+    header.set_data_dtype(np.uint8)
+    header["vox_offset"] = 544  # the 540-byte header and the 4-byte extension flag
+    body = header.binaryblock + b"\0" * 4 + b"\0" * 64
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(body) if path.name.endswith(".gz") else body)
+    return path
+
+
+def grey_image(path: Path, shape: tuple[int, int] = (64, 64)) -> Path:
+    """A one-channel uint8 image."""
+    from unetkit.data.io import write_image
+
+    write_image(path, np.random.default_rng(2).integers(0, 255, shape, dtype=np.uint8))
+    return path

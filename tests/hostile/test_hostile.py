@@ -1,7 +1,7 @@
 """Hostile input: every case ends with exit code 2 and one message naming the file or field, no traceback.
 
 The inputs come from the generators in ``inputs.py``; ``{}`` in a command line is the generated input,
-``{model}`` a tiny one-channel 2D model file, ``{tmp}`` the case's folder.
+``{model}`` a tiny one-channel 2D model file (``{model3}``: three channels), ``{tmp}`` the case's folder.
 """
 
 from __future__ import annotations
@@ -54,13 +54,13 @@ def _folder_with_image(tmp: Path) -> Path:
     return tmp / "imgs"
 
 
-def _tiny_model(tmp: Path) -> Path:
+def _tiny_model(tmp: Path, in_channels: int = 1) -> Path:
     from unetkit.modelfile import save_model
     from unetkit.models import create_model
 
-    path = tmp / "tiny.safetensors"
+    path = tmp / f"tiny{in_channels}.safetensors"
     if not path.exists():
-        net = create_model("unet2d_small", in_channels=1, num_classes=2, width=4, depth=2)
+        net = create_model("unet2d_small", in_channels=in_channels, num_classes=2, width=4, depth=2)
         save_model(path, net)
     return path
 
@@ -123,7 +123,68 @@ CASES: list[tuple[str, Callable[[Path], Path], list[str], str]] = [
         "wrong-channels",
         lambda t: inputs.rgb_image(t / "rgb.png"),
         ["predict", "{model}", "{}", "--out", "{tmp}/o"],
-        "3 channels",
+        "--channels grey",
+    ),
+    (
+        "wrong-channels-evaluate",
+        _dataset_with(inputs.rgb_image, "a.png"),
+        ["evaluate", "--model", "{model}", "--images", "{}/images", "--truth", "{}/masks", "--out", "{tmp}/e"],
+        "--channels grey",
+    ),
+    (
+        "grey-image-for-an-rgb-model",
+        lambda t: inputs.grey_image(t / "g.png"),
+        ["predict", "{model3}", "{}", "--out", "{tmp}/o"],
+        "--channels rgb",
+    ),
+    (
+        "channels-rgb-for-a-grey-model",
+        lambda t: inputs.rgb_image(t / "rgb.png"),
+        ["predict", "{model}", "{}", "--out", "{tmp}/o", "--channels", "rgb"],
+        "makes 3 channels",
+    ),
+    (
+        "channels-first-too-few",
+        lambda t: inputs.grey_image(t / "g.png"),
+        ["predict", "{model3}", "{}", "--out", "{tmp}/o", "--channels", "first"],
+        "needs at least 3",
+    ),
+    (
+        "channels-unknown",
+        lambda t: inputs.rgb_image(t / "rgb.png"),
+        ["predict", "{model}", "{}", "--out", "{tmp}/o", "--channels", "purple"],
+        "--channels 'purple'",
+    ),
+    (
+        "zarr-v2-bomb-predict",
+        lambda t: inputs.zarr_bomb(t / "b.zarr", version=2),
+        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        "decompression bomb",
+    ),
+    (
+        "zarr-v3-bomb-predict",
+        lambda t: inputs.zarr_bomb(t / "b.zarr", version=3),
+        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        "decompression bomb",
+    ),
+    (
+        "npy-bomb-predict",
+        lambda t: inputs.npy_bomb(t / "b.npy"),
+        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        "decompression bomb",
+    ),
+    ("npy-bomb-check", _dataset_with(inputs.npy_bomb, "b.npy"), ["check", "{}"], "decompression bomb"),
+    (
+        "nifti-bomb-predict",
+        lambda t: inputs.nifti_bomb(t / "b.nii"),
+        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        "decompression bomb",
+    ),
+    (
+        "nifti-gz-bomb-predict",
+        lambda t: inputs.nifti_bomb(t / "b.nii.gz"),
+        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        "decompression bomb",
     ),
     (
         "out-is-a-file",
@@ -153,12 +214,16 @@ def test_hostile_input_exits_2_with_one_message(
 ) -> None:
     path = make(tmp_path)
     model = os.fspath(_tiny_model(tmp_path)) if any("{model}" in a for a in argv) else ""
+    model3 = os.fspath(_tiny_model(tmp_path, 3)) if any("{model3}" in a for a in argv) else ""
     before = path.read_bytes() if path.is_file() else None
     listing = sorted(p.relative_to(path) for p in path.rglob("*")) if path.is_dir() else None
     with pytest.raises(SystemExit) as exc:
         main(
             [
-                a.replace("{}", os.fspath(path)).replace("{model}", model).replace("{tmp}", os.fspath(tmp_path))
+                a.replace("{}", os.fspath(path))
+                .replace("{model}", model)
+                .replace("{model3}", model3)
+                .replace("{tmp}", os.fspath(tmp_path))
                 for a in argv
             ]
         )

@@ -1,5 +1,6 @@
 """SIGKILL in the middle of work: training resumes exactly from its last checkpoint and keeps what it wrote
-(metrics, train.log); a killed prediction leaves no half-written file under a final name."""
+(metrics, train.log); a killed prediction or evaluation leaves no half-written file under a final name, and
+running it again finishes the job and removes the hidden temporaries the kill left."""
 
 from __future__ import annotations
 
@@ -117,3 +118,69 @@ def test_sigkill_during_prediction_leaves_no_half_written_result(tmp_path: Path)
         main(["predict", str(model), str(images), "--out", str(out), "--tile", "32", "--quiet"])
     assert exc.value.code in (0, None)
     assert sorted(p.name for p in out.iterdir()) == ["im0.tif", "im1.tif"]  # and no hidden temporaries remain
+
+
+@pytest.mark.parametrize("where", ["prediction", "metrics"])
+def test_sigkill_during_evaluate_leaves_no_half_written_file(tmp_path: Path, where: str) -> None:
+    """Killed while writing the second prediction, or in the middle of metrics.csv: nothing half-written under a
+    final name; evaluating again finishes and leaves no hidden temporaries."""
+    from unetkit.modelfile import save_model
+    from unetkit.models import create_model
+
+    model = tmp_path / "m.safetensors"
+    save_model(model, create_model("unet2d_small", in_channels=1, num_classes=2, width=4, depth=2))
+    data = _dataset(tmp_path / "data", n=2)
+    out = tmp_path / "eval"
+    code = _run(
+        """
+        import csv, os, signal, sys
+        import numpy as np
+        from pathlib import Path
+        from unetkit.evaluate.run import EvaluateOptions, evaluate_folders
+        from unetkit.infer import load_predictor
+
+        where, model, data, out = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+        saves = []
+        real_save = np.save
+
+        def save(f, arr, **kw):  # the second prediction: half its bytes, then killed
+            saves.append(1)
+            if where == "prediction" and len(saves) == 2:
+                f.write(b"\\x93NUMPY half"); f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_save(f, arr, **kw)
+
+        class Rows(csv.DictWriter):
+            def writerow(self, row):  # metrics.csv: killed after its first (header) row
+                written = super().writerow(row)
+                if where == "metrics":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return written
+
+        np.save = save
+        csv.DictWriter = Rows
+        predictor = load_predictor(model, device="cpu")
+        evaluate_folders(out / "predictions", data / "masks", out, EvaluateOptions(isbi=False, surface=False),
+                         image_dir=data / "images", predict=predictor.predict_proba, in_channels=1)
+        """,
+        where,
+        str(model),
+        str(data),
+        str(out),
+    )
+    assert code == -9
+    hidden = sorted(p.name for p in out.rglob(".*"))
+    assert hidden, "the kill left no temporary: it did not hit a write"
+    final = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    if where == "prediction":
+        assert [p.name for p in final] == ["im0.npy"] and np.load(final[0]).shape == (2, 48, 48)
+    else:
+        assert not (out / "metrics.csv").exists() and not (out / "summary.json").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--model", str(model), "--images", str(data / "images"), "--truth", str(data / "masks"),
+              "--out", str(out), "--no-isbi", "--no-surface", "--quiet", "--device", "cpu"])  # fmt: skip
+    assert exc.value.code in (0, None)
+    assert sorted(p.name for p in out.rglob(".*")) == []  # no hidden temporaries remain
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert sorted(r["name"] for r in rows) == ["im0", "im1"]
+    assert (out / "summary.json").is_file() and (out / "report.html").is_file()

@@ -53,6 +53,12 @@ def evaluate_cmd(
     panels: int = typer.Option(12, "--panels", help="Pictures in the report (worst cases first)."),
     tile: int = typer.Option(None, "--tile", help="With --model: network input window."),
     device: str = typer.Option("auto", "--device", help="With --model: auto, cpu, cuda or cuda:N."),
+    channels: str = typer.Option(
+        None,
+        "--channels",
+        help="With --model: convert images whose channel count is not the model's: grey (RGB(A) -> luma), rgb "
+        "(grey -> 3 channels, RGBA -> RGB) or first; default: refuse a mismatch before any prediction.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only."),
     task: str = typer.Option("segment", "--task", help="segment | restore (PSNR, SSIM, NRMSE against targets)."),
@@ -67,6 +73,8 @@ def evaluate_cmd(
     OUT/predictions.
 
     Example: unetkit evaluate --pred preds --truth data/masks --images data/images --out eval
+
+    Example: unetkit evaluate --model model.safetensors --images rgb/ --truth masks/ --out eval --channels grey
     """
     from dataclasses import replace
 
@@ -77,8 +85,15 @@ def evaluate_cmd(
     setup_logging(verbose, quiet)
     if task not in ("segment", "restore"):
         raise ConfigError(f"--task {task!r}: use segment or restore")
+    from unetkit.data.channels import check_mode
+
+    check_mode(channels)
+    if channels is not None and model is None:
+        raise ConfigError(
+            "--channels converts the images --model predicts; give --model FILE --images DIR, or leave it out"
+        )
     if task == "restore":
-        _evaluate_restore(pred, truth, out, model, images, panels, tile, device)
+        _evaluate_restore(pred, truth, out, model, images, panels, tile, device, channels)
         return
     if instances not in (*INSTANCE_METHODS, "none"):
         raise ConfigError(f"--instances {instances!r}: use one of {', '.join(INSTANCE_METHODS)} or none")
@@ -94,18 +109,20 @@ def evaluate_cmd(
         classes=parse_classes(classes, "--classes") if classes is not None else None,
     )  # fmt: skip
     predict = None
+    in_channels = None
     if model is not None:
         from unetkit.infer import load_predictor
 
         predictor = load_predictor(str(model), tile=tile, device=device)
-        predict = predictor.predict_proba
+        predict, in_channels = predictor.predict_proba, predictor.in_channels
         if predictor.description is not None:  # the model's classes and label mapping
             options = options.for_model(predictor.description)
         options = replace(options, model_file=model)
     pred_dir = pred if pred is not None else out / "predictions"
     with console.status("evaluating...", spinner="dots") as status:
         result = evaluate_folders(
-            pred_dir, truth, out, options, image_dir=images, predict=predict,
+            pred_dir, truth, out, options, image_dir=images, predict=predict, in_channels=in_channels,
+            channels=channels,
             progress=None if quiet else lambda name: status.update(f"evaluating {name}"),
         )  # fmt: skip
     if not quiet:
@@ -145,6 +162,7 @@ def _evaluate_restore(
     panels: int,
     tile: int | None,
     device: str,
+    channels: str | None = None,
 ) -> None:
     """``--task restore``: (predict first with --model,) then PSNR/SSIM/NRMSE against the targets in --truth."""
     from unetkit.evaluate.restore import evaluate_restore
@@ -155,7 +173,7 @@ def _evaluate_restore(
         from unetkit.infer.files import predict_files
 
         pred = out / "pred"
-        predict_files(str(model), [str(images)], pred, tile=tile, device=device)
+        predict_files(str(model), [str(images)], pred, tile=tile, device=device, channels=channels)
     s = evaluate_restore(pred, truth, out, images=images, panels=panels)
     table = Table(title=f"{s['images']} restored image(s) against {truth}")
     for col in ("PSNR (dB)", "SSIM", "NRMSE"):

@@ -32,7 +32,12 @@ def predict_cmd(
     tta: bool = typer.Option(False, "--tta", help="Average all flips (4x in 2D, 8x in 3D the cost)."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write <stem>_prob.tif (K, *S)."),
     prob_dtype: str = typer.Option("float16", "--prob-dtype", help="float16 or uint8 (probability x 255)."),
-    overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png with a legend (2D)."),
+    overlay: bool = typer.Option(
+        False,
+        "--overlay",
+        help="Also write <stem>_overlay.png: classes filled and outlined, with a legend (2D); with --instances "
+        "also <stem>_instances_overlay.png, one colour per object.",
+    ),
     format: str = typer.Option(
         "auto", "--format", help="auto (the input's), tiff, zarr or ome-zarr (OUT/<stem>.ome.zarr, multiscale)."
     ),
@@ -50,7 +55,16 @@ def predict_cmd(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(4, "--batch-size", help="Tiles per network call."),
-    channels_last: bool = typer.Option(False, "--channels-last", help="Channels-last memory layout (torch)."),
+    channels: str = typer.Option(
+        None,
+        "--channels",
+        help="Convert images whose channel count is not the model's, as they are read: grey (RGB(A) -> luma), "
+        "rgb (grey -> 3 channels, RGBA -> RGB) or first (the first channels the model takes); default: refuse a "
+        "mismatch before any work. (Not --channels-last.)",
+    ),
+    channels_last: bool = typer.Option(
+        False, "--channels-last", help="Channels-last memory layout of the network (torch); not --channels."
+    ),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (torch)."),
     dask: str = typer.Option(
         None, "--dask", help="Run on a Dask cluster: an ADDRESS, or 'local' for a 2-worker LocalCluster; zarr out."
@@ -75,12 +89,15 @@ def predict_cmd(
 ) -> None:
     """Segment images of any size tile by tile, streaming the results to --out.
 
-    Labels go to OUT/<stem> in the input's format, probabilities to OUT/<stem>_prob.tif, the overlay to
-    OUT/<stem>_overlay.png.
+    Labels go to OUT/<stem> in the input's format (a PNG is a palette PNG: class indices shown in the class
+    colours), probabilities to OUT/<stem>_prob.tif, the overlay to OUT/<stem>_overlay.png, instances to
+    OUT/<stem>_instances.tif (with --overlay also OUT/<stem>_instances_overlay.png).
 
     Several model files (e.g. the folds of `unetkit train --folds 5`) average their probabilities.
 
     Example: unetkit predict runs/demo/model.safetensors scans/*.tif --out preds --overlay
+
+    Example: unetkit predict grey_model.safetensors photos/*.jpg --out preds --channels grey
     """
     from unetkit.infer.files import predict_files
 
@@ -95,7 +112,7 @@ def predict_cmd(
         probabilities=probabilities, prob_dtype=prob_dtype, overlay=overlay, format=format, compression=compression,
         postprocess=postprocess,
         instances=instances, dask=dask, tile=tile, overlap=overlap, blend=blend, tta=tta, backend=backend,
-        device=device, batch_size=batch_size, channels_last=channels_last, compile=compile,
+        device=device, batch_size=batch_size, channels_last=channels_last, compile=compile, channels=channels,
     )  # fmt: skip
     if precision != "fp32":  # only then: an ONNX file or a package takes no precision
         job["precision"] = precision
@@ -106,7 +123,7 @@ def predict_cmd(
     from unetkit.infer.inputs import expand_inputs
 
     files = expand_inputs(inputs)
-    check_inputs(models, files, out)
+    check_inputs(out, channels)
     sweep_stale_temporaries(out, files)
     if not quiet:
         for line in training_image_warnings(models, files):
@@ -125,46 +142,15 @@ def predict_cmd(
         err_console.print(f"[yellow]warning:[/] {line}")
 
 
-def _channels(path: Path, spatial_dims: int) -> int:
-    """An image's channel count, from its header where the format has one (PNG/JPEG/BMP: not decoded)."""
-    from unetkit.data.io import open_image
-    from unetkit.data.io.common import image_format
-
-    if image_format(path) == "pil":
-        from PIL import Image
-
-        from unetkit.data.io.pil import bad_pil
-
-        with bad_pil().guard(path), Image.open(path) as im:
-            if im.mode == "P":
-                return 4 if "transparency" in im.info else 3
-            return 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3 if im.mode == "CMYK" else len(im.getbands())
-    with open_image(path, spatial_dims=spatial_dims) as img:
-        return int(img.shape[0])
-
-
-def check_inputs(models: list[str], files: list[Path], out: Path) -> None:
-    """Before any work: ``--out`` is a folder, and every image has the channels the model was trained on."""
-    from unetkit.errors import ConfigError, DataError
+def check_inputs(out: Path, channels: str | None = None) -> None:
+    """Before any work: ``--out`` is a folder and ``--channels`` a known conversion (every image's channels are
+    checked by the library before the first tile, :func:`unetkit.infer.inputs.check_input_channels`)."""
+    from unetkit.data.channels import check_mode
+    from unetkit.errors import ConfigError
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the results (it is created if missing)")
-    if Path(models[0]).suffix.lower() != ".safetensors":
-        return  # exported files: the predictor checks the channels when it reads each image
-    from unetkit.modelfile import read_description
-
-    desc = read_description(models[0])
-    for path in files:
-        found = _channels(path, desc.spatial_dims)
-        if found != desc.in_channels:
-            want = f"{desc.in_channels} channel" + ("s" if desc.in_channels != 1 else "")
-            how = "grey (one channel)" if desc.in_channels == 1 else f"{desc.in_channels} channels"
-            raise DataError(
-                f"the image has {found} channel{'s' if found != 1 else ''} but the model {models[0]} expects {want}",
-                file=path,
-                fix=f"convert the image to {how} (e.g. in Fiji: Image > Type), or use a model trained on "
-                f"{found}-channel images",
-            )
+    check_mode(channels)
 
 
 def sweep_stale_temporaries(out: Path, files: list[Path]) -> list[Path]:
@@ -311,8 +297,8 @@ class _Overall:
     (a :class:`~unetkit.infer.files.PredictProgress`). How each image was tiled goes to the debug log."""
 
     def __init__(self, progress: Progress, files: int, quiet: bool = False) -> None:
-        self.progress, self.quiet = progress, quiet
-        self.files = progress.add_task("images", total=files, unit="images", rate="")
+        self.progress, self.quiet, self.count = progress, quiet, files
+        self.files: TaskID | None = None  # added when the first image starts: nothing is drawn before the checks
         self.tiles: TaskID | None = None
         self.t0 = time.perf_counter()
         self.first: float | None = None
@@ -326,6 +312,8 @@ class _Overall:
     def start(self, path: Path, summary: str, tiles: int, megapixels: float) -> None:
         import logging
 
+        if self.files is None:
+            self.files = self.progress.add_task("images", total=self.count, unit="images", rate="")
         if self.tiles is None and not self.quiet:  # the backend, device and tiling, once; then the debug log
             self.progress.console.print(f"{path.name}: {summary}", highlight=False)
         elif self.tiles is not None:
@@ -355,6 +343,8 @@ class _Overall:
         pass
 
     def done(self, result: PredictionResult) -> None:
+        if self.files is None:
+            return
         self.progress.advance(self.files, 1)
         n = self.progress.tasks[self.files].completed
         self.progress.update(self.files, rate=f"{n / max(self.seconds(), 1e-9):.2f} images/s")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from unetkit.data.io import open_image
+from unetkit.data.io import open_image, open_mask
 from unetkit.data.io.lazy import LazyImage
 from unetkit.data.masks import LabelMapping
 from unetkit.data.pairs import find_pairs
@@ -121,7 +121,7 @@ def open_sample_files(
 ) -> tuple[StreamedImage, StreamedMask, StreamedMask | None]:
     """Streamed views of one pair: image (raw float32), class mask and, for instance masks, instance ids."""
     image = StreamedImage(open_image(image_file, spatial_dims))
-    raw = open_image(mask_file, spatial_dims)
+    raw = open_mask(mask_file, spatial_dims)  # a palette mask gives its indices, as read_mask does
     mask = StreamedMask(raw, mapping, label)
     inst = StreamedMask(raw, mapping, label, instances=True) if mapping.kind == "instances" else None
     return image, mask, inst

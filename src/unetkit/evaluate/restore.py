@@ -18,7 +18,7 @@ import numpy as np
 from unetkit.data.io import is_image_file, read_image, strip_suffix
 from unetkit.errors import DataError
 from unetkit.metrics import restore_scores
-from unetkit.utils import atomic_path
+from unetkit.utils import atomic_path, remove_temporaries
 
 
 def _by_stem(folder: Path) -> dict[str, Path]:
@@ -47,6 +47,8 @@ def evaluate_restore(
     rows: list[dict[str, Any]] = []
     pictures: dict[str, bytes] = {}
     out = Path(out)
+    for written in ("metrics.csv", "summary.json", "report.html", *(f"panels/{stem}.png" for stem in preds)):
+        remove_temporaries(out / written)  # of a killed earlier run
     for stem, p in preds.items():
         if stem not in truths:
             continue

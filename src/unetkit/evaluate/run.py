@@ -25,13 +25,16 @@ from unetkit.metrics.confusion import ConfusionMatrix, confusion_matrix, scores_
 from unetkit.metrics.instance import InstanceCounts
 from unetkit.metrics.isbi import pixel_error, rand_error, warping_error
 from unetkit.metrics.surface import surface_distances_per_class
-from unetkit.utils import atomic_path
+from unetkit.utils import atomic_path, remove_temporaries
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EvaluateOptions", "EvaluationResult", "evaluate_arrays", "evaluate_folders"]
 
 _SCORES = ("dice", "iou", "precision", "recall")
+
+OUTPUTS = ("metrics.csv", "summary.json", "report.html")
+"""What :func:`evaluate_folders` writes into its output folder."""
 
 
 @dataclass
@@ -225,6 +228,8 @@ def evaluate_folders(
     image_dir: Path | None = None,
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
     progress: Callable[[str], None] | None = None,
+    in_channels: int | None = None,
+    channels: str | None = None,
 ) -> EvaluationResult:
     """Evaluate every prediction of ``pred_dir`` against the truth of the same stem in ``truth_dir``.
 
@@ -242,6 +247,12 @@ def evaluate_folders(
         predict: a function ``image (C, *S) -> probabilities (K, *S)``; when given, every image of
             ``image_dir`` with a truth is predicted first and saved to ``pred_dir`` as ``.npy`` probabilities.
         progress: called with each image's name.
+        in_channels: with ``predict``: the channels it takes. Every image's channel count is checked before
+            the first prediction (a mismatch is refused, naming the file), and converted by ``channels``.
+        channels: ``rgb``, ``grey`` or ``first`` (:mod:`unetkit.data.channels`); ``None`` refuses a mismatch.
+
+    A run killed part-way leaves no file half-written under its final name (every file is written atomically);
+    the hidden temporaries it left are removed by the next run into the same folders.
     """
     from unetkit.data.io import read_image
     from unetkit.postprocess.pipeline import apply_postprocess, parse_postprocess
@@ -249,8 +260,10 @@ def evaluate_folders(
     options = options or EvaluateOptions()
     steps = parse_postprocess(options.postprocess)
     out_dir = Path(out_dir)
+    for written in OUTPUTS:
+        remove_temporaries(out_dir / written)  # of a killed earlier run
     if predict is not None:
-        _predict_folder(predict, image_dir, truth_dir, Path(pred_dir))
+        _predict_folder(predict, image_dir, truth_dir, Path(pred_dir), in_channels, channels)
     pairs = pair_files(Path(pred_dir), Path(truth_dir), image_dir)
     if any(s.name == "crf" for s in steps) and image_dir is None:
         raise DataError("the crf post-processing step needs the images", fix="pass --images DIR")
@@ -344,11 +357,18 @@ def _write_html(
 
 
 def _predict_folder(
-    predict: Callable[[np.ndarray], np.ndarray], image_dir: Path | None, truth_dir: Path, pred_dir: Path
+    predict: Callable[[np.ndarray], np.ndarray],
+    image_dir: Path | None,
+    truth_dir: Path,
+    pred_dir: Path,
+    in_channels: int | None = None,
+    channels: str | None = None,
 ) -> None:
+    from unetkit.data.channels import check_channels, check_mode, convert_channels, file_channels
     from unetkit.data.io import read_image, write_image
     from unetkit.evaluate.files import _listing
 
+    check_mode(channels)
     if image_dir is None:
         raise DataError("evaluating a model needs the images", fix="pass --images DIR")
     images = _listing(Path(image_dir), "image")
@@ -359,8 +379,14 @@ def _predict_folder(
             f"no image of {image_dir} has a truth of the same stem in {truth_dir}",
             fix="give images and truths that share file names up to the suffix",
         )
+    if in_channels is not None:  # every image, before the first prediction
+        for name in todo:
+            check_channels(images[name], file_channels(images[name]), in_channels, channels)
     pred_dir.mkdir(parents=True, exist_ok=True)
     for name in todo:
-        proba = predict(read_image(images[name]).array)
-        write_image(pred_dir / f"{name}.npy", proba.astype(np.float32))
+        target = pred_dir / f"{name}.npy"
+        remove_temporaries(target)  # of a killed earlier run
+        image = read_image(images[name]).array
+        proba = predict(image if in_channels is None else convert_channels(image, in_channels, channels))
+        write_image(target, proba.astype(np.float32))
         log.info("predicted %s", name)

@@ -32,13 +32,15 @@ _PREDICTORS: dict[str, Any] = {}
 
 
 class _PathImage:
-    """A picklable lazy image: opened by path in whichever process reads it."""
+    """A picklable lazy image: opened by path in whichever process reads it, with ``in_channels`` channels
+    (converted by ``channels``, :mod:`unetkit.data.channels`, when given)."""
 
-    def __init__(self, path: str, spatial_dims: int) -> None:
-        from unetkit.data.io import open_image
-
+    def __init__(
+        self, path: str, spatial_dims: int, in_channels: int | None = None, channels: str | None = None
+    ) -> None:
         self.path, self.spatial_dims = path, spatial_dims
-        with open_image(path, spatial_dims) as img:
+        self.in_channels, self.channels = in_channels, channels
+        with self._open() as img:
             self.shape, self.dtype = tuple(img.shape), img.dtype
         self.ndim = len(self.shape)
         self._img: Any = None
@@ -47,11 +49,22 @@ class _PathImage:
         return {**self.__dict__, "_img": None}
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        if self._img is None:
+            self._img = self._open()
+        return np.asarray(self._img[key])
+
+    def _open(self) -> Any:
+        from unetkit.data.channels import with_channels
         from unetkit.data.io import open_image
 
-        if self._img is None:
-            self._img = open_image(self.path, self.spatial_dims)
-        return np.asarray(self._img[key])
+        img = open_image(self.path, self.spatial_dims)
+        if self.in_channels is None or len(img.shape) != self.spatial_dims + 1:
+            return img  # a shape that is not (C, *S) is refused by the caller
+        try:
+            return with_channels(img, self.in_channels, self.channels)
+        except BaseException:
+            img.close()
+            raise
 
 
 def _predictor(model: Any, key: str, options: dict[str, Any], normalization: dict[str, Any]) -> Any:
@@ -156,6 +169,7 @@ def predict_dask(
     address: str | None = None,
     chunk: int | None = None,
     threads_per_task: int = 1,
+    channels: str | None = None,
     **options: Any,
 ) -> Path:
     """Segment one image over a Dask cluster; write the labels (and probabilities) to zarr.
@@ -173,6 +187,8 @@ def predict_dask(
             (processes, 2 workers, 1 thread each).
         chunk: output chunk edge in pixels (default: 4 tiles); at least one tile.
         threads_per_task: torch threads per task.
+        channels: convert an image file whose channels are not the model's (``rgb``, ``grey``, ``first``:
+            :mod:`unetkit.data.channels`); ``None`` refuses a mismatch.
         **options: :class:`~unetkit.infer.Predictor` options (tile, overlap, blend, batch_size, tta, backend, ...).
 
     Returns:
@@ -193,7 +209,9 @@ def predict_dask(
     options = {k: v for k, v in options.items() if v is not None}
     local = load_predictor(model, **options) if isinstance(model, str) else Predictor(model, **options)
     dims = local.spatial_dims
-    source = _PathImage(str(image), dims) if isinstance(image, str | os.PathLike) else image
+    source = (
+        _PathImage(str(image), dims, local.in_channels, channels) if isinstance(image, str | os.PathLike) else image
+    )
     if len(source.shape) != dims + 1:
         raise ConfigError(f"{image}: shape {tuple(source.shape)} is not (C, *S) for a {dims}D network")
     spatial = tuple(int(s) for s in source.shape[1:])
@@ -266,6 +284,7 @@ def predict_files_dask(
     address: str | None = None,
     probabilities: bool = False,
     prob_dtype: str = "float16",
+    channels: str | None = None,
     **options: Any,
 ) -> list[tuple[Path, list[Path]]]:
     """Run :func:`predict_dask` on every file, one cluster for all.
@@ -297,7 +316,16 @@ def predict_files_dask(
         results = []
         for f, paths in zip(files, targets, strict=True):
             prob = paths[1] if probabilities else None
-            predict_dask(model, f, paths[0], probabilities=prob, prob_dtype=prob_dtype, client=client, **options)
+            predict_dask(
+                model,
+                f,
+                paths[0],
+                probabilities=prob,
+                prob_dtype=prob_dtype,
+                client=client,
+                channels=channels,
+                **options,
+            )
             results.append((f, paths))
         return results
     finally:

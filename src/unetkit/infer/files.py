@@ -3,7 +3,7 @@
 Which files (:mod:`unetkit.infer.inputs`) and where their results go (:mod:`unetkit.infer.outputs`: labels in
 the input's format, ``<stem>_prob``, ``<stem>_overlay.png``, OME-Zarr; TIFF outputs are OME-TIFFs with the
 spacing and channel names) are decided elsewhere; this module runs the job. Instance labels (``instances=``)
-go to ``OUT/<stem>_instances.tif``.
+go to ``OUT/<stem>_instances.tif`` and, with ``overlay`` (2D), their picture to ``OUT/<stem>_instances_overlay.png``.
 
 :func:`predict_files` is the whole ``unetkit predict`` job (the CLI only parses flags and draws progress
 from a :class:`PredictProgress`); :func:`predict_file` does one image with a given :class:`Predictor`.
@@ -23,9 +23,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from unetkit.classes import Classes
+from unetkit.data.channels import check_mode
 from unetkit.data.io import image_format, open_image, strip_suffix
 from unetkit.errors import ConfigError, DataError
-from unetkit.infer.inputs import expand_inputs, input_grid, is_slice_stack, open_input, slice_slabs
+from unetkit.infer.inputs import (
+    check_input_channels,
+    expand_inputs,
+    input_grid,
+    is_slice_stack,
+    open_input,
+    slice_slabs,
+)
 from unetkit.infer.outputs import (
     PROB_DTYPES,
     OutputPaths,
@@ -86,6 +94,7 @@ def predict_file(
     compression: str = "auto",
     on_tiles: Callable[[int], None] | None = None,
     dtype: str | None = None,
+    channels: str | None = None,
 ) -> PredictionResult:
     """Segment one image file tile by tile, streaming labels (and probabilities, overlay) to disk.
 
@@ -103,6 +112,8 @@ def predict_file(
         compression: TIFF outputs: ``auto`` (:data:`COMPRESSION_DEFAULT`), ``zlib``, ``lzw``, ``zstd``, ``none``.
         on_tiles: progress callback, called with the number of tiles just computed.
         dtype: a restoration model's output dtype (:data:`RESTORE_DTYPES`; see :func:`restore_file`).
+        channels: convert an image whose channels are not the model's: ``rgb``, ``grey`` or ``first``
+            (:mod:`unetkit.data.channels`, region by region); ``None`` refuses a mismatch.
 
     Returns:
         A :class:`PredictionResult`.
@@ -112,11 +123,13 @@ def predict_file(
     """
     path = Path(path)
     if predictor.head == "identity":
-        return restore_file(predictor, path, out_dir, outputs=outputs, panel=overlay, dtype=dtype, on_tiles=on_tiles)
+        return restore_file(
+            predictor, path, out_dir, outputs=outputs, panel=overlay, dtype=dtype, on_tiles=on_tiles, channels=channels
+        )
     if prob_dtype not in PROB_DTYPES:
         raise ConfigError(f"prob_dtype: {prob_dtype!r}; choose one of {', '.join(PROB_DTYPES)}")
     outputs = outputs_for(path, out_dir, outputs, "predict_file", probabilities=probabilities, overlay=overlay)
-    image = open_input(predictor, path)
+    image = open_input(predictor, path, channels)
     spatial = tuple(int(s) for s in image.shape[1:])
     k = predictor.num_classes
     desc = predictor.description
@@ -137,7 +150,7 @@ def predict_file(
     if outputs.overlay is not None:
         if predictor.spatial_dims != 2 or slices:
             log.warning("%s: overlays are 2D only; skipped for this 3D image", path)
-            outputs.overlay = None
+            outputs.overlay = outputs.instances_overlay = None
         else:
             targets.append(("overlay", OverlayTarget(outputs.overlay, image, classes.names, classes.colours)))
     counts = np.zeros(k, np.int64)
@@ -180,6 +193,7 @@ def restore_file(
     panel: bool = False,
     dtype: str | None = None,
     on_tiles: Callable[[int], None] | None = None,
+    channels: str | None = None,
 ) -> PredictionResult:
     """Restore one image file tile by tile (a ``task: restore`` model), streaming the output to disk.
 
@@ -188,7 +202,8 @@ def restore_file(
     ``dtype`` (:data:`RESTORE_DTYPES`): float32 by default; ``uint8``/``uint16``; ``"target"`` for the training
     targets' dtype as the model file records it. Integer dtypes are rounded and clipped to the dtype's range
     (values are not rescaled: the output stays in the target's intensity range). ``panel``
-    also writes ``OUT/<stem>_panel.png`` (2D): input | output, with a zoomed crop.
+    also writes ``OUT/<stem>_panel.png`` (2D): input | output, with a zoomed crop. ``channels``: as for
+    :func:`predict_file`.
 
     Shape:
         image ``(C_in, *S)`` -> output ``(C_out, *S)``.
@@ -206,7 +221,7 @@ def restore_file(
     if dtype is not None and dtype not in RESTORE_DTYPES:
         raise ConfigError(f"dtype {dtype!r}: choose one of {', '.join(RESTORE_DTYPES)}")
     out_dtype = str(scaling.get("dtype", "float32")) if dtype == "target" else (dtype or "float32")
-    image = open_input(predictor, path)
+    image = open_input(predictor, path, channels)
     spatial = tuple(int(s) for s in image.shape[1:])
     k = predictor.num_classes
     spacing = tuple(image.spacing) if image.spacing else None
@@ -281,12 +296,14 @@ def predict_files(
     dask: str | None = None,
     progress: PredictProgress | None = None,
     dtype: str | None = None,
+    channels: str | None = None,
     **options: Any,
 ) -> list[PredictionResult]:
     """Segment every input into ``out_dir``: the ``unetkit predict`` job.
 
-    Inputs are expanded (:func:`expand_inputs`) and their outputs planned (:func:`plan_outputs`, which
-    refuses to overwrite an input) before any work; every option is checked before the first image.
+    Inputs are expanded (:func:`expand_inputs`), their channels checked (:func:`check_input_channels`) and
+    their outputs planned (:func:`plan_outputs`, which refuses to overwrite an input) before any work; every
+    option is checked before the first image.
 
     Args:
         model: a model file (``.safetensors``) or an exported ``.onnx`` file, several of them (an ensemble:
@@ -295,7 +312,8 @@ def predict_files(
         out_dir: folder for the results.
         probabilities: also write ``<stem>_prob.tif`` (``.zarr`` for zarr inputs), ``(K, *S)``.
         prob_dtype: ``float16`` or ``uint8`` (probability x 255).
-        overlay: also write ``<stem>_overlay.png`` with a legend (2D).
+        overlay: also write ``<stem>_overlay.png`` with a legend (2D); with instances, also
+            ``<stem>_instances_overlay.png`` (every object in its own colour, outlined; the object count).
         format: ``auto`` (each input's format), ``tiff``, ``zarr`` or ``ome-zarr`` (``<stem>.ome.zarr``).
         compression: TIFF outputs: ``auto`` (:data:`COMPRESSION_DEFAULT`), ``zlib``, ``lzw``, ``zstd``, ``none``.
         postprocess: a pipeline refining the written labels, e.g. ``"remove-islands:50,fill-holes"``
@@ -307,6 +325,9 @@ def predict_files(
         progress: progress hooks (see :class:`PredictProgress`).
         dtype: what a restoration model writes: ``float32`` (default), ``uint8``, ``uint16`` or ``target`` (the
             training targets' dtype); see :func:`restore_file`. Segmentation labels ignore it.
+        channels: convert images whose channels are not the model's: ``rgb``, ``grey`` or ``first``
+            (:mod:`unetkit.data.channels`); ``None`` refuses a mismatch. Every input's channels are checked
+            before the first image is predicted.
         **options: :class:`Predictor` options when ``model`` is a file: ``tile``, ``overlap``, ``blend``,
             ``tta``, ``backend``, ``device``, ``batch_size``, ``channels_last``, ``compile``.
 
@@ -331,6 +352,7 @@ def predict_files(
         check_compression(compression)
     if dtype is not None and dtype not in RESTORE_DTYPES:
         raise ConfigError(f"dtype {dtype!r}: choose one of {', '.join(RESTORE_DTYPES)}")
+    check_mode(channels)
     if isinstance(model, Predictor) and options:
         raise ConfigError(f"predict_files: options {sorted(options)} apply to a model file, not to a Predictor")
     progress = progress if progress is not None else _NoProgress()
@@ -348,7 +370,8 @@ def predict_files(
             if len(model) != 1:
                 raise ConfigError("--dask runs one model; ensembles of several model files predict locally")
             model = model[0]
-        return _predict_files_dask(model, files, out, dask, progress, options, probabilities, prob_dtype)
+        return _predict_files_dask(model, files, out, dask, progress, options, probabilities, prob_dtype, channels)
+    name = None
     if isinstance(model, Predictor):
         predictor = model
     else:
@@ -356,13 +379,17 @@ def predict_files(
 
         paths = [model] if isinstance(model, str | os.PathLike) else list(model)
         predictor = load_ensemble(paths, **options)
+        name = os.fspath(paths[0])
+    check_input_channels(predictor, files, channels, name)  # every input, before the first tile
     desc = predictor.description
     if instances is None and desc is not None and desc.extra.get("target") == "boundary":
         instances = "boundary"  # the model was trained to separate objects: give the user its instances
-    plans = plan_outputs(files, out, probabilities=probabilities, overlay=overlay, format=format)
+    plans = plan_outputs(
+        files, out, probabilities=probabilities, overlay=overlay, format=format, instances=instances is not None
+    )
     results: list[PredictionResult] = []
     for src, plan in zip(files, plans, strict=True):
-        with open_input(predictor, src) as img:
+        with open_input(predictor, src, channels) as img:
             spatial = tuple(int(s) for s in img.shape[1:])
             spacing = img.spacing
             tiles = input_grid(predictor, img, src, quiet=True).tiles
@@ -370,7 +397,7 @@ def predict_files(
         progress.start(src, predictor.describe(shown), tiles, math.prod(spatial) / 1e6)
         res = predict_file(
             predictor, src, outputs=plan, probabilities=probabilities, prob_dtype=prob_dtype, overlay=overlay,
-            compression=compression, on_tiles=progress.advance, dtype=dtype,
+            compression=compression, on_tiles=progress.advance, dtype=dtype, channels=channels,
         )  # fmt: skip
         progress.predicted(res)
         if postprocess or instances:
@@ -388,6 +415,7 @@ def _postprocess(
     return postprocess_file(
         res.outputs.labels, steps or "", num_classes=num_classes, image_path=res.input,
         probabilities_path=res.outputs.probabilities, instances=instances, spacing=spacing,  # type: ignore[arg-type]
+        instance_overlay=res.outputs.instances_overlay,
     )  # fmt: skip
 
 
@@ -400,6 +428,7 @@ def _predict_files_dask(
     options: dict[str, Any],
     probabilities: bool = False,
     prob_dtype: str = "float16",
+    channels: str | None = None,
 ) -> list[PredictionResult]:
     """Labels (and probabilities) of every file over one Dask cluster (each worker loads the model file)."""
     from unetkit.infer.dask_predict import predict_files_dask
@@ -407,10 +436,11 @@ def _predict_files_dask(
     if isinstance(model, Predictor):
         raise ConfigError("Dask prediction needs a model file (each worker loads it), not a Predictor")
     predictor = load_predictor(str(model), **options)  # the model and options are checked before a cluster starts
+    check_input_channels(predictor, files, channels, str(model))
     t0 = time.perf_counter()
     pairs = predict_files_dask(
         str(model), files, out, address=None if dask == "local" else dask, probabilities=probabilities,
-        prob_dtype=prob_dtype, **options,
+        prob_dtype=prob_dtype, channels=channels, **options,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     results = []

@@ -1,8 +1,9 @@
 """Prediction inputs: expand what the user names into files, open each for a network, decide its grid.
 
 :func:`expand_inputs` takes files, folders and glob patterns; :func:`open_input` opens an image lazily with
-the network's dimensionality; :func:`input_grid` is the one rule for how an image goes through the network
-(slice by slice, at the model's spacing, or as it is).
+the network's dimensionality and channels (:func:`check_input_channels` checks every input first);
+:func:`input_grid` is the one rule for how an image goes through the network (slice by slice, at the
+model's spacing, or as it is).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from unetkit.data.io import IMAGE_SUFFIXES, is_image_file, is_zarr_dir, open_image
+from unetkit.data.channels import check_channels, check_mode, file_channels, fits, with_channels
+from unetkit.data.io import IMAGE_SUFFIXES, image_format, is_image_file, is_zarr_dir, open_image
 from unetkit.errors import DataError
 from unetkit.infer.predictor import Predictor
 from unetkit.infer.spacing import resampling_for
@@ -45,23 +47,46 @@ def expand_inputs(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return unique
 
 
-def open_input(predictor: Predictor, path: Path) -> Any:
-    """Open ``path`` lazily for ``predictor``, refusing an image of the wrong dimensionality.
+def open_input(predictor: Predictor, path: Path, channels: str | None = None, model: str | None = None) -> Any:
+    """Open ``path`` lazily for ``predictor``, refusing an image of the wrong dimensionality or channels.
 
     A 3D stack for a 2D network (one trained slice by slice, ``--dims 2``) opens as the stack: it is
     predicted one Z slice at a time (:func:`is_slice_stack`). Otherwise the file is read with the network's
-    dimensionality (a multi-page TIFF for a multi-channel 2D net: pages as channels).
+    dimensionality (a multi-page TIFF for a multi-channel 2D net: pages as channels). An image whose channels
+    are not the network's is refused, or converted region by region with ``channels`` (``rgb``, ``grey``,
+    ``first``: :mod:`unetkit.data.channels`); ``model`` names the model in the message.
     """
+    want = predictor.in_channels
+    check_mode(channels)
     if predictor.spatial_dims == 2:
         image = open_image(path)
-        if image.ndim == 4 and image.shape[0] == predictor.in_channels:
-            return image
+        if image.ndim == 4 and fits(int(image.shape[0]), want, channels):
+            return with_channels(image, want, channels, model)
         image.close()
     image = open_image(path, spatial_dims=predictor.spatial_dims)
-    if image.ndim - 1 != predictor.spatial_dims:
+    try:
+        if image.ndim - 1 != predictor.spatial_dims:
+            raise DataError(f"a {image.ndim - 1}D image for a {predictor.spatial_dims}D network", file=path)
+        return with_channels(image, want, channels, model)
+    except BaseException:
         image.close()
-        raise DataError(f"a {image.ndim - 1}D image for a {predictor.spatial_dims}D network", file=path)
-    return image
+        raise
+
+
+def check_input_channels(
+    predictor: Predictor, files: Iterable[Path], channels: str | None = None, model: str | None = None
+) -> None:
+    """Before any work: every file opens for ``predictor`` with the network's channels (see :func:`open_input`).
+
+    Only headers are read (a PNG, JPEG or BMP for a 2D network is not decoded), so a folder of large images is
+    checked in moments and a mismatch in its last file stops the run before the first tile.
+    """
+    check_mode(channels)
+    for path in files:
+        if predictor.spatial_dims == 2 and image_format(path) == "pil":
+            check_channels(path, file_channels(path), predictor.in_channels, channels, model)
+        else:
+            open_input(predictor, path, channels, model).close()
 
 
 def is_slice_stack(predictor: Predictor, image: Any) -> bool:

@@ -2,7 +2,8 @@
 
 Labels go to ``OUT/<stem>`` in the input's format (``.png`` for PNG/JPEG/BMP, ``.tif`` for TIFF,
 ``.nii.gz`` for NIfTI, ``.zarr`` for zarr, ``.npy`` for ``.npy``); probabilities to ``OUT/<stem>_prob.tif``
-(``.zarr`` for zarr inputs); the overlay to ``OUT/<stem>_overlay.png`` (2D only). ``format="tiff"`` or
+(``.zarr`` for zarr inputs); the overlay to ``OUT/<stem>_overlay.png`` (2D only) and, when instances are
+written, their overlay to ``OUT/<stem>_instances_overlay.png``. ``format="tiff"`` or
 ``"zarr"`` choose the labels' and probabilities' format for every input; ``format="ome-zarr"`` writes
 ``OUT/<stem>.ome.zarr`` and ``OUT/<stem>_prob.ome.zarr`` (an OME-Zarr input gets OME-Zarr outputs by default).
 :func:`plan_outputs` is the one rule, and it refuses to overwrite an input or to write two results to one path.
@@ -40,9 +41,10 @@ class OutputPaths:
     labels: Path
     probabilities: Path | None = None
     overlay: Path | None = None
+    instances_overlay: Path | None = None
 
     def all(self) -> list[Path]:
-        return [p for p in (self.labels, self.probabilities, self.overlay) if p is not None]
+        return [p for p in (self.labels, self.probabilities, self.overlay, self.instances_overlay) if p is not None]
 
 
 def encode_probabilities(proba: np.ndarray, prob_dtype: str) -> np.ndarray:
@@ -68,8 +70,11 @@ def check_output_format(format: str) -> str:
     return format
 
 
-def output_paths(path: Path, out_dir: Path, *, probabilities: bool, overlay: bool, format: str = "auto") -> OutputPaths:
-    """The output paths for one input (see the module docstring)."""
+def output_paths(
+    path: Path, out_dir: Path, *, probabilities: bool, overlay: bool, format: str = "auto", instances: bool = False
+) -> OutputPaths:
+    """The output paths for one input (see the module docstring); ``instances``: instance labels will be written
+    (with ``overlay``, their overlay too)."""
     fmt = image_format(path)
     stem = strip_suffix(path.name)
     labels, prob = LABEL_SUFFIX[fmt], ".zarr" if fmt == "zarr" else ".tif"
@@ -84,6 +89,7 @@ def output_paths(path: Path, out_dir: Path, *, probabilities: bool, overlay: boo
         labels=out_dir / f"{stem}{labels}",
         probabilities=(out_dir / f"{stem}_prob{prob}") if probabilities else None,
         overlay=(out_dir / f"{stem}_overlay.png") if overlay else None,
+        instances_overlay=(out_dir / f"{stem}_instances_overlay.png") if overlay and instances else None,
     )
 
 
@@ -94,10 +100,19 @@ def _is_ome_zarr(path: Path) -> bool:
 
 
 def plan_outputs(
-    inputs: Sequence[Path], out_dir: Path, *, probabilities: bool, overlay: bool, format: str = "auto"
+    inputs: Sequence[Path],
+    out_dir: Path,
+    *,
+    probabilities: bool,
+    overlay: bool,
+    format: str = "auto",
+    instances: bool = False,
 ) -> list[OutputPaths]:
     """Output paths for every input, refusing to overwrite an input or to write two results to one path."""
-    plans = [output_paths(p, out_dir, probabilities=probabilities, overlay=overlay, format=format) for p in inputs]
+    plans = [
+        output_paths(p, out_dir, probabilities=probabilities, overlay=overlay, format=format, instances=instances)
+        for p in inputs
+    ]
     ins = {p.resolve(): p for p in inputs}
     seen: dict[Path, Path] = {}
     for src, plan in zip(inputs, plans, strict=True):

@@ -12,7 +12,8 @@
   coarser level (Y and X halved per level by stride sampling) gets its rows of each slab as the slab
   arrives, so the pyramid is complete when the last slab is written and nothing is held in memory.
 - PNG/JPEG/BMP and NIfTI cannot be written piecewise; their (small) arrays are gathered in memory and
-  written at the end with :func:`unetkit.data.io.write_image`.
+  written at the end with :func:`unetkit.data.io.write_image`; a label PNG (``lead=0``) is a palette PNG
+  whose palette is ``meta.colours``.
 
 Every target writes to a temporary path beside its destination and renames it on :meth:`commit`
 (``unetkit.utils.atomic_path``; ``atomic_dir`` for zarr folders); :meth:`abort` leaves the destination
@@ -51,7 +52,8 @@ class OutputMeta:
     Attributes:
         names: channel names (``lead=1``: e.g. the class of each probability channel) or, for a label
             image (``lead=0``), the class name of each label value; TIFF (OME-XML channels), OME-Zarr.
-        colours: RGB per channel or per label value (OME-Zarr ``omero``/``image-label`` colours).
+        colours: RGB per channel or per label value (OME-Zarr ``omero``/``image-label`` colours; a label PNG's
+            palette).
         compression: TIFF only: ``zlib``, ``lzw``, ``zstd`` or ``None``/``"none"`` (uncompressed).
         ngff_version: OME-Zarr only: ``"0.4"`` (zarr v2) or ``"0.5"`` (zarr v3).
         labels_group: OME-Zarr labels only: write the label image at ``labels/unetkit`` in an image group
@@ -297,7 +299,8 @@ class MemoryTarget(Target):
 
     def _finish(self) -> None:
         spatial_dims = len(self.shape) - self.lead
-        write_image(self.tmp, self.array, spacing=self.spacing, spatial_dims=spatial_dims)
+        palette = self.meta.colours if self.lead == 0 else None  # a label PNG becomes a palette PNG
+        write_image(self.tmp, self.array, spacing=self.spacing, spatial_dims=spatial_dims, palette=palette)
 
 
 def open_target(

@@ -3,7 +3,8 @@
 The image is predicted slab by slab (the predictor's tiling and blending, as ``unetkit predict``), in a
 napari worker thread with a progress bar and a Cancel button; the result is a labels layer coloured with
 the model's class colours (its ``features`` table names each class), and, on request, one probability
-image layer per class.
+image layer per class. A layer whose channels are not the model's is refused before the worker starts, or
+converted as the channels box says (grey, rgb, first: :mod:`unetkit.data.channels`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ from qtpy.QtWidgets import (  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+CHANNEL_CHOICES: dict[str, str | None] = {
+    "as they are (refuse a mismatch)": None,
+    "grey: RGB(A) -> luma": "grey",
+    "rgb: grey -> 3 channels, RGBA -> RGB": "rgb",
+    "first: the first channels the model takes": "first",
+}
+"""The channels box of the segment widget: what it shows -> the conversion (:mod:`unetkit.data.channels`)."""
+
 
 def label_colormap(colours: list[tuple[int, int, int]]) -> Any:
     """A napari label colormap: class ``v`` in the model's colour ``colours[v]``, the background transparent."""
@@ -47,16 +56,19 @@ def label_colormap(colours: list[tuple[int, int, int]]) -> Any:
 
 
 def segment(
-    predictor: Any, data: Any, *, probabilities: bool
+    predictor: Any, data: Any, *, probabilities: bool, channels: str | None = None
 ) -> Generator[float, None, tuple[np.ndarray, np.ndarray | None]]:
     """Predict ``data`` (a layer's array) slab by slab: yields the fraction done, returns ``(labels, proba)``.
+
+    ``channels`` (``rgb``, ``grey``, ``first``) converts a layer whose channels are not the model's
+    (:mod:`unetkit.data.channels`).
 
     Shape:
         ``data`` as :func:`unetkit.api.channels_first` takes it -> labels ``(*S)``, proba ``(K, *S)`` or None.
     """
     from unetkit.api import channels_first
 
-    image = channels_first(np.asarray(data), predictor.spatial_dims, predictor.in_channels)
+    image = channels_first(np.asarray(data), predictor.spatial_dims, predictor.in_channels, channels=channels)
     spatial = image.shape[1:]
     labels = np.zeros(spatial, np.uint8 if predictor.num_classes <= 256 else np.uint16)
     proba = np.zeros((predictor.num_classes, *spatial), np.float32) if probabilities else None
@@ -84,6 +96,8 @@ class SegmentWidget(QWidget):
         row.addWidget(self.model_path)
         row.addWidget(browse)
         self.image = QComboBox()
+        self.channels = QComboBox()
+        self.channels.addItems(list(CHANNEL_CHOICES))
         self.probabilities = QCheckBox("probabilities too")
         self.run_button = QPushButton("Segment")
         self.run_button.clicked.connect(self.run)
@@ -99,6 +113,8 @@ class SegmentWidget(QWidget):
         box.addLayout(row)
         box.addWidget(QLabel("image layer"))
         box.addWidget(self.image)
+        box.addWidget(QLabel("channels (when they are not the model's)"))
+        box.addWidget(self.channels)
         box.addWidget(self.probabilities)
         box.addWidget(self.run_button)
         box.addWidget(self.cancel_button)
@@ -132,7 +148,7 @@ class SegmentWidget(QWidget):
 
     def run(self) -> Any:
         """Start the prediction in a worker thread (returned; ``None`` when the inputs are not usable)."""
-        from unetkit.errors import UnetkitError
+        from unetkit.errors import DataError, UnetkitError
         from unetkit.infer.predictor import load_predictor
 
         layer = self.selected_layer()
@@ -149,11 +165,24 @@ class SegmentWidget(QWidget):
             self.status.setText(str(exc))
             return None
         desc = predictor.description
+        from unetkit.api import channel_axis_of
         from unetkit.classes import Classes
 
+        channels = CHANNEL_CHOICES[self.channels.currentText()]
+        try:  # before the worker starts: a layer the model cannot take is said at once, with the fix
+            channel_axis_of(layer.data.shape, predictor.spatial_dims, predictor.in_channels, channels=channels)
+        except DataError as exc:  # the channel rule's message, with this widget's fix
+            fix = "choose a conversion in the channels box, or another model"
+            self.status.setText(f"{layer.name}: {exc.problem}; {fix}")
+            return None
+        except UnetkitError as exc:
+            self.status.setText(f"{layer.name}: {exc}")
+            return None
         k = predictor.num_classes
         classes = Classes.from_model(desc.class_names, desc.class_colours) if desc is not None else Classes.default(k)
-        worker = thread_worker(segment)(predictor, layer.data, probabilities=self.probabilities.isChecked())
+        worker = thread_worker(segment)(
+            predictor, layer.data, probabilities=self.probabilities.isChecked(), channels=channels
+        )
         worker.yielded.connect(lambda frac: self.progress.setValue(round(100 * frac)))
         worker.returned.connect(lambda result: self._add_layers(layer, classes, result))
         worker.errored.connect(lambda exc: self.status.setText(f"failed: {exc}"))

@@ -1,7 +1,8 @@
 """Post-processing of prediction files: read the written labels back, refine them, write them again.
 
 Connected components need the whole label image, so this works on images that fit in memory (up to
-``max_voxels``); the streaming predictor itself has no such limit.
+``max_voxels``); the streaming predictor itself has no such limit. A palette label PNG (as ``unetkit
+predict`` writes them) is read as its indices and rewritten with its palette.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from unetkit.data.io import read_image, strip_suffix, write_image
+from unetkit.data.io import open_image, read_image, read_mask, read_palette, strip_suffix, write_image
 from unetkit.errors import DataError
 from unetkit.postprocess.instances import separate_instances
 from unetkit.postprocess.pipeline import PostprocessStep, apply_postprocess, parse_postprocess
@@ -44,6 +45,7 @@ def postprocess_file(
     instances: Literal["components", "distance", "probability", "boundary"] | None = None,
     spacing: Sequence[float] | None = None,
     max_voxels: int = MAX_VOXELS,
+    instance_overlay: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
     """Apply a post-processing pipeline to a written label file, in place (atomically), and optionally
     write instance labels of the foreground beside it.
@@ -59,13 +61,23 @@ def postprocess_file(
             watershed from the interiors of an interior/boundary model, :mod:`unetkit.data.targets`).
         spacing: voxel size per axis, for physical sizes and distances.
         max_voxels: refuse larger images (they would not fit in memory).
+        instance_overlay: with ``instances``, also write this PNG: every object in its own colour, outlined,
+            over the grey input image, with the object count (2D; needs ``image_path``;
+            :func:`unetkit.viz.instances.save_instance_overlay`).
 
     Returns:
         The files written.
     """
     parsed = parse_postprocess(steps) if isinstance(steps, str) else list(steps)
     labels_path = Path(labels_path)
-    labels = read_image(labels_path).array[0]
+    if instance_overlay is not None and (instances is None or image_path is None):
+        raise DataError(
+            "an instance overlay needs the instances and the input image",
+            file=instance_overlay,
+            fix="give instances= and image_path=, or leave out instance_overlay",
+        )
+    labels = read_mask(labels_path)  # a palette PNG gives its indices
+    palette = read_palette(labels_path)  # and keeps its colours when rewritten
     if labels.size > max_voxels:
         raise DataError(
             f"{labels.size:,} voxels; post-processing needs the whole label image in memory (limit {max_voxels:,})",
@@ -83,7 +95,8 @@ def postprocess_file(
         if needs_image and image is None:
             raise DataError("the crf step needs the input image", file=labels_path, fix="give image_path")
         out = apply_postprocess(labels, parsed, num_classes=num_classes, probs=probs, image=image, spacing=spacing)
-        write_image(labels_path, out.astype(labels.dtype), spacing=tuple(spacing) if spacing else None)
+        sp = tuple(spacing) if spacing else None
+        write_image(labels_path, out.astype(labels.dtype), spacing=sp, palette=palette)
         written.append(labels_path)
         labels = out
         log.info("%s: post-processed with %s", labels_path, ",".join(map(str, parsed)))
@@ -106,5 +119,18 @@ def postprocess_file(
         write_image(dest, ids.astype(np.uint32 if ids.max() > 65535 else np.uint16),
                     spacing=tuple(spacing) if spacing else None)  # fmt: skip
         written.append(dest)
-        log.info("%s: %d instances", dest, int(ids.max(initial=0)))
+        count = int(ids.max(initial=0))  # separate_instances numbers the objects 1..N
+        log.info("%s: %d instances", dest, count)
+        if instance_overlay is not None:
+            assert image_path is not None  # checked above
+            written.append(_instance_overlay(Path(instance_overlay), Path(image_path), ids, count, instances))
     return written
+
+
+def _instance_overlay(dest: Path, image_path: Path, ids: np.ndarray, count: int, method: str) -> Path:
+    from unetkit.viz.instances import save_instance_overlay
+
+    if ids.ndim != 2:
+        raise DataError(f"instance overlays are 2D; these instances are {ids.ndim}D", file=dest)
+    with open_image(image_path, spatial_dims=2) as image:
+        return save_instance_overlay(dest, image, ids, count=count, note=method)

@@ -1,4 +1,5 @@
-"""Label overlays on images, with alpha and contours, and error maps (false positives / negatives)."""
+"""Label overlays on images (:func:`paint`, the one painting rule: fill at alpha, opaque contours) and error
+maps (false positives / negatives)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 from unetkit.classes import palette
 from unetkit.errors import DataError
 
-__all__ = ["FN_COLOUR", "FP_COLOUR", "WRONG_CLASS_COLOUR", "colourise", "error_map", "overlay", "to_display"]
+__all__ = ["FN_COLOUR", "FP_COLOUR", "WRONG_CLASS_COLOUR", "colourise", "error_map", "overlay", "paint", "to_display"]
 
 FP_COLOUR = (255, 0, 255)
 """False positives (predicted foreground on true background): magenta."""
@@ -73,6 +74,52 @@ def _boundaries(labels: np.ndarray) -> np.ndarray:
     return find_boundaries(labels, mode="inner")
 
 
+def paint(
+    picture: Any,
+    labels: Any,
+    colours: Sequence[Sequence[int]] | None = None,
+    *,
+    alpha: float = 0.4,
+    contours: bool = True,
+    background: int | None = 0,
+) -> np.ndarray:
+    """Paint labels on an RGB picture: THE painting rule of every overlay (classes, instances, legend swatches).
+
+    Every label but ``background`` is blended with its colour at ``alpha``; with ``contours``, each region's
+    boundary pixels (its own pixels touching another label, :func:`skimage.segmentation.find_boundaries`
+    ``mode="inner"``) are drawn opaque in its colour. ``background`` pixels keep the picture.
+
+    Args:
+        picture: ``(H, W, 3)`` RGB, 0..255.
+        labels: ``(H, W)`` integer labels.
+        colours: one RGB per label value (default and beyond its end: :func:`unetkit.classes.palette`).
+        alpha: opacity of the fill.
+        contours: draw region boundaries opaque.
+        background: the label left unpainted (``None`` paints every label).
+
+    Shape:
+        ``picture (H, W, 3)``, ``labels (H, W)`` -> ``uint8 (H, W, 3)``.
+
+    >>> lab = np.array([[0, 1]])
+    >>> paint(np.zeros((1, 2, 3)), lab, [(0, 0, 0), (200, 100, 0)], alpha=0.5, contours=False)[0].tolist()
+    [[0, 0, 0], [100, 50, 0]]
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise DataError(f"alpha={alpha} must lie in [0, 1]")
+    base = np.asarray(picture, np.float32)
+    lab = _np(labels)
+    if lab.shape != base.shape[:2]:
+        raise DataError(f"labels shape {lab.shape} differs from the image's {base.shape[:2]}")
+    colour = colourise(lab, colours)
+    fg = np.ones(lab.shape, bool) if background is None else lab != background
+    out = base.copy()
+    out[fg] = (1 - alpha) * base[fg] + alpha * colour[fg].astype(np.float32)
+    if contours:
+        edge = _boundaries(lab) & fg
+        out[edge] = colour[edge]
+    return (np.clip(out, 0, 255) + 0.5).astype(np.uint8)
+
+
 def overlay(
     image: Any,
     labels: Any,
@@ -82,7 +129,7 @@ def overlay(
     colours: Sequence[Sequence[int]] | None = None,
     background: int | None = 0,
 ) -> np.ndarray:
-    """Blend class colours over an image; optionally draw each region's contour in full colour.
+    """Blend class colours over an image; optionally draw each region's contour in full colour (:func:`paint`).
 
     Args:
         image: the image (see :func:`to_display`).
@@ -98,20 +145,7 @@ def overlay(
     >>> overlay(np.zeros((2, 2)), np.array([[0, 1], [0, 0]]), alpha=1.0)[0, 1].tolist()
     [255, 179, 0]
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise DataError(f"alpha={alpha} must lie in [0, 1]")
-    base = to_display(image).astype(np.float32)
-    lab = _np(labels)
-    if lab.shape != base.shape[:2]:
-        raise DataError(f"labels shape {lab.shape} differs from the image's {base.shape[:2]}")
-    colour = colourise(lab, colours).astype(np.float32)
-    fg = np.ones(lab.shape, bool) if background is None else lab != background
-    out = base.copy()
-    out[fg] = (1 - alpha) * base[fg] + alpha * colour[fg]
-    if contours:
-        edge = _boundaries(lab) & fg
-        out[edge] = colour[edge]
-    return (out + 0.5).astype(np.uint8)
+    return paint(to_display(image), labels, colours, alpha=alpha, contours=contours, background=background)
 
 
 def error_map(pred: Any, truth: Any, image: Any | None = None, *, ignore_index: int | None = None) -> np.ndarray:

@@ -8,6 +8,10 @@ a memory map), so a tiler can work through an image larger than memory. PNG/JPEG
 Spatial axes are ordered ``(Z, Y, X)`` for every format; NIfTI's ``(X, Y, Z)`` is reversed on reading and
 restored on writing, and so is its spacing.
 
+A palette image (mode ``P``) is an image to :func:`open_image` and :func:`read_image` (its colours, RGB(A)) and
+a mask to :func:`open_mask` and :func:`read_mask` (its indices): the label PNGs ``unetkit predict`` writes
+are palette images (``write_image(..., palette=colours)``), coloured in any viewer, class indices to a mask reader.
+
 One module per format (:mod:`.pil`, :mod:`.tiff`, :mod:`.nifti`, :mod:`.zarrio`, :mod:`.npy`), each with its
 reader, its writer and its rules (TIFF: BigTIFF and metadata; zarr: chunks, names, spacing); what they
 share is in :mod:`.common` (suffixes, the bad-file rule) and :mod:`.lazy` (axis layouts, lazy regions).
@@ -17,6 +21,7 @@ A damaged file gives a :class:`~unetkit.errors.DataError`; any other exception i
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,7 @@ from unetkit.data.io.lazy import Layout, LazyImage
 from unetkit.data.io.nifti import open_nifti, write_nifti
 from unetkit.data.io.npy import open_npy, write_npy
 from unetkit.data.io.pil import open_pil, write_pil
+from unetkit.data.io.pil import read_palette as _pil_palette
 from unetkit.data.io.tiff import open_tiff, write_tiff
 from unetkit.data.io.zarrio import open_zarr, write_zarr
 from unetkit.errors import DataError
@@ -64,6 +70,16 @@ def open_image(path: str | os.PathLike[str], spatial_dims: int | None = None) ->
         ((2, 4, 6, 8), (2.0, 0.5, 0.5), (2, 2, 3))
     """
     return _open(Path(path), spatial_dims, mask=False)
+
+
+def open_mask(path: str | os.PathLike[str], spatial_dims: int | None = None) -> LazyImage:
+    """Open a mask for region reads, as :func:`open_image` does an image, but a palette image (mode ``P``,
+    e.g. a label PNG ``unetkit predict`` wrote) gives its palette indices, not its colours.
+
+    Shape:
+        ``(C, *spatial)`` (``C = 1`` for a palette image).
+    """
+    return _open(Path(path), spatial_dims, mask=True)
 
 
 def read_image(path: str | os.PathLike[str], spatial_dims: int | None = None) -> ImageData:
@@ -149,6 +165,7 @@ def write_image(
     array: Any,
     spacing: tuple[float, ...] | list[float] | None = None,
     spatial_dims: int | None = None,
+    palette: Sequence[Sequence[int]] | None = None,
 ) -> None:
     """Write a whole array atomically; the format comes from the suffix.
 
@@ -158,6 +175,9 @@ def write_image(
             first axis is 4 or shorter, else ``(Z, Y, X)``; ``spatial_dims`` or ``spacing`` settle it.
         spacing: voxel size per spatial axis, ``(Z, Y, X)`` order; stored by TIFF, NIfTI and zarr.
         spatial_dims: 2 or 3 when the array's layout is ambiguous.
+        palette: label colours, one RGB per label value: a one-channel ``uint8`` PNG is then written as a
+            palette image (the pixels stay the labels; viewers show the colours; :func:`read_mask` gives the
+            labels back). Labels beyond 255 and other formats ignore it.
 
     Shape:
         ``(C, *spatial)`` or ``(*spatial)``.
@@ -184,8 +204,30 @@ def write_image(
         raise DataError(
             f"spacing {tuple(spacing)} has {len(spacing)} values for {arr.ndim - 1} spatial axes", file=path
         )
-    writer = {"pil": write_pil, "tiff": write_tiff, "nifti": write_nifti, "zarr": write_zarr, "npy": write_npy}
-    writer[fmt](path, arr, tuple(float(s) for s in spacing) if spacing is not None else None)
+    spacing_ = tuple(float(s) for s in spacing) if spacing is not None else None
+    if fmt == "pil":
+        write_pil(path, arr, spacing_, palette=palette)
+        return
+    writer = {"tiff": write_tiff, "nifti": write_nifti, "zarr": write_zarr, "npy": write_npy}
+    writer[fmt](path, arr, spacing_)
+
+
+def read_palette(path: str | os.PathLike[str]) -> list[tuple[int, int, int]] | None:
+    """The colours of a palette image (a PNG or BMP in mode ``P``), one RGB per index; ``None`` for any
+    other image or format.
+
+    Example:
+        >>> import numpy as np, tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "labels.png"
+        >>> write_image(p, np.array([[0, 1]], np.uint8), palette=[(0, 0, 0), (0, 255, 0)])
+        >>> read_palette(p), read_mask(p).tolist()
+        ([(0, 0, 0), (0, 255, 0)], [[0, 1]])
+    """
+    path = Path(path)
+    if image_format(path) != "pil":
+        return None
+    check_file(path, "pil")
+    return _pil_palette(path)
 
 
 __all__ = [
@@ -197,8 +239,10 @@ __all__ = [
     "is_image_file",
     "is_zarr_dir",
     "open_image",
+    "open_mask",
     "read_image",
     "read_mask",
+    "read_palette",
     "strip_suffix",
     "write_image",
 ]

@@ -8,6 +8,7 @@ for a damaged file, and only the calls into that reader are guarded, so an error
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -187,12 +188,30 @@ def _human(nbytes: float) -> str:
     return f"{nbytes:.1f} TB"  # pragma: no cover
 
 
-def check_declared_size(path: Path, shape: tuple[int, ...], dtype: object, *, compressed: bool) -> None:
+def stored_bytes(folder: Path, enough: float = math.inf) -> int:
+    """Bytes of the files under ``folder`` (a zarr array's chunks), counted until they reach ``enough``."""
+    total, todo = 0, [folder]
+    while todo and total < enough:
+        with os.scandir(todo.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    todo.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+    return total
+
+
+def check_declared_size(
+    path: Path, shape: tuple[int, ...], dtype: object, *, compressed: bool, data: Path | None = None
+) -> None:
     """Refuse a file whose header declares far more pixel data than the file can hold, before any read.
 
-    Uncompressed data must fit in the file; compressed data may declare at most :data:`MAX_COMPRESSION`
-    times the file's size (once above :data:`BOMB_FLOOR_BYTES`). This catches decompression bombs and
-    headers claiming e.g. 100000 x 100000 pixels in a few hundred bytes.
+    The one size rule of every format (TIFF, PNG/JPEG/BMP, zarr, ``.npy``, NIfTI): uncompressed data must fit
+    in the file; compressed data may declare at most :data:`MAX_COMPRESSION` times the file's size (once above
+    :data:`BOMB_FLOOR_BYTES`). This catches decompression bombs and headers claiming e.g. 100000 x 100000
+    pixels in a few hundred bytes, while a genuine image streams whatever its size: its bytes are there.
+    ``data`` is where the pixel data lie when it is not ``path`` (a zarr store's array folder: its chunks, of
+    which missing ones read as the fill value, so a store is always judged as compressed).
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.tif"; _ = p.write_bytes(b"0" * 300)
@@ -203,17 +222,33 @@ def check_declared_size(path: Path, shape: tuple[int, ...], dtype: object, *, co
     the header declares 100000 x 100000 pixels (10.0 GB of uint8) but the file holds 300 B
     """
     declared = float(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize  # type: ignore[call-overload]
-    size = path.stat().st_size if path.is_file() else 0
+    if compressed and declared <= BOMB_FLOOR_BYTES:
+        return
+    where = data if data is not None else path
+    limit_factor = MAX_COMPRESSION if compressed else 1
+    if where.is_file():
+        size = where.stat().st_size
+    elif where.is_dir():
+        size = stored_bytes(where, enough=declared / limit_factor)
+    else:
+        return
     if not size:
         return
-    limit = float(size) * MAX_COMPRESSION if compressed else float(size)
-    if declared > limit and (declared > BOMB_FLOOR_BYTES or not compressed):
+    if declared > float(size) * limit_factor:
         spatial = [int(n) for n in shape if n > 4] or [int(n) for n in shape]
+        if compressed:
+            fix = (
+                "re-export the image; a genuine file this compressible (e.g. a zarr whose chunks are nearly all "
+                f"missing) is read after raising unetkit.data.io.common.MAX_COMPRESSION (now {MAX_COMPRESSION:,} "
+                "pixel bytes per file byte)"
+            )
+        else:
+            fix = "re-export or re-copy the image: uncompressed pixel data must fit in the file (it is truncated)"
         raise DataError(
             f"the header declares {' x '.join(map(str, spatial))} pixels ({_human(declared)} of "
             f"{np.dtype(dtype).name}) but the file holds {_human(size)}: a decompression bomb or a truncated file",  # type: ignore[call-overload]
             file=path,
-            fix="re-export the image (unetkit does not read files whose header claims far more data than they hold)",
+            fix=fix,
         )
 
 
@@ -225,11 +260,11 @@ def available_memory() -> int | None:
         return None
 
 
-def check_whole_read(path: Path, nbytes: int, what: str) -> None:
-    """Refuse to read a whole image that would take more than half the memory available now.
+def check_whole_read(path: Path, nbytes: int, what: str, fix: str | None = None) -> None:
+    """Refuse to read a whole image (or block) that would take more than half the memory available now.
 
-    Formats read whole (PNG, JPEG, BMP) call this before decoding; TIFF, zarr and npy are read region by
-    region and never need it.
+    What is read whole calls this before decoding: PNG, JPEG and BMP images, a gzip-compressed NIfTI, one zarr
+    chunk; TIFF, zarr, ``.nii`` and npy are otherwise read region by region.
     """
     free = available_memory()
     if free is not None and nbytes > free // 2:
@@ -237,5 +272,5 @@ def check_whole_read(path: Path, nbytes: int, what: str) -> None:
             f"{what} must be read whole and needs {_human(nbytes)}, more than half the memory available "
             f"({_human(free)})",
             file=path,
-            fix="convert it to a tiled TIFF or zarr, which unetkit reads region by region",
+            fix=fix or "convert it to a tiled TIFF or zarr, which unetkit reads region by region",
         )

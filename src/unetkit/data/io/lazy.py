@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -206,7 +206,47 @@ def _arrange(region: np.ndarray, layout: Layout, kept: list[int], key: tuple[sli
     return region
 
 
-class LazyImage:
+_View = TypeVar("_View", bound="ImageView")
+
+
+class ImageView:
+    """What every lazily read image offers beside ``shape`` and ``__getitem__`` (regions of ``(C, *spatial)``):
+    its axis counts, ``np.asarray``, :meth:`read` and use as a context manager that closes it."""
+
+    shape: tuple[int, ...]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes, ``1 + spatial_dims``."""
+        return len(self.shape)
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 or 3."""
+        return len(self.shape) - 1
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        arr = self[...]
+        return arr if dtype is None else arr.astype(dtype)
+
+    def read(self) -> np.ndarray:
+        """Read the whole image into memory as ``(C, *spatial)``."""
+        return self[...]
+
+    def close(self) -> None:
+        """Release what the image holds open (nothing here)."""
+
+    def __enter__(self: _View) -> _View:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LazyImage(ImageView):
     """An image on disk seen as a ``(C, *spatial)`` array; indexing reads only the requested region.
 
     Built by :func:`unetkit.data.io.open_image`. ``image[:, 0:256, 0:256]`` returns a numpy array of that
@@ -253,16 +293,6 @@ class LazyImage:
             dtype = self[(slice(0, 1),) * len(self.shape)].dtype if all(self.shape) else np.dtype(np.uint8)
         self.dtype: np.dtype[Any] = np.dtype(dtype)
 
-    @property
-    def ndim(self) -> int:
-        """Number of axes, ``1 + spatial_dims``."""
-        return len(self.shape)
-
-    @property
-    def spatial_dims(self) -> int:
-        """2 or 3."""
-        return len(self.shape) - 1
-
     def __getitem__(self, key: Any) -> np.ndarray:
         slices, ints = _normalise_key(key, self.shape)
         src_key, kept = _source_key(self.layout, len(self.source.shape), slices)
@@ -274,25 +304,11 @@ class LazyImage:
         region = _arrange(raw, self.layout, kept, slices)
         return region.squeeze(axis=ints) if ints else region
 
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        arr = self[...]
-        return arr if dtype is None else arr.astype(dtype)
-
-    def read(self) -> np.ndarray:
-        """Read the whole image into memory as ``(C, *spatial)``."""
-        return self[...]
-
     def close(self) -> None:
         """Release the open file handle, if any."""
         if self._on_close is not None:
             self._on_close()
             self._on_close = None
-
-    def __enter__(self) -> LazyImage:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         src = type(self.source).__name__

@@ -8,13 +8,14 @@ written is the diagonal of the spacing.
 from __future__ import annotations
 
 import functools
+import math
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from unetkit.data.io.common import BadFile
+from unetkit.data.io.common import BadFile, check_declared_size, check_whole_read
 from unetkit.data.io.lazy import LazyImage, layout_from_axes
 from unetkit.data.io.regions import BlockGrid
 from unetkit.errors import DataError
@@ -44,9 +45,17 @@ def open_nifti(path: Path, spatial_dims: int | None) -> LazyImage:
         zooms = tuple(float(z) for z in img.header.get_zooms())  # type: ignore[attr-defined]
         source = img.dataobj  # type: ignore[attr-defined]
         dtype = np.dtype(img.get_data_dtype())  # type: ignore[attr-defined]
-    if str(path).lower().endswith(".gz"):  # gzip cannot seek: decode it once, as one cached block
-        proxy = source
-        source = BlockGrid(shape, shape, _scaled_dtype(proxy, dtype), lambda idx: [np.asarray(proxy)])
+    gz = str(path).lower().endswith(".gz")
+    check_declared_size(path, shape, dtype, compressed=gz)  # the header's dims against the file, before a read
+    if gz:  # gzip cannot seek: decode it once, as one cached block
+        proxy, scaled = source, _scaled_dtype(source, dtype)
+        nbytes = math.prod(shape) * scaled.itemsize
+
+        def decode(idx: object) -> list[np.ndarray]:
+            check_whole_read(path, nbytes, f"a gzip-compressed NIfTI of {' x '.join(map(str, shape))} voxels")
+            return [np.asarray(proxy)]
+
+        source = BlockGrid(shape, shape, scaled, decode)
     axes = {2: "XY", 3: "XYZ", 4: "XYZC", 5: "XYZQC"}.get(len(shape))
     if spatial_dims is None and len(shape) >= 3 and shape[2] == 1:
         spatial_dims = 2  # a single-slice NIfTI is a 2D image

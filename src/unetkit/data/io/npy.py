@@ -9,7 +9,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from unetkit.data.io.common import BadFile
+from unetkit.data.io.common import BadFile, check_declared_size
 from unetkit.data.io.lazy import LazyImage, guess_axes, layout_from_axes
 from unetkit.utils import atomic_path
 
@@ -21,11 +21,30 @@ file shorter than its header says; ``OSError``/``EOFError`` for read failures.""
 
 
 def open_npy(path: Path, spatial_dims: int | None) -> LazyImage:
-    """Memory-map the array; its axes are guessed (:func:`~unetkit.data.io.lazy.guess_axes`)."""
+    """Memory-map the array; its axes are guessed (:func:`~unetkit.data.io.lazy.guess_axes`).
+
+    The header's shape is checked against the file's size first
+    (:func:`~unetkit.data.io.common.check_declared_size`): a header claiming more data than the file holds is
+    refused before anything is mapped.
+    """
+    with BAD_NPY.guard(path):
+        shape, dtype = npy_header(path)
+    check_declared_size(path, shape, dtype, compressed=False)
     with BAD_NPY.guard(path):
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     layout = layout_from_axes(arr.shape, guess_axes(arr.shape, spatial_dims), spatial_dims, path)
     return LazyImage(arr, layout, path, dtype=arr.dtype, bad_file=BAD_NPY)
+
+
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """The shape and dtype a ``.npy`` header declares (nothing else is read)."""
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        version = fmt.read_magic(f)
+        # 3.0 differs from 2.0 only in the encoding of structured field names, which images do not have
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(f)
+    return tuple(int(n) for n in shape), np.dtype(dtype)
 
 
 def write_npy(path: Path, arr: np.ndarray, spacing: tuple[float, ...] | None) -> None:

@@ -1,4 +1,5 @@
-"""PNG, JPEG and BMP through Pillow: read whole, written whole; no spacing (it is dropped on writing)."""
+"""PNG, JPEG and BMP through Pillow: read whole, written whole; no spacing (it is dropped on writing); label
+PNGs written as palette images (indices as pixels, the class colours as palette)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import re
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +69,29 @@ def open_pil(path: Path, spatial_dims: int | None, mask: bool) -> LazyImage:
     return LazyImage(arr, layout_from_axes(arr.shape, axes, spatial_dims or 2, path), path)
 
 
-def write_pil(path: Path, arr: np.ndarray, spacing: tuple[float, ...] | None) -> None:
-    """Write ``(C, H, W)``: grey/RGB(A) uint8, or grey uint16 PNG."""
+def pil_channels(path: Path) -> int:
+    """The channel count :func:`open_pil` gives an image, from its header only (nothing is decoded)."""
+    from PIL import Image
+
+    im: Image.Image
+    with bad_pil().guard(path), Image.open(path) as im:
+        if im.mode == "P":
+            return 4 if "transparency" in im.info else 3
+        return 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3 if im.mode == "CMYK" else len(im.getbands())
+
+
+def write_pil(
+    path: Path,
+    arr: np.ndarray,
+    spacing: tuple[float, ...] | None,
+    palette: Sequence[Sequence[int]] | None = None,
+) -> None:
+    """Write ``(C, H, W)``: grey/RGB(A) uint8, or grey uint16 PNG.
+
+    With ``palette`` (one RGB per label value), a one-channel ``uint8`` PNG is written as a palette image
+    (mode ``P``): the pixel values stay the labels, and every viewer shows them in their colours. Labels
+    beyond 255 (``uint16``) cannot be palette indices and stay 16-bit grey.
+    """
     from PIL import Image
 
     c = arr.shape[0]
@@ -89,5 +112,37 @@ def write_pil(path: Path, arr: np.ndarray, spacing: tuple[float, ...] | None) ->
     if spacing is not None:
         log.debug("%s: %s does not store spacing; it is dropped", path, path.suffix)
     img = Image.fromarray(arr[0] if c == 1 else np.ascontiguousarray(np.moveaxis(arr, 0, -1)))
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}.get(path.suffix.lower(), "PNG")
+    if palette is not None and fmt == "PNG" and c == 1:
+        if arr.dtype == np.uint8:
+            img.putpalette(palette_bytes(palette, int(arr.max(initial=0)) + 1))  # mode L -> P, pixels unchanged
+        else:
+            log.debug("%s: labels beyond 255 cannot be palette indices; written as 16-bit grey", path)
     with atomic_path(path) as tmp:
-        img.save(tmp, format={".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}.get(path.suffix.lower(), "PNG"))
+        img.save(tmp, format=fmt)
+
+
+def palette_bytes(colours: Sequence[Sequence[int]], n: int) -> bytes:
+    """A PNG palette: ``colours`` for the first values, :func:`unetkit.classes.palette` for any value
+    ``< n`` beyond them (so every pixel has a colour and Pillow's bit depth fits every value); at most 256.
+
+    >>> list(palette_bytes([(1, 2, 3)], 2))
+    [1, 2, 3, 255, 179, 0]
+    """
+    from unetkit.classes import palette
+
+    rgb = [tuple(int(v) for v in c[:3]) for c in list(colours)[:256]]
+    if len(rgb) < n:
+        rgb += palette(min(n, 256))[len(rgb) :]
+    return bytes(v for c in rgb for v in c)
+
+
+def read_palette(path: Path) -> list[tuple[int, int, int]] | None:
+    """The colours of a palette image (mode ``P``), one RGB per index; ``None`` for any other image."""
+    from PIL import Image
+
+    with bad_pil().guard(path), Image.open(path) as im:
+        if im.mode != "P":
+            return None
+        flat = im.getpalette("RGB") or []
+    return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat) - 2, 3)]

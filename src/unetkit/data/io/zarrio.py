@@ -16,12 +16,13 @@ success (:func:`unetkit.utils.atomic_dir`).
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from unetkit.data.io.common import BadFile
+from unetkit.data.io.common import BOMB_FLOOR_BYTES, BadFile, check_declared_size, check_whole_read
 from unetkit.data.io.lazy import LazyImage, guess_axes, layout_from_axes
 from unetkit.data.io.regions import zarr_grid
 from unetkit.data.io.units import NGFF_UNIT, um_per_unit
@@ -354,6 +355,18 @@ def open_zarr(path: Path, spatial_dims: int | None) -> LazyImage:
         axes = guess_axes(shape, spatial_dims)
     layout = layout_from_axes(shape, axes, spatial_dims, path)
     spacing = _spacing(attrs.get("spacing"), scale, units, layout.spatial, path)
+    with bad.guard(path):
+        chunks = tuple(int(c) for c in getattr(node, "chunks", None) or shape)
+        inside = str(getattr(node, "path", "") or "")
+    # the one size rule: the chunks stored must be able to hold what the metadata declares (missing ones
+    # read as the fill value, so a store counts as compressed), and one chunk must fit in memory
+    check_declared_size(path, shape, dtype, compressed=True, data=path / inside if inside else path)
+    chunk_bytes = math.prod(chunks) * np.dtype(dtype).itemsize
+    if chunk_bytes > BOMB_FLOOR_BYTES:  # ordinary chunks (a few MB) are never in question
+        check_whole_read(
+            path, chunk_bytes, f"each {' x '.join(map(str, chunks))} chunk of the array",
+            fix="rechunk it (e.g. 256 x 256 pixels per chunk in 2D, 64^3 in 3D), which unetkit reads chunk by chunk",
+        )  # fmt: skip
     with bad.guard(path):
         source: Any = zarr_grid(node) if getattr(node, "chunks", None) else node
     return LazyImage(source, layout, path, spacing=spacing, dtype=dtype, bad_file=bad)
