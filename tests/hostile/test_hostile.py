@@ -65,6 +65,9 @@ def _tiny_model(tmp: Path, in_channels: int = 1) -> Path:
     return path
 
 
+#: The command most cases run: predict the generated input with the test model.
+PREDICT = ["predict", "{model}", "{}", "--out", "{tmp}/o"]
+
 # (id, input generator, argv with {} for the input, a word the message must hold)
 CASES: list[tuple[str, Callable[[Path], Path], list[str], str]] = [
     (
@@ -97,20 +100,20 @@ CASES: list[tuple[str, Callable[[Path], Path], list[str], str]] = [
     (
         "png-bomb-predict",
         lambda t: inputs.png_bomb(t / "b.png"),
-        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        PREDICT,
         "decompression bomb",
     ),
     (
         "tiff-bomb-predict",
         lambda t: inputs.tiff_bomb(t / "b.tif"),
-        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        PREDICT,
         "decompression bomb",
     ),
     ("tiff-bomb-check", _dataset_with(inputs.tiff_bomb, "b.tif"), ["check", "{}"], "decompression bomb"),
     (
         "tiff-huge-tag",
         lambda t: inputs.tiff_huge_tag(t / "h.tif"),
-        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        PREDICT,
         "h.tif",
     ),
     (
@@ -122,7 +125,7 @@ CASES: list[tuple[str, Callable[[Path], Path], list[str], str]] = [
     (
         "wrong-channels",
         lambda t: inputs.rgb_image(t / "rgb.png"),
-        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        PREDICT,
         "--channels grey",
     ),
     (
@@ -158,32 +161,32 @@ CASES: list[tuple[str, Callable[[Path], Path], list[str], str]] = [
     (
         "zarr-v2-bomb-predict",
         lambda t: inputs.zarr_bomb(t / "b.zarr", version=2),
-        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        PREDICT,
         "decompression bomb",
     ),
     (
         "zarr-v3-bomb-predict",
         lambda t: inputs.zarr_bomb(t / "b.zarr", version=3),
-        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        PREDICT,
         "decompression bomb",
     ),
     (
         "npy-bomb-predict",
         lambda t: inputs.npy_bomb(t / "b.npy"),
-        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        PREDICT,
         "decompression bomb",
     ),
     ("npy-bomb-check", _dataset_with(inputs.npy_bomb, "b.npy"), ["check", "{}"], "decompression bomb"),
     (
         "nifti-bomb-predict",
         lambda t: inputs.nifti_bomb(t / "b.nii"),
-        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        PREDICT,
         "decompression bomb",
     ),
     (
         "nifti-gz-bomb-predict",
         lambda t: inputs.nifti_bomb(t / "b.nii.gz"),
-        ["predict", "{model}", "{}", "--out", "{tmp}/o"],
+        PREDICT,
         "decompression bomb",
     ),
     (
