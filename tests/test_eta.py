@@ -256,3 +256,33 @@ def test_a_real_run_on_a_fake_clock_gets_its_time_left_exactly(tmp_path: Path, m
     log = (tmp_path / "run" / "train.log").read_text()
     assert "epoch 1: train_loss" in log and "left 0:16" in log and "left 0:08" in log
     assert "time left after epoch 1: estimated 16.0 s, took 16.0 s (+0%)" in log
+
+
+def test_between_replays_the_time_left_counts_down() -> None:
+    """Fast steps: the run is replayed at most every REFRESH_S; in between the last forecast counts down."""
+    clock = _Clock()
+    eta = Eta(RunPlan(epochs=1000, steps_per_epoch=10, validates=False), clock=clock)
+    heard: list[float | None] = []
+
+    class Listener:
+        def on_time_left(self, *, seconds: float | None, budget_bound: bool, steps_per_s: float | None) -> None:
+            heard.append(seconds)
+
+    assert eta_module.REFRESH_S == 0.25
+    for _ in range(4):  # 8 steps a second
+        eta.step()
+        eta.tell([Listener()])
+        clock.t += 0.125
+    assert heard[0] is None and heard[1] == pytest.approx(9998 * 0.125)  # replayed at 0.125 s
+    assert heard[2] == pytest.approx(heard[1] - 0.125)  # 0.25 s: counted down, not replayed
+    assert heard[3] == pytest.approx(9996 * 0.125)  # 0.375 s: replayed
+
+
+def test_a_busy_machine_slow_steps_count() -> None:
+    """A shared machine: one step in five takes 3 s instead of 1 s, all through the run. The slow steps are
+    part of what the rest costs (a median would say 1 s a step, 30% short); the warm-up is not."""
+    plan = RunPlan(epochs=8, steps_per_epoch=25)
+    run = _replay(plan, step_s=lambda i: 10.0 if i == 0 else 4.0 if i < 4 else 3.0 if i % 5 == 0 else 1.0,
+                  validation_s=lambda k: 3.0, save_s=lambda k: 1.0)  # fmt: skip
+    errors = run.errors()
+    assert abs(errors[0]) < 0.10 and all(abs(e) < 0.05 for e in errors[1:]), errors

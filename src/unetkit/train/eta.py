@@ -1,4 +1,5 @@
-"""The time a training run has left: one rule, used by the progress bar (``on_time_left``) and ``train.log``.
+"""The time a training run has left: one rule for the progress bar (``on_time_left``), ``train.log`` and where a
+budget ends the learning-rate schedule.
 
 :func:`forecast` replays the rest of the loop (:func:`unetkit.train.loop.train`) with measured costs:
 
@@ -10,10 +11,11 @@
 and with a time budget it stops where the loop stops: after the step that passes the deadline, then that
 epoch's validation and save (so the time left can exceed the budget left by that much, as the run does).
 
-:class:`Eta` measures the costs robustly: the median of the latest step times (the run's first step, start-up
-and warm-up, is never a sample, and the median ignores the slow steps after it); for validations, saves,
-pictures and checkpoints the first measurement carries one-off costs (the first forward pass at the tile size,
-the first model file, the first plot), so once there are more it is left out. Before the first validation its
+:class:`Eta` measures the costs robustly (:func:`step_cost`, :func:`_robust`): the mean of the latest step times
+without the warm-up (the run's first step, start-up, is never a sample; the slow steps right after it are left
+out, and once later epochs have enough steps the first epoch's are); for validations, saves, pictures and
+checkpoints the first measurement carries one-off costs (the first forward pass at the tile size, the first
+model file, the first plot), so once there are more it is left out. Before the first validation its
 cost is the planner's estimate (:data:`unetkit.plan.planner.VALIDATION_COST`) from the step time.
 """
 
@@ -24,7 +26,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from unetkit.plan.planner import VALIDATION_COST
@@ -32,6 +34,13 @@ from unetkit.train.pictures import picture_due
 
 STEP_WINDOW = 100
 """The step times the estimate looks at: the latest this many."""
+
+COST_WINDOW = 5
+"""Validations, saves, pictures and checkpoints: the estimate is the mean of the latest this many."""
+
+REFRESH_S = 0.25
+"""Between epoch ends, :meth:`Eta.tell` replays the run at most this often (a long run's replay costs about a
+millisecond); in between it counts the last forecast down."""
 
 Phase = Literal["validation", "picture", "checkpoint"]
 """What :meth:`Eta.measure` times besides the steps and the epoch's save."""
@@ -176,16 +185,37 @@ def forecast(
 
 
 def _robust(samples: Sequence[float]) -> float | None:
-    """A cost from its measurements: the first alone carries one-off costs, so once there are more it is
-    left out and the median of the latest three others counts (``None`` before any).
+    """A cost from its measurements (oldest first): the first carries one-off costs, so once there are more it
+    is left out and the mean of the latest :data:`COST_WINDOW` others counts (``None`` before any).
 
-    >>> _robust([]), _robust([9.0]), _robust([9.0, 2.0]), _robust([9.0, 2.0, 3.0, 2.5, 8.0])
+    >>> _robust([]), _robust([9.0]), _robust([9.0, 2.0]), _robust([9.0, 2.0, 3.0, 4.0])
     (None, 9.0, 2.0, 3.0)
     """
     if not samples:
         return None
     later = samples[1:]
-    return statistics.median(later[-3:]) if later else samples[0]
+    return statistics.fmean(later[-COST_WINDOW:]) if later else samples[0]
+
+
+def step_cost(samples: Sequence[float], later: int = 0, enough: int = 20) -> float | None:
+    """Seconds per training step from the latest step times (oldest first; the run's first step is never one).
+
+    The mean, not the median: on a shared machine the slow steps are part of what the rest costs. Once
+    ``enough`` of them (``later``) come after the first epoch, those alone count; before, the first epoch's,
+    without its warm-up (the leading steps slower than twice the median). ``None`` without any.
+
+    >>> step_cost([3.0, 3.0, 1.0, 1.2, 0.8, 3.0, 1.0])   # the warm-up left out, a later slow step kept
+    1.4
+    >>> step_cost([3.0, 3.0, 1.0, 1.2, 0.8, 3.0, 1.0, 0.5, 0.5], later=2, enough=2)
+    0.5
+    """
+    if not samples:
+        return None
+    if later >= enough:
+        return statistics.fmean(samples[-later:])
+    twice = 2 * statistics.median(samples)
+    start = next((i for i, s in enumerate(samples) if s <= twice), 0)
+    return statistics.fmean(samples[start:])
 
 
 class Eta:
@@ -221,11 +251,14 @@ class Eta:
         self.start = self._now()
         self.last_step: float | None = None
         self.last_picture = self.start
-        self.steps: list[float] = []
+        self.steps: list[float] = []  # the latest STEP_WINDOW step times
+        self.later = 0  # how many of them come after this run's first epoch
+        self.first_epoch = epoch
         self.phases: dict[str, list[float]] = {"validation": [], "picture": [], "checkpoint": []}
         self.saves: list[float] = []
         self._phase_s = 0.0  # seconds of measured phases since the last step
         self._validated = False  # the running epoch's validation is done
+        self._told: tuple[float, Forecast | None] | None = None  # (when, what) tell() last replayed
         self.done = False
         self.history: list[tuple[int, float, float]] = []  # (epochs done, time, estimate) at each epoch end
 
@@ -240,6 +273,8 @@ class Eta:
         if self.last_step is not None:
             self.steps.append(max(t - self.last_step - self._phase_s, 0.0))
             del self.steps[:-STEP_WINDOW]
+            if self.epoch > self.first_epoch:
+                self.later = min(self.later + 1, len(self.steps))
         self.last_step, self._phase_s = t, 0.0
         self.step_in_epoch += 1
 
@@ -270,6 +305,7 @@ class Eta:
         if self.last_step is not None:
             self.saves.append(max(t - self.last_step - self._phase_s, 0.0))
         self.last_step, self._phase_s, self._validated = t, 0.0, False  # the next step is timed from here
+        self._told = None  # the costs changed: replay again
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         self.done = final or self.epoch >= self.plan.epochs
         estimate = self.remaining()
@@ -279,8 +315,9 @@ class Eta:
     # --- what it says ------------------------------------------------------------------------------------
 
     def step_seconds(self) -> float | None:
-        """Seconds per training step: the median of the latest :data:`STEP_WINDOW` (``None`` before two steps)."""
-        return statistics.median(self.steps) if self.steps else None
+        """Seconds per training step by :func:`step_cost` (``None`` before two steps): the steps after the first
+        epoch alone count once they fill an epoch (or 20 steps)."""
+        return step_cost(self.steps, self.later, min(self.plan.steps_per_epoch, 20))
 
     def costs(self) -> Costs | None:
         """The cost estimates (``None`` before two steps are timed)."""
@@ -322,11 +359,16 @@ class Eta:
         return 1.0 / step_s if step_s else None
 
     def tell(self, listeners: Sequence[Any]) -> None:
-        """Give the listeners the time left (their ``on_time_left``, where they have one)."""
+        """Give the listeners the time left (their ``on_time_left``, where they have one): replayed at most
+        every :data:`REFRESH_S` between epoch ends, counted down in between."""
         hooks = [h for h in (getattr(cb, "on_time_left", None) for cb in listeners) if h is not None]
         if not hooks:
             return
-        f = self.forecast()
+        t = self._now()
+        told = self._told
+        if told is None or told[1] is None or t - told[0] >= REFRESH_S:
+            self._told = told = (t, self.forecast())
+        f = told[1] if told[1] is None else replace(told[1], seconds=max(told[1].seconds - (t - told[0]), 0.0))
         rate = self.steps_per_s()
         for hook in hooks:
             hook(seconds=None if f is None else f.seconds, budget_bound=f is not None and f.budget_bound,
