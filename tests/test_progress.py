@@ -13,7 +13,7 @@ from PIL import Image
 from unetkit.cli import main
 from unetkit.data.io import write_image
 from unetkit.synthetic import synthetic_cells
-from unetkit.train.callbacks import Eta, epoch_line, is_rank_zero, quiet_other_ranks, run_log
+from unetkit.train.callbacks import epoch_line, is_rank_zero, quiet_other_ranks, run_log
 
 
 def _dataset(root: Path, n: int = 4) -> Path:
@@ -24,50 +24,27 @@ def _dataset(root: Path, n: int = 4) -> Path:
     return root
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
+def test_the_final_frame_shows_the_final_validation_score_and_how_the_run_ended() -> None:
+    import io
 
-    def __call__(self) -> float:
-        return self.t
+    from rich.console import Console
 
+    from unetkit.cli.train import RichProgress
 
-def test_eta_counts_validation_once_an_epoch_ended_and_never_exceeds_the_budget() -> None:
-    clock = _Clock()
-    eta = Eta(total_steps=20, done_steps=0, clock=clock)
-    assert eta.remaining() is None  # nothing measured yet
-    clock.t = 4.0  # start-up and warm-up
-    eta.step()
-    assert eta.remaining() is None  # the first step is not a measure
-    for _ in range(4):
-        clock.t += 1.0
-        eta.step()
-    assert eta.remaining() == pytest.approx(15.0)  # 1 s per step, 15 steps left
-    clock.t += 4.0  # validation and saving took 4 s
-    eta.epoch_end()
-    assert eta.remaining() == pytest.approx(30.0)  # 2 s per step, validation included
-    for _ in range(5):  # a faster second epoch: the latest epoch counts
-        clock.t += 0.5
-        eta.step()
-    clock.t += 2.5
-    eta.epoch_end()
-    assert eta.remaining() == pytest.approx(10.0 * 1.0)
-    bounded = Eta(total_steps=20, done_steps=0, budget_s=12.0, clock=clock)
-    start = clock.t
-    for _ in range(2):
-        clock.t += 5.0
-        bounded.step()
-    assert bounded.remaining() == pytest.approx(12.0 - (clock.t - start)) and bounded.budget_bound()
-
-
-def test_eta_resumed_run_counts_only_the_steps_left() -> None:
-    clock = _Clock()
-    eta = Eta(total_steps=10, done_steps=7, clock=clock)
-    clock.t = 3.0
-    eta.step()
-    clock.t = 4.0
-    eta.step()
-    assert eta.remaining() == pytest.approx(1.0)
+    out = io.StringIO()
+    bar = RichProgress(display=Console(file=out, width=200, force_terminal=False))
+    bar.on_train_start(epochs=2, steps_per_epoch=2, start_epoch=0, start_step=0)
+    for epoch, dice in ((0, 0.5), (1, 0.75)):
+        for step in range(2):
+            bar.on_time_left(seconds=65.0, budget_bound=True, steps_per_s=2.0)
+            bar.on_step(epoch=epoch, step=step, loss=0.25, images_per_s=16.0)
+        bar.on_time_left(seconds=0.0 if epoch else 3.0, budget_bound=False, steps_per_s=2.0)
+        bar.on_epoch_end(epoch=epoch, row={"epoch": epoch + 1, "train_loss": 0.25, "val_dice": dice})
+    assert bar.left == "left 0:00"
+    bar.on_train_end(result=None)
+    frame = out.getvalue().strip().splitlines()[-1]  # a file gets the last frame only
+    assert "epoch 2/2" in frame and "4/4" in frame and "val_dice 0.7500" in frame, frame
+    assert "2.00 steps/s, 16.0 patches/s" in frame and frame.endswith("done"), frame
 
 
 def test_epoch_line_names_units() -> None:
@@ -123,7 +100,8 @@ def test_train_run_folder_has_log_summary_pictures_and_next_command(
     assert exc.value.code in (0, None)
     log = (run / "train.log").read_text()
     for words in ("data ", "3 training / 1 validation images", "parameters", "patch 32x32", "device   cpu",
-                  "budget", "epoch 2: train_loss", "patches/s", "DEBUG"):  # fmt: skip
+                  "budget", "epoch 2: train_loss", "patches/s", "DEBUG", "s, left ",
+                  "time left after epoch 1: estimated"):  # fmt: skip
         assert words in log, words
     assert f"next: unetkit predict {run / 'model.safetensors'} {data / 'images'}" in log
     console = capsys.readouterr()

@@ -22,14 +22,20 @@ else:
 
 
 class RichProgress(_CallbackBase):
-    """A progress bar: epoch, steps, loss, the last validation score, steps/s and patches/s, time left.
+    """A progress bar: epoch, steps, loss, the last validation score, steps/s and patches/s, time elapsed and
+    time left.
 
-    The time left is :class:`unetkit.train.callbacks.Eta`'s (validation included, bounded by the budget);
-    the epoch lines themselves are the run's log lines (console and ``train.log``).
+    The time left is the run's (``on_time_left``: the rule of :mod:`unetkit.train.eta`, which the epoch lines
+    in ``train.log`` show too); the epoch lines themselves are the run's log lines (console and ``train.log``).
+    The final frame keeps the final validation score and says how the run ended.
     A :class:`unetkit.train.callbacks.Callback` (by its methods, so ``--help`` need not import the library).
+
+    Args:
+        quiet: no bar.
+        display: the rich console to draw on (default: the CLI's).
     """
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, display: Any = None) -> None:
         self.quiet = quiet
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"),
@@ -39,50 +45,47 @@ class RichProgress(_CallbackBase):
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
             TextColumn("{task.fields[eta]}"),
-            console=console,
+            console=display or console,
             disable=quiet,
         )
         self.task: Any = None
         self.score = "val -"
-        self.eta: Any = None
+        self.left = "left -"
+        self.steps_per_s: float | None = None
+        self.epochs = 0
 
     def on_train_start(
         self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int, budget_s: float | None = None
     ) -> None:
-        from unetkit.train.callbacks import Eta
-
         self.epochs = epochs
         done = start_epoch * steps_per_epoch + start_step
-        self.eta = Eta(epochs * steps_per_epoch, done, budget_s)
         self.progress.start()
         self.task = self.progress.add_task(
             "train", total=epochs * steps_per_epoch, completed=done, epoch=f"{start_epoch + 1}/{epochs}",
-            loss=0.0, score=self.score, rate="", eta="left -",
+            loss=0.0, score=self.score, rate="", eta=self.left,
         )  # fmt: skip
 
-    def _eta(self) -> str:
-        from unetkit.train.callbacks import format_seconds
+    def on_time_left(self, *, seconds: float | None, budget_bound: bool, steps_per_s: float | None) -> None:
+        from unetkit.train.callbacks import time_left
 
-        left = format_seconds(self.eta.remaining())
-        return f"left {left}" + (" (budget)" if self.eta.budget_bound() else "")
+        self.left, self.steps_per_s = time_left(seconds, budget_bound), steps_per_s
 
     def on_step(self, *, epoch: int, step: int, loss: float, images_per_s: float) -> None:
-        self.eta.step()
-        rate = f"{self.eta.steps_per_s():.2f} steps/s, {images_per_s:.1f} patches/s"
+        steps = f"{self.steps_per_s:.2f} steps/s, " if self.steps_per_s else ""
         self.progress.update(
-            self.task, advance=1, epoch=f"{epoch + 1}/{self.epochs}", loss=loss, rate=rate, score=self.score,
-            eta=self._eta(),
+            self.task, advance=1, epoch=f"{epoch + 1}/{self.epochs}", loss=loss, score=self.score,
+            rate=f"{steps}{images_per_s:.1f} patches/s", eta=self.left,
         )  # fmt: skip
 
     def on_epoch_end(self, *, epoch: int, row: dict[str, Any]) -> None:
-        self.eta.epoch_end()
         for key in ("val_dice", "val_psnr"):
             if isinstance(row.get(key), int | float):
                 self.score = f"{key} {row[key]:.4f}"
-        self.progress.update(self.task, score=self.score, eta=self._eta())
+        self.progress.update(self.task, score=self.score, eta=self.left)
 
     def on_train_end(self, *, result: Any) -> None:
-        self.progress.update(self.task, eta="done")
+        ended = "stopped early" if getattr(result, "stopped_early", False) else "done"
+        self.progress.update(self.task, score=self.score, eta=ended)
         self.progress.stop()
 
 

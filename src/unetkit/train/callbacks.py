@@ -1,6 +1,6 @@
 """What a training run reports as it goes: a protocol the CLI's progress bar implements, run-folder loggers
-(``metrics.csv``, ``train.log``, TensorBoard), the start summary and the closing command, the time left, and
-the one rule for who reports in a DDP run (:func:`is_rank_zero`)."""
+(``metrics.csv``, ``train.log``, TensorBoard), the start summary and the closing command, how the time left
+reads (its rule: :mod:`unetkit.train.eta`), and the one rule for who reports in a DDP run (:func:`is_rank_zero`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import io
 import logging
 import math
 import os
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +26,7 @@ class Callback(Protocol):
         self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int, budget_s: float | None = None
     ) -> None: ...
     def on_step(self, *, epoch: int, step: int, loss: float, images_per_s: float) -> None: ...
+    def on_time_left(self, *, seconds: float | None, budget_bound: bool, steps_per_s: float | None) -> None: ...
     def on_epoch_end(self, *, epoch: int, row: dict[str, Any]) -> None: ...
     def on_train_end(self, *, result: Any) -> None: ...
 
@@ -41,6 +41,11 @@ class BaseCallback:
 
     def on_step(self, *, epoch: int, step: int, loss: float, images_per_s: float) -> None:
         pass
+
+    def on_time_left(self, *, seconds: float | None, budget_bound: bool, steps_per_s: float | None) -> None:
+        """Before each ``on_step`` and ``on_epoch_end``: the seconds the run has left (``None`` before two steps
+        are timed; :mod:`unetkit.train.eta`), whether the time budget ends it, and the training steps per second.
+        Optional: a callback without this method is not asked."""
 
     def on_epoch_end(self, *, epoch: int, row: dict[str, Any]) -> None:
         pass
@@ -156,11 +161,14 @@ def run_log(path: Path, enabled: bool = True) -> Iterator[Path | None]:
             h.setLevel(logging.NOTSET)
 
 
-def epoch_line(row: dict[str, Any]) -> str:
-    """The one line an epoch leaves on the console and in ``train.log``.
+def epoch_line(row: dict[str, Any], left: str | None = None) -> str:
+    """The one line an epoch leaves on the console and in ``train.log``; ``left``: the time left
+    (:func:`time_left`), when the run goes on.
 
     >>> epoch_line({"epoch": 2, "train_loss": 0.5, "val_dice": 0.75, "images_per_s": 40.0, "seconds": 3.0})
     'epoch 2: train_loss 0.5000, val_dice 0.7500, 40.0 patches/s, 3.0 s'
+    >>> epoch_line({"epoch": 1, "train_loss": 0.5, "seconds": 3.0}, left="left 1:05")
+    'epoch 1: train_loss 0.5000, 3.0 s, left 1:05'
     """
     parts = [f"train_loss {row['train_loss']:.4f}"]
     for key in ("val_loss", "val_dice", "val_iou", "val_psnr", "val_ssim", "d_loss", "g_adv"):
@@ -170,6 +178,8 @@ def epoch_line(row: dict[str, Any]) -> str:
         parts.append(f"{row['images_per_s']:.1f} patches/s")
     if "seconds" in row:
         parts.append(f"{row['seconds']:.1f} s")
+    if left:
+        parts.append(left)
     return f"epoch {row['epoch']}: " + ", ".join(parts)
 
 
@@ -248,82 +258,6 @@ def next_command(model_path: Path, data_path: Any, out: Path) -> str:
 # --- time left -----------------------------------------------------------------------------------------------
 
 
-class Eta:
-    """Time left in a run, validation included: the wall time per step of the latest whole epoch (its
-    validation and saving included) times the steps left; before the first epoch ends, the time per step
-    since the first step (whose warm-up is left out). Never more than the budget left.
-
-    Args:
-        total_steps: steps of the whole run.
-        done_steps: steps already done when it (re)starts.
-        budget_s: seconds of time budget from the start, or ``None``.
-        clock: seconds, monotonic (a parameter for tests).
-
-    >>> t = [0.0]
-    >>> eta = Eta(total_steps=10, done_steps=0, clock=lambda: t[0])
-    >>> t[0] = 5.0; eta.step()        # the first step: start-up and warm-up, not counted
-    >>> t[0] = 6.0; eta.step()
-    >>> eta.remaining()               # 1 s per step, 8 steps left
-    8.0
-    >>> t[0] = 9.0; eta.epoch_end()   # validation took 3 s: the epoch's second step cost 4 s in all
-    >>> eta.remaining()
-    32.0
-    """
-
-    def __init__(
-        self, total_steps: int, done_steps: int, budget_s: float | None = None, clock: Any = time.monotonic
-    ) -> None:
-        self.total, self.clock, self.budget_s = total_steps, clock, budget_s
-        self.t0 = clock()
-        self.start_steps = self.done = done_steps
-        self.first: float | None = None
-        self.last_end: float | None = None
-        self.done_at_end = done_steps
-        self.per_step: float | None = None
-
-    def step(self) -> None:
-        """A training step ended."""
-        self.done += 1
-        if self.first is None:
-            self.first = self.clock()
-
-    def epoch_end(self) -> None:
-        """An epoch (its validation and saving included) just ended."""
-        now = self.clock()
-        if self.last_end is None:
-            since, steps = (self.first or now), self.done - self.start_steps - 1
-        else:
-            since, steps = self.last_end, self.done - self.done_at_end
-        if steps > 0:
-            self.per_step = (now - since) / steps
-        self.last_end, self.done_at_end = now, self.done
-
-    def steps_per_s(self) -> float:
-        """Training steps per second since the start (0 before the first step)."""
-        dt = self.clock() - self.t0
-        return (self.done - self.start_steps) / dt if dt > 0 else 0.0
-
-    def remaining(self) -> float | None:
-        """Seconds left (``None`` until two steps have been timed)."""
-        per_step = self.per_step
-        if per_step is None:
-            counted = self.done - self.start_steps - 1
-            if self.first is None or counted <= 0:
-                return None
-            per_step = (self.clock() - self.first) / counted
-        estimate = (self.total - self.done) * per_step
-        if self.budget_s is not None:
-            estimate = min(estimate, max(self.budget_s - (self.clock() - self.t0), 0.0))
-        return estimate
-
-    def budget_bound(self) -> bool:
-        """Whether the budget, not the epoch count, ends the run by the current estimate."""
-        if self.budget_s is None:
-            return False
-        est = self.remaining()
-        return est is not None and est >= max(self.budget_s - (self.clock() - self.t0), 0.0) - 1e-9
-
-
 def format_seconds(seconds: float | None) -> str:
     """``h:mm:ss`` or ``m:ss``; ``-`` when unknown.
 
@@ -336,3 +270,12 @@ def format_seconds(seconds: float | None) -> str:
     h, rest = divmod(s, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def time_left(seconds: float | None, budget_bound: bool = False) -> str:
+    """How the time left reads on the progress bar and in the epoch lines (:mod:`unetkit.train.eta`'s value).
+
+    >>> time_left(65.4), time_left(30.0, budget_bound=True), time_left(None)
+    ('left 1:05', 'left 0:30 (budget)', 'left -')
+    """
+    return f"left {format_seconds(seconds)}" + (" (budget)" if budget_bound and seconds is not None else "")

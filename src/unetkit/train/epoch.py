@@ -23,6 +23,7 @@ from unetkit.models.base import SegmentationModel
 from unetkit.train.callbacks import BaseCallback, write_metrics_csv
 from unetkit.train.checkpoint import save_checkpoint
 from unetkit.train.data import TrainingData
+from unetkit.train.eta import Eta
 from unetkit.train.state import RunState, epoch_score
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class RunSetup:
         out: the run folder.
         description: the model-file fields (:func:`unetkit.modelfile.save_model`) but the epoch.
         listeners: the callbacks (empty on all but the main process).
+        eta: times the run for the time it has left (:class:`~unetkit.train.eta.Eta`).
         deadline: the ``time.monotonic()`` at which the time budget runs out (``inf``: none).
     """
 
@@ -66,6 +68,7 @@ class RunSetup:
     out: Path
     description: dict[str, Any]
     listeners: list[BaseCallback]
+    eta: Eta
     deadline: float = math.inf
 
     @property
@@ -126,12 +129,15 @@ def train_epoch(setup: RunSetup, run: RunState) -> tuple[dict[str, Any], bool]:
         run.add_step(value)
         seen += t.batch_size * fabric.world_size
         rate = seen / max(time.perf_counter() - t0, 1e-9)
+        setup.eta.step()
+        setup.eta.tell(setup.listeners)
         for cb in setup.listeners:
             cb.on_step(epoch=run.epoch, step=step, loss=value, images_per_s=rate)
-        if t.checkpoint_every and run.step % t.checkpoint_every == 0 and run.step < t.iterations_per_epoch:
-            if fabric.is_global_zero:
-                save_checkpoint(setup.last_path, run.state_dict())
-            fabric.barrier()
+        if setup.eta.plan.checkpoint_due(run.step):
+            with setup.eta.measure("checkpoint"):
+                if fabric.is_global_zero:
+                    save_checkpoint(setup.last_path, run.state_dict())
+                fabric.barrier()
         if setup.deadline < math.inf:
             # every process must stop at the same step, or DDP would wait forever: rank 0 decides
             out_of_time = bool(fabric.broadcast(time.monotonic() > setup.deadline))

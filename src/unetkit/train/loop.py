@@ -33,12 +33,14 @@ from unetkit.train.callbacks import (
     quiet_other_ranks,
     run_log,
     start_summary,
+    time_left,
 )
 from unetkit.train.checkpoint import load_checkpoint
 from unetkit.train.data import TrainingData
 from unetkit.train.epoch import RunSetup, save_epoch, train_epoch, validate_epoch
+from unetkit.train.eta import Eta, RunPlan
 from unetkit.train.launch import process_layout
-from unetkit.train.pictures import picture_due, validation_picture
+from unetkit.train.pictures import validation_picture
 from unetkit.train.schedule import LRFactor, make_scheduler
 from unetkit.train.state import RunState
 from unetkit.train.task import make_task
@@ -59,22 +61,21 @@ class TrainResult:
     stopped_early: bool = False
 
 
-def _fit_schedule_to_budget(
-    setup: RunSetup, scheduler: torch.optim.lr_scheduler.LambdaLR, started: float, first_step: int
-) -> None:
+def _fit_schedule_to_budget(setup: RunSetup, scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
     """With a time budget, end the LR schedule when the time runs out rather than at a step never reached.
 
-    The time per step so far (validation included) and the time left give the steps the budget still
-    buys; the schedule's end only ever moves earlier. Rank 0 decides, so every process follows one schedule.
+    Where the run ends is what its time left says (:meth:`unetkit.train.eta.Eta.forecast`: the steps until
+    the deadline, validations and saves included); the schedule's end only ever moves earlier. Rank 0
+    decides, so every process follows one schedule.
     """
     factor = scheduler.lr_lambdas[0]
     if setup.deadline == math.inf or not isinstance(factor, LRFactor):
         return
-    step = int(scheduler.last_epoch)
     before = factor.total
-    if setup.fabric.is_global_zero and step > first_step:
-        now = time.monotonic()
-        factor.fit_to_budget(step, (now - started) / (step - first_step), setup.deadline - now)
+    if setup.fabric.is_global_zero:
+        ahead = setup.eta.forecast()
+        if ahead is not None and ahead.budget_bound:
+            factor.end_at(int(scheduler.last_epoch) + ahead.steps)
     factor.total = int(setup.fabric.broadcast(factor.total))
     if factor.total != before:
         log.info("the time budget buys about %d steps, not %d: the learning-rate schedule now ends there",
@@ -260,11 +261,12 @@ def _train(
     )  # fmt: skip
     for line in summary:
         log.info(line)
+    budget_s = t.max_minutes * 60 if t.max_minutes else None
     listeners: list[BaseCallback] = [*callbacks, TensorBoardLogger(out / "tensorboard")] if main else []
     for cb in listeners:
         cb.on_train_start(
             epochs=t.epochs, steps_per_epoch=t.iterations_per_epoch, start_epoch=run.epoch, start_step=run.step,
-            budget_s=t.max_minutes * 60 if t.max_minutes else None,
+            budget_s=budget_s,
         )  # fmt: skip
 
     description: dict[str, Any] = dict(
@@ -281,6 +283,15 @@ def _train(
     description["extra"] = {"target": data.target}
     if plan is not None:
         description["extra"]["plan"] = plan.to_dict()["decisions"]
+    eta = Eta(
+        RunPlan(
+            epochs=t.epochs, steps_per_epoch=t.iterations_per_epoch, val_every=t.val_every, validates=bool(data.val),
+            budget_s=budget_s, checkpoint_every=t.checkpoint_every,
+            val_voxels=sum(math.prod(s.image.shape[1:]) for s in data.val[:: fabric.world_size]),
+            step_voxels=t.batch_size * math.prod(patch),
+        ),
+        epoch=run.epoch, step=run.step,
+    )  # fmt: skip
     setup = RunSetup(
         config=config,
         fabric=fabric,
@@ -297,27 +308,30 @@ def _train(
         out=out,
         description=description,
         listeners=listeners,
-        deadline=time.monotonic() + t.max_minutes * 60 if t.max_minutes else math.inf,
+        eta=eta,
+        deadline=time.monotonic() + budget_s if budget_s else math.inf,
     )
     stopped_early = False
-    started, first_step = time.monotonic(), int(scheduler.last_epoch)
-    last_picture = time.monotonic()
     while run.epoch < t.epochs:
         epoch = run.epoch
         row, out_of_time = train_epoch(setup, run)
         if run.adversary is not None:
             row.update(run.adversary.end_epoch())
-        if data.val and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs or out_of_time):
-            row.update(validate_epoch(setup))
+        if eta.plan.validation_due(epoch, out_of_time):
+            with eta.measure("validation"):
+                row.update(validate_epoch(setup))
         if not out_of_time:
-            _fit_schedule_to_budget(setup, scheduler, started, first_step)
+            _fit_schedule_to_budget(setup, scheduler)
         improved = run.end_epoch(row)
         save_epoch(setup, run, improved)
         final = out_of_time or run.epoch >= t.epochs or bool(t.early_stopping and run.bad_epochs >= t.early_stopping)
-        if main and any(k.startswith("val_") for k in row) and picture_due(time.monotonic(), last_picture, final):
-            validation_picture(setup, epoch + 1)
-            last_picture = time.monotonic()
-        log.info(epoch_line(row))
+        if main and any(k.startswith("val_") for k in row) and eta.picture_due(final):
+            with eta.measure("picture"):
+                validation_picture(setup, epoch + 1)
+        eta.epoch_end(final)
+        eta.tell(listeners)
+        ahead = None if final else eta.forecast()
+        log.info(epoch_line(row, None if ahead is None else time_left(ahead.seconds, ahead.budget_bound)))
         for cb in listeners:
             cb.on_epoch_end(epoch=epoch, row=row)
         if out_of_time:
@@ -328,6 +342,8 @@ def _train(
             log.info("early stopping: no improvement of %s for %d validations", task.score_key, run.bad_epochs)
             stopped_early = True
             break
+    for line in eta.truth():
+        log.debug(line)
     result = TrainResult(out, setup.model_path, run.best_epoch, run.best, run.history, stopped_early)
     for cb in listeners:
         cb.on_train_end(result=result)

@@ -30,7 +30,7 @@ def lr_factor(step: int, total: int, kind: str, warmup: int = 0, power: float = 
 class LRFactor:
     """The per-step multiplier :func:`lr_factor` as a callable object, so ``LambdaLR`` checkpoints its state.
 
-    ``total`` can shrink during a run (:meth:`fit_to_budget`): a time budget that runs out before the planned
+    ``total`` can shrink during a run (:meth:`end_at`): a time budget that runs out before the planned
     steps still ends the schedule (poly and cosine reach zero when the time is up, not at a step never
     reached). ``LambdaLR.state_dict`` saves the object's ``__dict__``, so a resumed run continues the same
     schedule exactly.
@@ -42,21 +42,20 @@ class LRFactor:
     def __call__(self, step: int) -> float:
         return lr_factor(step, self.total, self.kind, self.warmup)
 
-    def fit_to_budget(self, step: int, seconds_per_step: float, seconds_left: float) -> bool:
-        """Shorten the schedule to the steps the remaining time buys (never lengthen it); ``True`` if changed.
+    def end_at(self, total: int) -> bool:
+        """End the schedule at step ``total``, the run's real end when a time budget stops it early (never
+        lengthen it, never inside the warm-up); ``True`` if changed.
 
         >>> f = LRFactor(1000, "poly")
-        >>> f.fit_to_budget(step=100, seconds_per_step=0.5, seconds_left=100.0), f.total
+        >>> f.end_at(300), f.total
         (True, 300)
-        >>> f.fit_to_budget(step=200, seconds_per_step=0.1, seconds_left=100.0), f.total
+        >>> f.end_at(400), f.total
         (False, 300)
         """
-        if seconds_per_step <= 0 or not math.isfinite(seconds_left):
+        new = max(int(total), self.warmup + 1)
+        if new >= self.total:
             return False
-        affordable = step + max(1, int(seconds_left / seconds_per_step))
-        if affordable >= self.total:
-            return False
-        self.total = max(affordable, self.warmup + 1)
+        self.total = new
         return True
 
 
