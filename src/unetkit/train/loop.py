@@ -65,7 +65,7 @@ def _fit_schedule_to_budget(setup: RunSetup, scheduler: torch.optim.lr_scheduler
     """With a time budget, end the LR schedule when the time runs out rather than at a step never reached.
 
     Where the run ends is what its time left says (:meth:`unetkit.train.eta.Eta.forecast`: the steps until
-    the deadline, validations and saves included); the schedule's end only ever moves earlier. Rank 0
+    the deadline, validations and saves included), within the planned steps. Rank 0
     decides, so every process follows one schedule.
     """
     factor = scheduler.lr_lambdas[0]
