@@ -16,7 +16,7 @@ without the warm-up (the run's first step, start-up, is never a sample; the slow
 out, and once later epochs have enough steps the first epoch's are); for validations, saves, pictures and
 checkpoints the first measurement carries one-off costs (the first forward pass at the tile size, the first
 model file, the first plot), so once there are more it is left out. Before the first validation its
-cost is the planner's estimate (:data:`unetkit.plan.planner.VALIDATION_COST`) from the step time.
+cost is the planner's estimate (:data:`unetkit.plan.recipe.VALIDATION_COST`) from the step time.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from unetkit.plan.planner import VALIDATION_COST
+from unetkit.plan.recipe import VALIDATION_COST
 from unetkit.train.pictures import picture_due
 
 STEP_WINDOW = 100
