@@ -74,7 +74,7 @@ def _fit_schedule_to_budget(setup: RunSetup, scheduler: torch.optim.lr_scheduler
     before = factor.total
     if setup.fabric.is_global_zero:
         ahead = setup.eta.forecast()
-        if ahead is not None and ahead.budget_bound:
+        if ahead is not None:  # not budget-bound: the planned end, which undoes an earlier shortening
             factor.end_at(int(scheduler.last_epoch) + ahead.steps)
     factor.total = int(setup.fabric.broadcast(factor.total))
     if factor.total != before:
