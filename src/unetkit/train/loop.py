@@ -65,7 +65,7 @@ def _fit_schedule_to_budget(setup: RunSetup, scheduler: torch.optim.lr_scheduler
     """With a time budget, end the LR schedule when the time runs out rather than at a step never reached.
 
     Where the run ends is what its time left says (:meth:`unetkit.train.eta.Eta.forecast`: the steps until
-    the deadline, validations and saves included), within the planned steps. Rank 0
+    the deadline, validations and saves included); the schedule's end only ever moves earlier. Rank 0
     decides, so every process follows one schedule.
     """
     factor = scheduler.lr_lambdas[0]
@@ -74,7 +74,7 @@ def _fit_schedule_to_budget(setup: RunSetup, scheduler: torch.optim.lr_scheduler
     before = factor.total
     if setup.fabric.is_global_zero:
         ahead = setup.eta.forecast()
-        if ahead is not None:  # not budget-bound: the planned end, which undoes an earlier shortening
+        if ahead is not None and ahead.budget_bound:
             factor.end_at(int(scheduler.last_epoch) + ahead.steps)
     factor.total = int(setup.fabric.broadcast(factor.total))
     if factor.total != before:

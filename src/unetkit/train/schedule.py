@@ -30,41 +30,30 @@ def lr_factor(step: int, total: int, kind: str, warmup: int = 0, power: float = 
 class LRFactor:
     """The per-step multiplier :func:`lr_factor` as a callable object, so ``LambdaLR`` checkpoints its state.
 
-    ``total`` follows a time budget during a run (:meth:`end_at`): a budget that runs out before the planned
+    ``total`` can shrink during a run (:meth:`end_at`): a time budget that runs out before the planned
     steps still ends the schedule (poly and cosine reach zero when the time is up, not at a step never
-    reached), and when the steps get faster again the end moves back out, up to the planned steps, so the
-    learning rate never sits at zero while the budget still runs. ``LambdaLR.state_dict`` saves the object's
-    ``__dict__``, so a resumed run continues the same schedule exactly.
+    reached). ``LambdaLR.state_dict`` saves the object's ``__dict__``, so a resumed run continues the same
+    schedule exactly.
     """
 
     def __init__(self, total: int, kind: str, warmup: int = 0) -> None:
         self.total, self.kind, self.warmup = int(total), kind, int(warmup)
-        self.planned = self.total
 
     def __call__(self, step: int) -> float:
         return lr_factor(step, self.total, self.kind, self.warmup)
 
     def end_at(self, total: int) -> bool:
-        """End the schedule at step ``total``, where a time budget will stop the run: earlier than planned when
-        the steps are slower than planned, later again (never past the planned steps, never inside the
-        warm-up) when they speed up; ``True`` if changed.
-
-        Measured before this rule could move the end out again: a 30-minute run on a machine whose load eased
-        reached a learning rate of 0 at epoch 6 and spent its last 7 minutes (4 epochs) without learning.
+        """End the schedule at step ``total``, the run's real end when a time budget stops it early (never
+        lengthen it, never inside the warm-up); ``True`` if changed.
 
         >>> f = LRFactor(1000, "poly")
         >>> f.end_at(300), f.total
         (True, 300)
         >>> f.end_at(400), f.total
-        (True, 400)
-        >>> f.end_at(5000), f.total
-        (True, 1000)
-        >>> f.end_at(1000)
-        False
+        (False, 300)
         """
-        planned = int(getattr(self, "planned", self.total))  # a checkpoint from before ``planned`` existed
-        new = min(max(int(total), self.warmup + 1), planned)
-        if new == self.total:
+        new = max(int(total), self.warmup + 1)
+        if new >= self.total:
             return False
         self.total = new
         return True
