@@ -62,22 +62,25 @@ class TrainResult:
 
 
 def _fit_schedule_to_budget(setup: RunSetup, scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
-    """With a time budget, end the LR schedule when the time runs out rather than at a step never reached.
+    """With a time budget, end the LR schedule where the run will end, by its latest forecast.
 
     Where the run ends is what its time left says (:meth:`unetkit.train.eta.Eta.forecast`: the steps until
-    the deadline, validations and saves included); the schedule's end only ever moves earlier. Rank 0
-    decides, so every process follows one schedule.
+    the deadline, validations and saves included, or the planned steps if they come first). The end moves
+    earlier when the steps slow down and back out when they speed up; the rate only ever falls
+    (:meth:`~unetkit.train.schedule.LRFactor.end_at`). Rank 0 decides, so every process follows one schedule.
     """
     factor = scheduler.lr_lambdas[0]
     if setup.deadline == math.inf or not isinstance(factor, LRFactor):
         return
     before = factor.total
+    step = int(scheduler.last_epoch)
     if setup.fabric.is_global_zero:
         ahead = setup.eta.forecast()
-        if ahead is not None and ahead.budget_bound:
-            factor.end_at(int(scheduler.last_epoch) + ahead.steps)
-    factor.total = int(setup.fabric.broadcast(factor.total))
-    if factor.total != before:
+        if ahead is not None:
+            factor.end_at(step, step + ahead.steps)
+    state = setup.fabric.broadcast([factor.total, factor.anchor, factor.t_anchor])
+    factor.total, factor.anchor, factor.t_anchor = int(state[0]), int(state[1]), float(state[2])
+    if abs(factor.total - before) > 0.05 * before:
         log.info("the time budget buys about %d steps, not %d: the learning-rate schedule now ends there",
                  factor.total, before)  # fmt: skip
 
