@@ -136,11 +136,32 @@ def time_workers(model: str, image: Path, work: Path, n_workers: int, repeats: i
     return best
 
 
+def time_one_process(model: str, image: Path, repeats: int, **options: Any) -> float:
+    """The best seconds of ``repeats`` local predictions of ``image`` in one fresh process on one thread
+    (the work of one 1-thread worker without Dask: the reference its overhead is measured against)."""
+    script = (
+        "import sys, time, torch; torch.set_num_threads(1)\n"
+        "from unetkit.data.io import open_image\n"
+        "from unetkit.infer.predictor import load_predictor\n"
+        f"p = load_predictor({model!r}, **{options!r})\n"
+        f"img = open_image({str(image)!r}, 2)\n"
+        "p.predict(img[:, :256, :256])\n"
+        "best = float('inf')\n"
+        f"for _ in range({repeats}):\n"
+        "    t0 = time.perf_counter(); p.predict(img); best = min(best, time.perf_counter() - t0)\n"
+        "print(best)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1536, help="image edge in pixels (default 1536)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per worker count (default 2)")
     parser.add_argument("--chunk", type=int, default=512, help="output chunk edge (default 512: 9 chunks)")
+    parser.add_argument("--backend", default="auto", help="the workers' backend (default auto, as the CLI's)")
     args = parser.parse_args(argv)
     print(f"machine: {machine()}")
     rows: dict[str, dict[str, float]] = {}
@@ -148,16 +169,21 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         model, image = make_inputs(work, args.size, min(args.size, 2 * args.chunk))
         mpx = args.size**2 / 1e6
+        seconds = time_one_process(model, image, args.repeats, backend=args.backend)
+        rows["one_process_1_thread"] = {"seconds": seconds, "mpx_s": mpx / seconds}
+        print(f"one process, 1 thread, no Dask: {seconds:.2f} s, {mpx / seconds:.3f} Mpx/s")
         for n in (1, 2):
-            seconds = time_workers(model, image, work, n, args.repeats, chunk=args.chunk)
+            seconds = time_workers(model, image, work, n, args.repeats, chunk=args.chunk, backend=args.backend)
             rows[f"{n}_workers"] = {"seconds": seconds, "mpx_s": mpx / seconds}
             print(f"{n} worker(s): {seconds:.2f} s, {mpx / seconds:.3f} Mpx/s")
     ratio = rows["2_workers"]["mpx_s"] / rows["1_workers"]["mpx_s"]
-    print(f"2 workers / 1 worker: {ratio:.2f}x")
+    overhead = rows["1_workers"]["mpx_s"] / rows["one_process_1_thread"]["mpx_s"]
+    print(f"2 workers / 1 worker: {ratio:.2f}x; 1 worker / one process: {overhead:.2f}x")
     path = write_result(
         "dask_workers",
-        {"size": args.size, "repeats": args.repeats, "results": rows, "ratio_2_vs_1_workers": ratio},
-    )
+        {"size": args.size, "repeats": args.repeats, "chunk": args.chunk, "backend": args.backend,
+         "results": rows, "ratio_2_vs_1_workers": ratio, "ratio_1_worker_vs_one_process": overhead},
+    )  # fmt: skip
     print(f"wrote {path}")
     return 0
 

@@ -4,6 +4,7 @@ with a fake clock, gets the time left exactly."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,9 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from _cells import write_cells
 from unetkit.config import load_config
-from unetkit.data.io import write_image
-from unetkit.synthetic import synthetic_cells
 from unetkit.train import eta as eta_module
 from unetkit.train import loop as loop_module
 from unetkit.train import train
@@ -194,11 +194,7 @@ def test_listeners_without_the_hook_are_not_asked() -> None:
 
 
 def _dataset(root: Path, n: int = 4) -> Path:
-    for i in range(n):
-        s = synthetic_cells((48, 48), seed=i, cell_radius=6)
-        write_image(root / "images" / f"im{i}.tif", s.image)
-        write_image(root / "masks" / f"im{i}.tif", (s.instances > 0).astype(np.uint8))
-    return root
+    return write_cells(root, n)
 
 
 def test_a_real_run_on_a_fake_clock_gets_its_time_left_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -286,3 +282,35 @@ def test_a_busy_machine_slow_steps_count() -> None:
                   validation_s=lambda k: 3.0, save_s=lambda k: 1.0)  # fmt: skip
     errors = run.errors()
     assert abs(errors[0]) < 0.10 and all(abs(e) < 0.05 for e in errors[1:]), errors
+
+
+@pytest.mark.parametrize("fill", [True, False])
+def test_a_planned_budget_faster_than_planned_adds_epochs_until_it_is_spent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fill: bool
+) -> None:
+    """Planned for 2 epochs of 3 one-second steps, given 30 s on a fake clock: with ``train.fill_budget`` the
+    run adds epochs until the budget is spent, its learning rate falling all the way; without, it stops at 2."""
+    clock = _Clock()
+    monkeypatch.setattr(eta_module, "now", clock)
+    batch = SegmentTask.batch
+
+    def slow_batch(self: SegmentTask, setup: Any, run: Any) -> Any:
+        clock.t += 1.0
+        return batch(self, setup, run)
+
+    monkeypatch.setattr(SegmentTask, "batch", slow_batch)
+    cfg = load_config(overrides=[
+        f"data.path={_dataset(tmp_path / 'ds')}", "data.patch_size=32", "model.name=unet2d_small",
+        "model.args.width=4", "train.epochs=2", "train.iterations_per_epoch=3", "train.batch_size=2",
+        "train.device=cpu", "train.max_minutes=0.25", f"train.fill_budget={str(fill).lower()}", "train.lr=0.01",
+    ])  # fmt: skip
+    result = train(cfg, tmp_path / "run")
+    lrs = [row["lr"] for row in result.history]
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
+    if not fill:
+        assert len(result.history) == 2 and clock.t < 10
+        return
+    assert len(result.history) >= 4 and result.stopped_early  # the budget, not the epoch count, ended it
+    assert 15 <= clock.t <= 15 + 4  # the whole budget used: stopped by the step that passed the deadline
+    assert lrs[-1] < 0.2 * 0.01, lrs
+    assert "more epochs fit the budget" in (tmp_path / "run" / "train.log").read_text()

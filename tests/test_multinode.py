@@ -14,13 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from unetkit.data.io import write_image
-from unetkit.synthetic import synthetic_cells
+from _cells import write_cells
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -32,11 +30,7 @@ def _free_port() -> int:
 
 
 def _dataset(root: Path) -> Path:
-    for i in range(3):
-        s = synthetic_cells((64, 64), seed=i, cell_radius=6)
-        write_image(root / "images" / f"im{i}.tif", s.image)
-        write_image(root / "masks" / f"im{i}.tif", s.instances.astype(np.uint16))
-    return root
+    return write_cells(root, 3, (64, 64), instances=True)
 
 
 def _torchrun(data: Path, nnodes: int, nproc: int, port: int) -> list[str]:

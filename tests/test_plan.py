@@ -249,3 +249,11 @@ def test_step_costs_are_cached_per_machine_and_network(tmp_path):
     file.write_text("{not json")
     assert timed({"width": 8}, (64, 64), 2) == StepCost(0.5, 0) and len(calls) == 6  # a corrupt cache is ignored
     assert json.loads(file.read_text())  # and rewritten
+
+
+def test_a_planned_budget_is_filled_unless_you_set_the_epochs():
+    planned = plan_training(grey2d(), CPU, linear_timer(), budget_minutes=10)
+    assert planned.overrides()["train.fill_budget"] is True
+    yours = plan_training(grey2d(), CPU, linear_timer(), budget_minutes=10, fixed={"train.epochs": 3})
+    assert yours.overrides()["train.fill_budget"] is False
+    assert "you set the epochs" in {r[0]: r for r in yours.rows()}["budget fill"][2]

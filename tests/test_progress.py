@@ -6,22 +6,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
+from _cells import write_cells
 from unetkit.cli import main
-from unetkit.data.io import write_image
-from unetkit.synthetic import synthetic_cells
 from unetkit.train.callbacks import epoch_line, is_rank_zero, quiet_other_ranks, run_log
 
 
 def _dataset(root: Path, n: int = 4) -> Path:
-    for i in range(n):
-        s = synthetic_cells((48, 48), seed=i, cell_radius=6)
-        write_image(root / "images" / f"im{i}.tif", s.image)
-        write_image(root / "masks" / f"im{i}.tif", (s.instances > 0).astype(np.uint8))
-    return root
+    return write_cells(root, n)
 
 
 def test_the_final_frame_shows_the_final_validation_score_and_how_the_run_ended() -> None:

@@ -14,12 +14,11 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from _cells import write_cells
 from unetkit import load_model
 from unetkit.cli import app
 from unetkit.config import load_config
-from unetkit.data.io import write_image
 from unetkit.errors import ConfigError, UnetkitError
-from unetkit.synthetic import synthetic_cells
 from unetkit.train import train
 from unetkit.train.checkpoint import load_checkpoint, save_checkpoint
 from unetkit.train.state import RunState
@@ -28,11 +27,7 @@ runner = CliRunner()
 
 
 def _dataset(root: Path, n: int = 4, shape: tuple[int, ...] = (64, 64)) -> Path:
-    for i in range(n):
-        s = synthetic_cells(shape, seed=i, cell_radius=6)
-        write_image(root / "images" / f"im{i}.tif", s.image)
-        write_image(root / "masks" / f"im{i}.tif", s.instances.astype(np.uint16))
-    return root
+    return write_cells(root, n, shape, instances=True)
 
 
 def _config(data: Path, *extra: str):
@@ -322,7 +317,8 @@ def test_run_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
     a.add_step(0.75)
     assert a.end_epoch({"epoch": 1, "train_loss": 0.75, "val_dice": 0.5}) is True
     a.add_step(0.25)
-    assert a.state_dict().keys() == set(RunState.KEYS)
+    assert a.state_dict().keys() == set(RunState.KEYS) | set(RunState.OPTIONAL)
+    a.epochs = 7  # a planned budget added epochs: a resumed run keeps them
     save_checkpoint(tmp_path / "last.safetensors", a.state_dict())
     expected_rng = torch.get_rng_state()
     torch.manual_seed(123)
@@ -331,7 +327,7 @@ def test_run_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
     b.load_state_dict(load_checkpoint(tmp_path / "last.safetensors"))
     assert torch.equal(torch.get_rng_state(), expected_rng)
     assert (b.epoch, b.step, b.best, b.best_epoch, b.bad_epochs, b.loss_sum, b.loss_n) == (1, 1, 0.5, 1, 0, 0.25, 1)
-    assert b.history == a.history and b.history is not a.history
+    assert b.history == a.history and b.history is not a.history and b.epochs == 7
     assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters(), strict=True))
     assert b.scheduler.last_epoch == a.scheduler.last_epoch
     assert b.optimizer.param_groups[0]["lr"] == a.optimizer.param_groups[0]["lr"]
@@ -341,6 +337,10 @@ def test_run_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
     assert b.end_epoch({"epoch": 3, "train_loss": 0.1}) is False and b.bad_epochs == 1
 
     state = a.state_dict()
+    del state["epochs"]  # written before the key existed: the default (the config's epochs) stands
+    c = _run_state(3)
+    c.load_state_dict(state)
+    assert c.epochs == 0 and c.epoch == 1
     del state["loss_n"]
     with pytest.raises(UnetkitError, match=r"old\.safetensors lacks loss_n"):
         _run_state(2).load_state_dict(state, source="old.safetensors")

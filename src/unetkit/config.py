@@ -135,6 +135,9 @@ class TrainConfig(_Section):
     val_every: int = Field(1, ge=1, description="validate every N epochs")
     early_stopping: int | None = Field(None, ge=1, description="stop after N validations without improvement")
     max_minutes: float | None = Field(None, gt=0, description="wall-clock budget: stop (validated, saved) after it")
+    fill_budget: bool = Field(
+        False, description="with max_minutes: add epochs of the same length while the budget buys them (planned runs)"
+    )
     checkpoint_every: int = Field(0, ge=0, description="also save last.safetensors every N steps (0: per epoch)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
     tta: bool = Field(False, description="flip test-time augmentation during validation")

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from _cells import write_cells
 from unetkit.cli import main
 from unetkit.config import load_config, save_config
 from unetkit.data.io import write_image
-from unetkit.synthetic import synthetic_cells
 from unetkit.train import train
 from unetkit.train.checkpoint import load_checkpoint
 
@@ -26,11 +26,7 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def _dataset(root: Path, n: int = 3) -> Path:
-    for i in range(n):
-        s = synthetic_cells((48, 48), seed=i, cell_radius=6)
-        write_image(root / "images" / f"im{i}.tif", s.image)
-        write_image(root / "masks" / f"im{i}.tif", (s.instances > 0).astype(np.uint8))
-    return root
+    return write_cells(root, n)
 
 
 def _run(script: str, *args: str) -> int:

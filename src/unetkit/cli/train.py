@@ -52,18 +52,23 @@ class RichProgress(_CallbackBase):
         self.score = "val -"
         self.left = "left -"
         self.steps_per_s: float | None = None
-        self.epochs = 0
+        self.epochs = self.steps_per_epoch = 0
 
     def on_train_start(
         self, *, epochs: int, steps_per_epoch: int, start_epoch: int, start_step: int, budget_s: float | None = None
     ) -> None:
-        self.epochs = epochs
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
         done = start_epoch * steps_per_epoch + start_step
         self.progress.start()
         self.task = self.progress.add_task(
             "train", total=epochs * steps_per_epoch, completed=done, epoch=f"{start_epoch + 1}/{epochs}",
             loss=0.0, score=self.score, rate="", eta=self.left,
         )  # fmt: skip
+
+    def on_epochs(self, *, epochs: int) -> None:
+        self.epochs = epochs
+        if self.task is not None:
+            self.progress.update(self.task, total=epochs * self.steps_per_epoch)
 
     def on_time_left(self, *, seconds: float | None, budget_bound: bool, steps_per_s: float | None) -> None:
         from unetkit.train.callbacks import time_left

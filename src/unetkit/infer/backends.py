@@ -47,6 +47,26 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(check_device("auto" if device is None else device))
 
 
+def check_backend(backend: str, precision: str = "fp32") -> None:
+    """Refuse an unknown backend or precision, INT8 on torch, or a graph backend whose extra is missing.
+
+    >>> check_backend("tensorrt")
+    Traceback (most recent call last):
+    ...
+    unetkit.errors.ConfigError: backend: unknown 'tensorrt'; choose one of auto, torch, onnxruntime, openvino
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend: unknown {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: unknown {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and backend == "torch":
+        raise ConfigError(
+            "--precision int8 runs on an exported graph; use --backend onnxruntime, openvino or auto, or "
+            "--precision fp32 with torch"
+        )
+    require_backend(backend)
+
+
 def resolve_backend(backend: str, device: str | torch.device | None, precision: str = "fp32") -> str:
     """The one backend rule. ``auto``: PyTorch on CUDA (AMP, no export step); on CPU the fastest backend
     installed on this machine, measured once and cached (:func:`unetkit.infer.select.fastest_backend`).
@@ -56,16 +76,8 @@ def resolve_backend(backend: str, device: str | torch.device | None, precision: 
     >>> resolve_backend("torch", "cpu")
     'torch'
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend: unknown {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision: unknown {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_backend(backend, precision)
     int8 = precision == "int8"
-    if int8 and backend == "torch":
-        raise ConfigError(
-            "--precision int8 runs on an exported graph; use --backend onnxruntime, openvino or auto, or "
-            "--precision fp32 with torch"
-        )
     if backend != "auto":
         return backend
     if resolve_device(device).type == "cuda":

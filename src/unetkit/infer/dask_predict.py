@@ -147,6 +147,20 @@ def _block_proba(
     return out
 
 
+def _planner(model: str | Any, options: dict[str, Any]) -> Any:
+    """The client's predictor: it plans the tiles and freezes the normalisation, and runs no tile, so it is
+    built on torch on the CPU (no graph export, no inference session) unless the model is an ``.onnx`` file,
+    which has no torch network. The tile plan does not depend on the backend (:meth:`Predictor.plan`)."""
+    from unetkit.infer.backends import check_backend
+    from unetkit.infer.predictor import Predictor, load_predictor
+
+    light = dict(options)
+    if not (isinstance(model, str) and model.lower().endswith(".onnx")):
+        check_backend(options.get("backend", "torch"), options.get("precision", "fp32"))  # the workers' choice
+        light.update(backend="torch", device="cpu", precision="fp32", compile=False, amp=None)
+    return load_predictor(model, **light) if isinstance(model, str) else Predictor(model, **light)
+
+
 def _split(n: int, edge: int) -> tuple[int, ...]:
     """``n`` pixels in near-equal chunks of at least ``edge`` (map_overlap needs every chunk >= its halo).
 
@@ -202,12 +216,12 @@ def predict_dask(
     distributed: Any = require("distributed", "dask", "prediction with --dask")
     from unetkit.data.normalize import Normalizer
     from unetkit.infer.outputs import PROB_DTYPES, encode_probabilities
-    from unetkit.infer.predictor import Predictor, class_labels, load_predictor
+    from unetkit.infer.predictor import class_labels
 
     if prob_dtype not in PROB_DTYPES:
         raise ConfigError(f"prob_dtype: {prob_dtype!r}; choose one of {', '.join(PROB_DTYPES)}")
     options = {k: v for k, v in options.items() if v is not None}
-    local = load_predictor(model, **options) if isinstance(model, str) else Predictor(model, **options)
+    local = _planner(model, options)
     dims = local.spatial_dims
     source = (
         _PathImage(str(image), dims, local.in_channels, channels) if isinstance(image, str | os.PathLike) else image

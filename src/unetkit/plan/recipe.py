@@ -171,7 +171,21 @@ class RecipeRules:
             f"about {epochs} validations over the run (each about {val_s:.0g} s of whole-image prediction: "
             f"at most {VALIDATION_SHARE:.0%} of the budget, {MIN_VALIDATIONS} to {MAX_VALIDATIONS})",
         )
-        self.decide("schedule", "train.schedule", "poly", "polynomial decay (power 0.9) to zero at the last step")
+        self.decide(
+            "budget fill",
+            "train.fill_budget",
+            "train.epochs" not in self.fixed,
+            "the step time above is measured before training: a run that goes faster adds epochs of the same "
+            "length until the budget is spent (the schedule stretches with it)"
+            if "train.epochs" not in self.fixed
+            else "you set the epochs: the run keeps them (the budget still stops it)",
+        )
+        self.decide(
+            "schedule",
+            "train.schedule",
+            "poly",
+            "polynomial decay (power 0.9) to zero where the run ends (the last step, or the budget's end)",
+        )
 
     def augmentation(self) -> None:
         if self.restore:

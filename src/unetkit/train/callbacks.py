@@ -47,6 +47,10 @@ class BaseCallback:
         are timed; :mod:`unetkit.train.eta`), whether the time budget ends it, and the training steps per second.
         Optional: a callback without this method is not asked."""
 
+    def on_epochs(self, *, epochs: int) -> None:
+        """The run's epoch count changed to ``epochs`` (``train.fill_budget``: a planned budget bought more).
+        Optional, like ``on_time_left``."""
+
     def on_epoch_end(self, *, epoch: int, row: dict[str, Any]) -> None:
         pass
 

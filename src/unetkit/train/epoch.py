@@ -50,7 +50,7 @@ class RunSetup:
         description: the model-file fields (:func:`unetkit.modelfile.save_model`) but the epoch.
         listeners: the callbacks (empty on all but the main process).
         eta: times the run for the time it has left (:class:`~unetkit.train.eta.Eta`).
-        deadline: the ``time.monotonic()`` at which the time budget runs out (``inf``: none).
+        deadline: the time on the run's clock (``eta.now()``) at which the budget runs out (``inf``: none).
     """
 
     config: Config
@@ -140,7 +140,7 @@ def train_epoch(setup: RunSetup, run: RunState) -> tuple[dict[str, Any], bool]:
                 fabric.barrier()
         if setup.deadline < math.inf:
             # every process must stop at the same step, or DDP would wait forever: rank 0 decides
-            out_of_time = bool(fabric.broadcast(time.monotonic() > setup.deadline))
+            out_of_time = bool(fabric.broadcast(setup.eta.now() > setup.deadline))
             if out_of_time:
                 break
     elapsed = time.perf_counter() - t0

@@ -248,7 +248,7 @@ class Eta:
         self.plan = plan
         self._clock = clock
         self.epoch, self.step_in_epoch = epoch, step
-        self.start = self._now()
+        self.start = self.now()
         self.last_step: float | None = None
         self.last_picture = self.start
         self.steps: list[float] = []  # the latest STEP_WINDOW step times
@@ -262,14 +262,15 @@ class Eta:
         self.done = False
         self.history: list[tuple[int, float, float]] = []  # (epochs done, time, estimate) at each epoch end
 
-    def _now(self) -> float:
+    def now(self) -> float:
+        """The time on this run's clock (the budget's deadline is on it too)."""
         return self._clock() if self._clock is not None else now()
 
     # --- what the loop reports ---------------------------------------------------------------------------
 
     def step(self) -> None:
         """A training step ended."""
-        t = self._now()
+        t = self.now()
         if self.last_step is not None:
             self.steps.append(max(t - self.last_step - self._phase_s, 0.0))
             del self.steps[:-STEP_WINDOW]
@@ -281,11 +282,11 @@ class Eta:
     @contextlib.contextmanager
     def measure(self, what: Phase) -> Iterator[None]:
         """Time a validation, a validation picture or a mid-epoch checkpoint (the ``with`` block)."""
-        t0 = self._now()
+        t0 = self.now()
         try:
             yield
         finally:
-            t = self._now()
+            t = self.now()
             self._phase_s += t - t0
             self.phases[what].append(t - t0)
             if what == "picture":
@@ -296,12 +297,12 @@ class Eta:
         """Whether this validation writes a picture (:func:`unetkit.train.pictures.picture_due`, timed from the
         last picture :meth:`measure` saw, or the start): the loop asks here, so the forecast follows the same
         clock."""
-        return picture_due(self._now(), self.last_picture, final)
+        return picture_due(self.now(), self.last_picture, final)
 
     def epoch_end(self, final: bool = False) -> None:
         """The epoch ended: trained, validated when due, saved; ``final``: the run ends with it (the last
         epoch, the budget or early stopping)."""
-        t = self._now()
+        t = self.now()
         if self.last_step is not None:
             self.saves.append(max(t - self.last_step - self._phase_s, 0.0))
         self.last_step, self._phase_s, self._validated = t, 0.0, False  # the next step is timed from here
@@ -343,10 +344,28 @@ class Eta:
         costs = self.costs()
         if costs is None:
             return None
-        t = self._now()
+        t = self.now()
         return forecast(
             self.plan, self.epoch, self.step_in_epoch, costs, t - self.start, t - self.last_picture, self._validated
         )
+
+    def epochs_that_fit(self) -> int | None:
+        """The epochs the run could have in all before its time budget runs out, at the costs measured so far:
+        the epochs done, the running one, and as many more of the same length as the budget buys, the last one
+        cut short by it. ``None`` without a budget or before two steps are timed."""
+        costs = self.costs()
+        if self.plan.budget_s is None or costs is None or self.done:
+            return None
+        t = self.now()
+        open_ended = replace(self.plan, epochs=self.epoch + 100_000)  # the replay stops at the deadline
+        ahead = forecast(
+            open_ended, self.epoch, self.step_in_epoch, costs, t - self.start, t - self.last_picture, self._validated
+        )
+        return self.epoch + math.ceil((self.step_in_epoch + ahead.steps) / self.plan.steps_per_epoch)
+
+    def extend(self, epochs: int) -> None:
+        """The run now has ``epochs`` epochs (a planned budget added some)."""
+        self.plan = replace(self.plan, epochs=int(epochs))
 
     def remaining(self) -> float | None:
         """Seconds left (``None`` until two steps are timed)."""
@@ -364,7 +383,7 @@ class Eta:
         hooks = [h for h in (getattr(cb, "on_time_left", None) for cb in listeners) if h is not None]
         if not hooks:
             return
-        t = self._now()
+        t = self.now()
         told = self._told
         if told is None or told[1] is None or t - told[0] >= REFRESH_S:
             self._told = told = (t, self.forecast())
@@ -389,7 +408,7 @@ class Eta:
         >>> eta.truth()
         ['time left after epoch 1: estimated 2.0 s, took 2.5 s (-20%)']
         """
-        end = self._now()
+        end = self.now()
         lines = []
         for epochs_done, t, estimate in self.history:
             actual = end - t

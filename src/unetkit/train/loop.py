@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +82,34 @@ def _fit_schedule_to_budget(setup: RunSetup, scheduler: torch.optim.lr_scheduler
     if abs(factor.total - before) > 0.05 * before:
         log.info("the time budget buys about %d steps, not %d: the learning-rate schedule now ends there",
                  factor.total, before)  # fmt: skip
+
+
+def _fill_budget(setup: RunSetup, run: RunState, scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Under a planned budget (``train.fill_budget``), add epochs of the same length while the measured costs
+    say the budget buys them (:meth:`unetkit.train.eta.Eta.epochs_that_fit`): the plan's step time is measured
+    before training, and a run faster than that would otherwise end with budget left. Never removes epochs
+    (the deadline already stops a slower run). Rank 0 decides."""
+    t = setup.config.train
+    if not t.fill_budget or setup.deadline == math.inf:
+        return
+    extra = 0
+    if setup.fabric.is_global_zero:
+        fits = setup.eta.epochs_that_fit()
+        extra = 0 if fits is None else max(0, fits - run.epochs)
+    extra = int(setup.fabric.broadcast(extra))
+    if not extra:
+        return
+    run.epochs += extra
+    setup.eta.extend(run.epochs)
+    factor = scheduler.lr_lambdas[0]
+    if isinstance(factor, LRFactor):
+        factor.planned = run.epochs * t.iterations_per_epoch
+    log.info("the steps are faster than planned: %d more epoch%s fit the budget (%d in all)",
+             extra, "s" * (extra > 1), run.epochs)  # fmt: skip
+    for cb in setup.listeners:
+        hook = getattr(cb, "on_epochs", None)
+        if hook is not None:
+            hook(epochs=run.epochs)
 
 
 def _fabric(cfg: Config) -> Any:
@@ -244,7 +271,8 @@ def _train(
         # after fabric.setup, so the optimizer state lands on the parameters' device
         run.load_state_dict(checkpoint, source=str(last_path))
         log.info("resuming %s at epoch %d, step %d", out, run.epoch + 1, run.step)
-    if run.epoch >= t.epochs:
+    run.epochs = max(run.epochs, t.epochs)  # a resumed run keeps the epochs its budget added
+    if run.epoch >= run.epochs:
         raise UnetkitError(f"{out}: already trained {run.epoch} epochs; raise --epochs to continue it")
 
     if main:
@@ -257,7 +285,7 @@ def _train(
         spatial_dims=data.spatial_dims, in_channels=data.in_channels,
         class_names=list(getattr(data, "class_names", []) or []) if config.task == "segment" else [],
         model_name=config.model.name, parameters=sum(p.numel() for p in model.parameters()), patch=patch,
-        out_patch=out_patch, batch_size=t.batch_size, epochs=t.epochs, steps_per_epoch=t.iterations_per_epoch,
+        out_patch=out_patch, batch_size=t.batch_size, epochs=run.epochs, steps_per_epoch=t.iterations_per_epoch,
         val_every=t.val_every, device=str(fabric.device), processes=fabric.world_size,
         precision=str(getattr(fabric.strategy.precision, "precision", t.precision)),
         budget_minutes=t.max_minutes, start_epoch=run.epoch,
@@ -268,7 +296,7 @@ def _train(
     listeners: list[BaseCallback] = [*callbacks, TensorBoardLogger(out / "tensorboard")] if main else []
     for cb in listeners:
         cb.on_train_start(
-            epochs=t.epochs, steps_per_epoch=t.iterations_per_epoch, start_epoch=run.epoch, start_step=run.step,
+            epochs=run.epochs, steps_per_epoch=t.iterations_per_epoch, start_epoch=run.epoch, start_step=run.step,
             budget_s=budget_s,
         )  # fmt: skip
 
@@ -288,7 +316,7 @@ def _train(
         description["extra"]["plan"] = plan.to_dict()["decisions"]
     eta = Eta(
         RunPlan(
-            epochs=t.epochs, steps_per_epoch=t.iterations_per_epoch, val_every=t.val_every, validates=bool(data.val),
+            epochs=run.epochs, steps_per_epoch=t.iterations_per_epoch, val_every=t.val_every, validates=bool(data.val),
             budget_s=budget_s, checkpoint_every=t.checkpoint_every,
             val_voxels=sum(math.prod(s.image.shape[1:]) for s in data.val[:: fabric.world_size]),
             step_voxels=t.batch_size * math.prod(patch),
@@ -312,10 +340,10 @@ def _train(
         description=description,
         listeners=listeners,
         eta=eta,
-        deadline=time.monotonic() + budget_s if budget_s else math.inf,
+        deadline=eta.start + budget_s if budget_s else math.inf,
     )
     stopped_early = False
-    while run.epoch < t.epochs:
+    while run.epoch < run.epochs:
         epoch = run.epoch
         row, out_of_time = train_epoch(setup, run)
         if run.adversary is not None:
@@ -324,10 +352,11 @@ def _train(
             with eta.measure("validation"):
                 row.update(validate_epoch(setup))
         if not out_of_time:
+            _fill_budget(setup, run, scheduler)
             _fit_schedule_to_budget(setup, scheduler)
         improved = run.end_epoch(row)
         save_epoch(setup, run, improved)
-        final = out_of_time or run.epoch >= t.epochs or bool(t.early_stopping and run.bad_epochs >= t.early_stopping)
+        final = out_of_time or run.epoch >= run.epochs or bool(t.early_stopping and run.bad_epochs >= t.early_stopping)
         if main and any(k.startswith("val_") for k in row) and eta.picture_due(final):
             with eta.measure("picture"):
                 validation_picture(setup, epoch + 1)

@@ -41,6 +41,8 @@ class RunState:
         bad_epochs: validations since the last improvement (early stopping).
         loss_sum: the running epoch's summed training loss, over ``loss_n`` steps.
         loss_n: the running epoch's steps so far.
+        epochs: the run's epochs: ``train.epochs``, or more once a planned budget added some
+            (``train.fill_budget``); 0 until the loop sets it.
     """
 
     model: torch.nn.Module
@@ -57,6 +59,7 @@ class RunState:
     bad_epochs: int = 0
     loss_sum: float = 0.0
     loss_n: int = 0
+    epochs: int = 0
 
     # The checkpoint keys, in one place. OBJECTS have state_dict()/load_state_dict(); GENERATORS are
     # torch.Generator attributes (plus the process-wide torch RNG, which dropout draws from); COUNTERS are
@@ -74,6 +77,8 @@ class RunState:
         "loss_n",
     )
     KEYS: ClassVar[tuple[str, ...]] = OBJECTS + GENERATORS + COUNTERS
+    #: counters a checkpoint of an older unetkit may lack (their field's default then stands)
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("epochs",)
     #: the keys an adversarial run (``restore.gan``) adds: the discriminator, its optimizer, its running sums
     ADVERSARY: ClassVar[tuple[str, ...]] = ("discriminator", "d_optimizer", "adversary")
 
@@ -83,7 +88,7 @@ class RunState:
         state["generator"] = self.generator.get_state()
         state["aug_generator"] = self.aug_generator.get_state()
         state["torch_rng"] = torch.get_rng_state()
-        for k in self.COUNTERS:
+        for k in self.COUNTERS + self.OPTIONAL:
             value = getattr(self, k)
             state[k] = list(value) if isinstance(value, list) else value
         if self.adversary is not None:
@@ -118,7 +123,7 @@ class RunState:
         torch.set_rng_state(state["torch_rng"])
         if self.adversary is not None:
             self.adversary.load_state_dict(state)
-        for k in self.COUNTERS:
+        for k in self.COUNTERS + tuple(k for k in self.OPTIONAL if k in state):
             setattr(self, k, type(getattr(self, k))(state[k]))
 
     def add_step(self, loss: float) -> None:
