@@ -51,7 +51,7 @@ def to_display(image: Any, percentiles: tuple[float, float] = (0.5, 99.5)) -> np
     return (np.moveaxis(rgb, 0, -1) * 255 + 0.5).astype(np.uint8)
 
 
-def colourise(labels: Any, colours: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+def colourise(labels: Any, colours: Sequence[Sequence[int]] | np.ndarray | None = None) -> np.ndarray:
     """Class labels as an RGB picture, one colour per class (default :func:`unetkit.classes.palette`).
 
     Shape:
@@ -77,7 +77,7 @@ def _boundaries(labels: np.ndarray) -> np.ndarray:
 def paint(
     picture: Any,
     labels: Any,
-    colours: Sequence[Sequence[int]] | None = None,
+    colours: Sequence[Sequence[int]] | np.ndarray | None = None,
     *,
     alpha: float = 0.4,
     contours: bool = True,
