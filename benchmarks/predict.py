@@ -11,7 +11,10 @@
    imports, model file, backend choice, graph export or cache, reading the TIFF, tiles, writing the labels),
    with an empty cache (first run on a machine) and with the cache warm (every later run), against MONAI's
    inference alone (section 1: the issue's reference) and against a MONAI script doing the same job as a
-   process (imports, weights, read the TIFF, ``sliding_window_inference``, write the labels).
+   process (imports, weights, read the TIFF, ``sliding_window_inference``, write the labels). Also
+   ``unetkit predict`` as a user gets it, with no tile or batch flags on a model file that records no tile
+   (its default tile and per-backend batch, docs/prediction.md), against MONAI's inference at the shared tile
+   and at that same default tile.
 
 Usage: python benchmarks/predict.py [--quick]   (results: benchmarks/results/predict.json)
 """
@@ -36,9 +39,12 @@ from _common import cpu_name
 
 HERE = Path(__file__).resolve().parent
 TILE, OVERLAP, BATCH = 256, 0.25, 4
+DEFAULT_TILE = 512  # unetkit.infer.tiling.default_tile(2), checked in main()
 
 
-def make_model(path: Path | None = None) -> torch.nn.Module:
+def make_model(path: Path | None = None, *, record_tile: bool = True) -> torch.nn.Module:
+    """The benchmark network; with ``path`` also its model file, recording the shared tile unless
+    ``record_tile`` is false (then unetkit's own default tile applies, as for a trained model's)."""
     from unetkit import create_model, save_model
 
     torch.manual_seed(0)
@@ -49,7 +55,7 @@ def make_model(path: Path | None = None) -> torch.nn.Module:
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
     if path is not None:
-        save_model(path, model, tile_size=[TILE, TILE])
+        save_model(path, model, tile_size=[TILE, TILE] if record_tile else None)
     return model
 
 
@@ -81,14 +87,14 @@ def unetkit_run(
     return labels, time.perf_counter() - t0, pred.plan(image.shape).num_tiles
 
 
-def monai_run(model: torch.nn.Module, image: np.ndarray) -> tuple[np.ndarray, float]:
+def monai_run(model: torch.nn.Module, image: np.ndarray, tile: int = TILE) -> tuple[np.ndarray, float]:
     from monai.inferers import sliding_window_inference
 
     def run(img: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(normalise(img))[None, None]
         with torch.inference_mode():
             logits = sliding_window_inference(
-                x, (TILE, TILE), BATCH, model, overlap=OVERLAP, mode="gaussian", progress=False
+                x, (tile, tile), BATCH, model, overlap=OVERLAP, mode="gaussian", progress=False
             )  # fmt: skip
             return torch.softmax(logits, 1).argmax(1)[0].to(torch.uint8).numpy()
 
@@ -199,16 +205,21 @@ def child_process(argv: list[str]) -> None:
     tifffile.imwrite(out, labels, compression="zlib")
 
 
-def whole_process(model_path: Path, image: Path, tmp: Path, repeats: int) -> dict[str, float]:
+def whole_process(
+    model_path: Path, image: Path, tmp: Path, repeats: int, defaults_model: Path | None = None
+) -> dict[str, float]:
     """Wall seconds of each tool as a fresh process (see the module docstring, 4): cold, warm (best of
-    ``repeats``), and the MONAI script (best of ``repeats``)."""
+    ``repeats``), and the MONAI script (best of ``repeats``); with ``defaults_model`` (a model file with no
+    recorded tile) also ``unetkit predict`` warm with no tile or batch flags: the tile and batch a user gets."""
     exe = Path(sys.executable).with_name("unetkit")
     cache = tmp / "cache-process"
     env = {**os.environ, "UNETKIT_CACHE_DIR": str(cache)}
 
-    def unetkit_once(k: int) -> float:
-        cmd = [str(exe), "predict", str(model_path), str(image), "--out", str(tmp / f"p{k}"), "--quiet",
-               "--tile", str(TILE), "--overlap", str(OVERLAP), "--batch-size", str(BATCH)]  # fmt: skip
+    def unetkit_once(k: int, defaults: bool = False) -> float:
+        cmd = [str(exe), "predict", str(defaults_model if defaults else model_path), str(image),
+               "--out", str(tmp / f"p{k}"), "--quiet"]  # fmt: skip
+        if not defaults:
+            cmd += ["--tile", str(TILE), "--overlap", str(OVERLAP), "--batch-size", str(BATCH)]
         t0 = time.perf_counter()
         res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         if res.returncode != 0:
@@ -224,11 +235,18 @@ def whole_process(model_path: Path, image: Path, tmp: Path, repeats: int) -> dic
         return time.perf_counter() - t0
 
     cold = unetkit_once(0)
-    warm, monai = float("inf"), float("inf")
+    if defaults_model is not None:
+        unetkit_once(0, defaults=True)  # its own graph export and cache entry: the warm runs below reuse it
+    warm, monai, own = float("inf"), float("inf"), float("inf")
     for k in range(repeats):
         monai = min(monai, monai_once(k))
         warm = min(warm, unetkit_once(k + 1))
-    return {"unetkit_cold_s": cold, "unetkit_warm_s": warm, "monai_process_s": monai}
+        if defaults_model is not None:
+            own = min(own, unetkit_once(k + 1, defaults=True))
+    times = {"unetkit_cold_s": cold, "unetkit_warm_s": warm, "monai_process_s": monai}
+    if defaults_model is not None:
+        times["unetkit_defaults_warm_s"] = own
+    return times
 
 
 def measure(tool: str, model_path: Path, image_path: Path, out: Path) -> dict[str, float]:
@@ -252,6 +270,9 @@ def main() -> None:
     if args.child_process:
         child_process(args.child_process)
         return
+    from unetkit.infer.tiling import default_tile
+
+    assert default_tile(2) == DEFAULT_TILE, "update DEFAULT_TILE to unetkit's default tile"
     speed_size = 1024 if args.quick else 4096
     big_size = 3000 if args.quick else 20000
     monai_sizes = (1024, 2048) if args.quick else (2048, 4096)
@@ -318,15 +339,22 @@ def main() -> None:
         tmpd = Path(tmp)
         model_path, img_path = tmpd / "m.safetensors", tmpd / "image.tif"
         make_model(model_path)
+        own_path = tmpd / "own.safetensors"
+        make_model(own_path, record_tile=False)
         import tifffile
 
         tifffile.imwrite(img_path, image)
-        proc = whole_process(model_path, img_path, tmpd, 1 if args.quick else 2)
+        proc = whole_process(model_path, img_path, tmpd, 1 if args.quick else 2, own_path)
+    # MONAI at unetkit's default tile too, so the defaults' figure is also compared at equal tiles
+    t_monai_own = min(monai_run(model, image, DEFAULT_TILE)[1] for _ in range(1 if args.quick else 2))
     results["process"] = {
         "image": speed_size, **proc, "monai_inference_s": t_monai,
+        "monai_inference_default_tile_s": t_monai_own, "default_tile": DEFAULT_TILE,
         "speedup_process_vs_monai_inference": t_monai / proc["unetkit_warm_s"],
         "speedup_process_vs_monai_process": proc["monai_process_s"] / proc["unetkit_warm_s"],
         "speedup_cold_process_vs_monai_process": proc["monai_process_s"] / proc["unetkit_cold_s"],
+        "speedup_defaults_process_vs_monai_inference": t_monai / proc["unetkit_defaults_warm_s"],
+        "speedup_defaults_process_vs_monai_inference_same_tile": t_monai_own / proc["unetkit_defaults_warm_s"],
     }  # fmt: skip
 
     # 2. memory, each in its own process
@@ -380,6 +408,13 @@ def _report(
             f"MONAI inference alone {pr['monai_inference_s']:.1f}s, MONAI as a process {pr['monai_process_s']:.1f}s "  # type: ignore[index]
             f"-> {pr['speedup_process_vs_monai_inference']:.2f}x MONAI's inference, "  # type: ignore[index]
             f"{pr['speedup_process_vs_monai_process']:.2f}x its process"  # type: ignore[index]
+        )
+        print(
+            f"with unetkit's defaults (no --tile/--batch-size; tile {pr['default_tile']}): "  # type: ignore[index]
+            f"warm {pr['unetkit_defaults_warm_s']:.1f}s -> {pr['speedup_defaults_process_vs_monai_inference']:.2f}x "  # type: ignore[index]
+            f"MONAI's inference at tile {TILE}, "
+            f"{pr['speedup_defaults_process_vs_monai_inference_same_tile']:.2f}x MONAI's at tile "  # type: ignore[index]
+            f"{pr['default_tile']} ({pr['monai_inference_default_tile_s']:.1f}s)"  # type: ignore[index]
         )
     f = results["flops"]
     print(

@@ -52,6 +52,18 @@ def test_openvino_splits_a_batch_over_streams_and_tta() -> None:
         np.testing.assert_allclose(ov(x[:2]), ref[:2], atol=1e-5)  # another batch shape: compiled again
 
 
+def test_openvino_gets_one_sub_batch_per_stream_by_default() -> None:
+    pytest.importorskip("openvino")
+    net = UNet(2, 1, 2, depth=2, width=4).eval()
+    pred = Predictor(net, tile=512, device="cpu", backend="openvino")
+    assert isinstance(pred.backend, OpenVinoBackend)
+    streams = pred.backend.streams((1, 512, 512))
+    assert streams >= 1
+    plan = pred.plan((1200, 1200))
+    assert pred.batch_for(plan) == streams  # one 512-pixel tile per stream
+    assert pred.batch_for(pred.plan((256, 1200))) == 4 * pred.backend.streams((1, 256, 512)) // 2
+
+
 def test_missing_openvino_names_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -124,3 +125,18 @@ def test_budget_trainer_is_an_nnunet_trainer() -> None:
     cls = accuracy.budget_trainer_class()
     assert issubclass(cls, nnUNetTrainer) and cls.__name__ == "nnUNetTrainerBudget"
     assert "run_training" in vars(cls) and "configure_optimizers" in vars(cls)
+
+
+def test_set_a_is_also_scored_by_the_challenge_protocol_from_probabilities(shared_data: Path) -> None:
+    a = accuracy.isbi_2d(shared_data)
+    truths = [m for _, m in a.test][:2]
+    a = dataclasses.replace(a, test=a.test[:2])
+    soft = [np.where(t > 0, 0.7, 0.4).astype(np.float32) for t in truths]  # right at 0.5 and 0.6
+    labels = [(f >= 0.5).astype(np.int64) for f in soft]
+    r = accuracy.score(a, labels, soft)
+    assert r["pixel_error_challenge"] == 0.0 and r["rand_error_challenge"] == pytest.approx(0.0)
+    assert 0.4 < r["pixel_threshold"] <= 0.7
+    shifted = [f - 0.25 for f in soft]  # at 0.5 the cells vanish; the best threshold finds them again
+    r = accuracy.score(a, [(f >= 0.5).astype(np.int64) for f in shifted], shifted)
+    assert r["pixel_error"] > 0.1 and r["pixel_error_challenge"] == 0.0
+    assert "pixel_error_challenge" not in accuracy.score(a, labels)

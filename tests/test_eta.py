@@ -314,3 +314,30 @@ def test_a_planned_budget_faster_than_planned_adds_epochs_until_it_is_spent(
     assert 15 <= clock.t <= 15 + 4  # the whole budget used: stopped by the step that passed the deadline
     assert lrs[-1] < 0.2 * 0.01, lrs
     assert "more epochs fit the budget" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_a_time_budget_that_runs_out_early_still_ends_the_lr_schedule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planned for 200 epochs of 2 one-second steps (a fake clock), given 15 s: the poly schedule is shortened
+    to what the time buys, so the rate has fallen most of the way when the budget ends the run."""
+    clock = _Clock()
+    monkeypatch.setattr(eta_module, "now", clock)
+    batch = SegmentTask.batch
+
+    def slow_batch(self: SegmentTask, setup: Any, run: Any) -> Any:
+        clock.t += 1.0
+        return batch(self, setup, run)
+
+    monkeypatch.setattr(SegmentTask, "batch", slow_batch)
+    cfg = load_config(overrides=[
+        f"data.path={_dataset(tmp_path / 'ds', n=2)}", "data.patch_size=32", "model.name=unet2d_small",
+        "model.args.width=4", "train.epochs=200", "train.iterations_per_epoch=2", "train.batch_size=2",
+        "train.device=cpu", "train.max_minutes=0.25", "train.lr=0.01",
+    ])  # fmt: skip
+    result = train(cfg, tmp_path / "run")
+    assert result.stopped_early and 3 <= len(result.history) < 200
+    lrs = [row["lr"] for row in result.history]
+    # planned: the last lr would still be ~(1 - epochs_run / 200) ** 0.9 of the base, over 0.9 here
+    assert lrs[-1] < 0.5 * 0.01, lrs
+    assert all(a >= b for a, b in itertools.pairwise(lrs))  # it only ever moves down

@@ -134,6 +134,29 @@ def test_evaluate_probabilities_and_crf(tmp_path: Path) -> None:
     assert after < before / 2
 
 
+def test_probability_maps_are_also_scored_as_the_isbi_challenge_did(tmp_path: Path) -> None:
+    """A bridge of 0.6 merges two cells at the 0.5 labels; the challenge's protocol (each error at its best
+    threshold for the test set) scores the map at 0.7, where the membrane is whole."""
+    truth = _cells()
+    p = np.where(truth > 0, 0.9, 0.1)
+    p[10, 3:6] = 0.6
+    write_image(tmp_path / "t" / "d.png", truth)
+    (tmp_path / "p").mkdir()
+    np.save(tmp_path / "p" / "d.npy", np.stack([1 - p, p]).astype(np.float32))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["evaluate", "--pred", str(tmp_path / "p"), "--truth", str(tmp_path / "t"),
+                                 "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "challenge protocol" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    challenge = summary["challenge"]
+    assert summary["rand_error"] > 0 and summary["pixel_error"] == pytest.approx(3 / 1600)
+    assert challenge["rand_error"] == 0 and challenge["pixel_error"] == 0
+    assert 0.6 < challenge["rand_threshold"] <= 0.9 and len(challenge["thresholds"]) == 9
+    row = next(csv.DictReader((out / "metrics.csv").open()))
+    assert float(row["rand_error@0.5"]) == pytest.approx(summary["rand_error"]) and float(row["rand_error@0.7"]) == 0
+
+
 def test_evaluate_with_model(tmp_path: Path) -> None:
     from unetkit import create_model, save_model
 

@@ -11,7 +11,7 @@ import torch
 from unetkit.data.windows import fold_index, read_window
 from unetkit.errors import ConfigError, InputShapeError
 from unetkit.infer import Predictor, choose_tile, plan_tiles
-from unetkit.infer.backends import probabilities
+from unetkit.infer.backends import probabilities, tiles_per_call
 from unetkit.infer.tiling import BLEND_MODES, window_1d
 from unetkit.models import UNet
 
@@ -80,6 +80,37 @@ def test_identity_network_reconstructs_exactly_2d(blend: str, shape: tuple[int, 
     image = np.random.default_rng(1).random((3, *shape)).astype(np.float32)
     pred = Predictor(net, tile=32, overlap=overlap, blend=blend, _backend=Identity())
     np.testing.assert_allclose(pred.predict_proba(image), image, rtol=0, atol=1e-6)
+
+
+def test_the_default_batch_holds_512_squared_pixels_per_call_on_the_cpu_and_4_tiles_on_cuda() -> None:
+    net = UNet(2, in_channels=1, num_classes=1, depth=1, width=2)
+    image = np.zeros((1, 600, 2200), np.float32)  # a row of 128 tiles holds more than 16
+    sizes: list[int] = []
+
+    class Spy(Identity):
+        def __call__(self, batch: np.ndarray) -> np.ndarray:
+            sizes.append(len(batch))
+            return batch.copy()
+
+    for tile, expected in ((512, 1), (256, 4), (128, 16)):
+        sizes.clear()
+        pred = Predictor(net, tile=tile, _backend=Spy())
+        pred.num_classes = 1
+        plan = pred.plan(image.shape[1:])
+        assert pred.batch_for(plan) == expected and f"batch {expected}" in pred.describe(image.shape[1:])
+        pred.predict_proba(image)
+        assert max(sizes) == expected and sum(sizes) == plan.num_tiles
+    explicit = Predictor(net, tile=512, batch_size=3, _backend=Spy())
+    assert explicit.batch_for(explicit.plan(image.shape[1:])) == 3
+    cuda = Spy()
+    cuda.device = "cuda:0"
+    assert tiles_per_call(cuda, (512, 512)) == 4 and tiles_per_call(cuda, (64, 64)) == 64
+
+
+def test_the_default_tile_is_512_in_2d_and_96_in_3d() -> None:
+    assert choose_tile(UNet(2, 1, 2, depth=2, width=2), None, (2000, 2000)) == (512, 512)
+    assert choose_tile(UNet(2, 1, 2, depth=2, width=2), None, (300, 2000)) == (300, 512)
+    assert choose_tile(UNet(3, 1, 2, depth=2, width=2), None, (200, 200, 200)) == (96, 96, 96)
 
 
 @pytest.mark.parametrize("blend", ["gaussian", "center"])

@@ -166,3 +166,22 @@ def test_shape_mismatch_is_typed() -> None:
         pixel_error(np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(DataError, match="2D"):
         rand_error(np.zeros(4), np.zeros(4))
+
+
+def test_the_challenge_protocol_takes_one_threshold_for_the_whole_test_set() -> None:
+    from unetkit.metrics import CHALLENGE_THRESHOLDS, challenge_scores, errors_by_threshold
+
+    truth = np.zeros((20, 20), np.uint8)
+    truth[2:9, 2:18], truth[11:18, 2:18] = 1, 1  # two cells, a membrane row between them
+    soft = np.where(truth > 0, 0.8, 0.2)
+    soft[9:11, 5] = 0.55  # a weak bridge: merges at thresholds <= 0.5
+    firm = np.where(truth > 0, 0.95, 0.45)  # a membrane that is only right above 0.45
+    per_image = [errors_by_threshold(soft, truth), errors_by_threshold(firm, truth)]
+    at = CHALLENGE_THRESHOLDS.index(0.5)
+    assert per_image[0]["rand_error"][at] > 0 and per_image[0]["rand_error"][at + 1] == 0
+    scores = challenge_scores(per_image)
+    means = np.mean([e["rand_error"] for e in per_image], axis=0)
+    assert scores.rand_error == pytest.approx(means.min()) and scores.rand_threshold == 0.6
+    assert scores.rand_error <= means[at] and scores.rand_by_threshold == pytest.approx(tuple(means))
+    with pytest.raises(DataError, match="no images"):
+        challenge_scores([])

@@ -257,3 +257,12 @@ def test_a_planned_budget_is_filled_unless_you_set_the_epochs():
     yours = plan_training(grey2d(), CPU, linear_timer(), budget_minutes=10, fixed={"train.epochs": 3})
     assert yours.overrides()["train.fill_budget"] is False
     assert "you set the epochs" in {r[0]: r for r in yours.rows()}["budget fill"][2]
+
+
+def test_two_or_three_images_all_train_and_the_table_says_how_to_hold_one_out():
+    for n, share in ((1, 0.2), (3, 0.0), (4, 0.2)):
+        plan = plan_training(grey2d(num_images=n, shapes=((256, 256),) * n), CPU, linear_timer(), budget_minutes=5)
+        assert plan.overrides()["data.val_fraction"] == share
+    why = next(d.why for d in plan_training(grey2d(num_images=3, shapes=((256, 256),) * 3), CPU, linear_timer(),
+                                            budget_minutes=5).decisions if d.choice == "validation")  # fmt: skip
+    assert "all of them train" in why and "--fold" in why

@@ -219,9 +219,9 @@ def test_every_size_choice_goes_through_the_rule() -> None:
         c = net.contract
         assert legal_patch(net, 570) == list(c.round(570, "patch"))
         assert choose_tile(net, 570, (1000, 300)) == c.round(570, "tile", image=(1000, 300))
-        assert choose_tile(c, None, (1000, 1000)) == c.round(256, "tile", image=(1000, 1000))
+        assert choose_tile(c, None, (1000, 1000)) == c.round(512, "tile", image=(1000, 1000))
         tile = prediction_tile(net, [572, 572])
-        assert tuple(tile) == c.round([max(572, 256 + 2 * m) for m in c.margin()], "tile")
+        assert tuple(tile) == c.round([max(572, 512 + 2 * m) for m in c.margin()], "tile")
     aniso = UNet(3, 1, 2, depth=2, width=2, padding="valid", pool_sizes=[(1, 2, 2), 2])
     assert legal_patch(aniso, (5, 50, 50)) == list(aniso.contract.round((5, 50, 50), "patch"))
     with pytest.raises(ConfigError, match=r"data\.patch_size"):
@@ -304,6 +304,7 @@ def test_onnx_predicts_from_its_contract_alone(tmp_path: Path, monkeypatch: pyte
     pytest.importorskip("onnx")
     from unetkit.infer.export import export_onnx
     from unetkit.infer.predictor import DescribedNetwork, load_predictor
+    from unetkit.infer.select import backend_timings
     from unetkit.modelfile import load_model, save_model
 
     torch.manual_seed(0)
@@ -316,6 +317,7 @@ def test_onnx_predicts_from_its_contract_alone(tmp_path: Path, monkeypatch: pyte
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a torch module was built")
 
+    backend_timings()  # the machine's one-off backend measurement builds its probe network: done first
     monkeypatch.setattr(nn.Module, "__init__", refuse)
     predictor = load_predictor(str(onnx_path))
     assert isinstance(predictor.model, DescribedNetwork) and predictor.contract == net.contract

@@ -136,7 +136,7 @@ def _print_summary(summary: dict, notes: list[str]) -> None:
     table.add_column("metric")
     table.add_column("mean over images", justify="right")
     for key, value in summary.items():
-        if key in ("num_images", "num_classes", "pooled", "class_names", "label_mapping"):
+        if key in ("num_images", "num_classes", "pooled", "class_names", "label_mapping", "challenge"):
             continue
         if isinstance(value, list):
             shown = "  ".join("-" if not math.isfinite(v) else f"{v:.4f}" for v in value)
@@ -148,6 +148,11 @@ def _print_summary(summary: dict, notes: list[str]) -> None:
     pooled = summary.get("pooled", {})
     if pooled:
         table.add_row("pooled dice (all pixels)", f"{pooled['dice']:.4f}")
+    challenge = summary.get("challenge")
+    if challenge:  # probability maps: the ISBI challenge's protocol (each error at its best threshold)
+        for name in ("pixel", "rand"):
+            label = f"{name} error, challenge protocol (threshold {challenge[f'{name}_threshold']:g})"
+            table.add_row(label, f"{challenge[f'{name}_error']:.4g}")
     console.print(table)
     for note in notes:
         console.print(f"[yellow]note:[/] {note}")

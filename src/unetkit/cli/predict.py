@@ -26,7 +26,7 @@ def predict_cmd(
         ..., help="Image files, folders or glob patterns; more model files first make an ensemble."
     ),
     out: Path = typer.Option(..., "--out", help="Folder for the results (writing over an input is refused)."),
-    tile: int = typer.Option(None, "--tile", help="Network input window; default: the model file's, else 256/96."),
+    tile: int = typer.Option(None, "--tile", help="Network input window; default: the model file's, else 512/96."),
     overlap: float = typer.Option(0.25, "--overlap", help="Tile overlap fraction (same-padded nets)."),
     blend: str = typer.Option("gaussian", "--blend", help="gaussian, hann, linear, constant or center."),
     tta: bool = typer.Option(False, "--tta", help="Average all flips (4x in 2D, 8x in 3D the cost)."),
@@ -54,7 +54,9 @@ def predict_cmd(
         "fp32", "--precision", help="fp32, or int8: the graph `unetkit export MODEL --int8` made and checked."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Tiles per network call."),
+    batch_size: int = typer.Option(
+        None, "--batch-size", help="Tiles per network call; default: the backend's for the tile (docs/inference.md)."
+    ),
     channels: str = typer.Option(
         None,
         "--channels",

@@ -23,7 +23,14 @@ from unetkit.errors import ConfigError, DataError
 from unetkit.evaluate.files import Labels, pair_files, read_prediction, read_truths
 from unetkit.metrics.confusion import ConfusionMatrix, confusion_matrix, scores_from_matrix
 from unetkit.metrics.instance import InstanceCounts
-from unetkit.metrics.isbi import pixel_error, rand_error, warping_error
+from unetkit.metrics.isbi import (
+    CHALLENGE_THRESHOLDS,
+    challenge_scores,
+    errors_by_threshold,
+    pixel_error,
+    rand_error,
+    warping_error,
+)
 from unetkit.metrics.surface import surface_distances_per_class
 from unetkit.utils import atomic_path, remove_temporaries
 
@@ -35,6 +42,8 @@ _SCORES = ("dice", "iou", "precision", "recall")
 
 OUTPUTS = ("metrics.csv", "summary.json", "report.html")
 """What :func:`evaluate_folders` writes into its output folder."""
+#: The suffix of a row's per-threshold errors (a list, one per :data:`CHALLENGE_THRESHOLDS`).
+BY_THRESHOLD = "_by_threshold"
 
 
 @dataclass
@@ -147,6 +156,10 @@ def evaluate_arrays(
         row["rand_error"] = rand_error(pt, t == 1)
         if options.warping:
             row["warping_error"] = warping_error(pt, t == 1)
+        if pred.probs is not None:  # the challenge's protocol: probability maps scored at every threshold
+            fg = pred.probs[1] if valid is None else np.where(valid, pred.probs[1], (t == 1).astype(np.float32))
+            for metric, errors in errors_by_threshold(fg, t == 1).items():
+                row[f"{metric}{BY_THRESHOLD}"] = errors
     if binary and options.instances != "none":
         pred_ids = _instances_of(pred, options.instances, spacing)
         counts = InstanceCounts().update(pred_ids, _instances_of(truth, "components", spacing))
@@ -170,7 +183,10 @@ def _mean(values: list[Any]) -> float:
 
 def _summarise(rows: list[dict[str, Any]], total: ConfusionMatrix, options: EvaluateOptions) -> dict[str, Any]:
     summary: dict[str, Any] = {"num_images": len(rows), "num_classes": total.num_classes}
-    keys = [k for k in rows[0] if k != "name"]
+    keys = [k for k in rows[0] if k != "name" and not k.endswith(BY_THRESHOLD)]
+    if all(f"rand_error{BY_THRESHOLD}" in r for r in rows):
+        scored = [{k[: -len(BY_THRESHOLD)]: r[k] for k in r if k.endswith(BY_THRESHOLD)} for r in rows]
+        summary["challenge"] = challenge_scores(scored)._asdict()
     for key in keys:
         values = [r.get(key) for r in rows]
         if isinstance(values[0], list):
@@ -202,7 +218,9 @@ def _json_safe(x: Any) -> Any:
 def _flat_row(row: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in row.items():
-        if isinstance(v, list):
+        if k.endswith(BY_THRESHOLD):  # rand_error@0.5, ...
+            out.update({f"{k[: -len(BY_THRESHOLD)]}@{t:g}": x for t, x in zip(CHALLENGE_THRESHOLDS, v, strict=True)})
+        elif isinstance(v, list):
             out.update({f"{k.replace('_per_class', '')}_c{i}": x for i, x in enumerate(v)})
         else:
             out[k] = v

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,6 +34,35 @@ class Backend(Protocol):
     device: str
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+#: Input pixels (voxels) per network call per CPU stream for the default batch: one 512² tile, or four 256²
+#: ones. A call's threads share each layer of its tiles, and past about this size a call gains nothing from
+#: more tiles while its activations keep growing (benchmarks/tile_choice.py: torch 0.71 Mpx/s with one 512²
+#: tile a call against 0.53 with four; onnxruntime 1.39 against 1.34; 256² tiles: four a call).
+CALL_PIXELS = 512 * 512
+#: Tiles per call on CUDA, where a larger batch keeps the device busy (not yet measured: benchmarks/gpu_check.py).
+CUDA_TILES_PER_CALL = 4
+
+
+def tiles_per_call(backend: Backend, tile: Sequence[int], channels: int = 1) -> int:
+    """The default batch: how many ``tile``-sized inputs (``channels`` each) one call of ``backend`` gets.
+
+    On the CPU :data:`CALL_PIXELS` worth of tiles (at least one) per stream; a backend that runs a batch as
+    one sub-batch per stream (OpenVINO's throughput streams: it has a ``streams`` method) gets that many per
+    stream, so that no stream idles (OpenVINO: 0.77 Mpx/s with one 512² tile a call, 1.25 with four). On CUDA
+    at least :data:`CUDA_TILES_PER_CALL`.
+
+    >>> class Cpu:
+    ...     name, device = "torch", "cpu"
+    >>> tiles_per_call(Cpu(), (512, 512)), tiles_per_call(Cpu(), (256, 256)), tiles_per_call(Cpu(), (96, 96, 96))
+    (1, 4, 1)
+    """
+    per_stream = max(1, CALL_PIXELS // math.prod(int(t) for t in tile))
+    if str(getattr(backend, "device", "cpu")).startswith("cuda"):
+        return max(CUDA_TILES_PER_CALL, per_stream)
+    streams = getattr(backend, "streams", None)
+    return per_stream * (max(1, int(streams((channels, *tile)))) if callable(streams) else 1)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -325,9 +356,13 @@ class OpenVinoBackend:
             self._compiled[shape] = [compiled.create_infer_request() for _ in range(streams)]
         return self._compiled[shape]
 
+    def streams(self, sample: Sequence[int]) -> int:
+        """How many streams run batches of ``sample``-shaped (``(C, *tile)``) inputs (compiles that shape once)."""
+        return len(self._requests((1, *(int(n) for n in sample))))
+
     def _forward(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        parts = min(n, len(self._requests((1, *x.shape[1:]))))  # the stream count does not depend on the batch
+        parts = min(n, self.streams(x.shape[1:]))  # the stream count does not depend on the batch
         bounds = [round(i * n / parts) for i in range(parts + 1)]
         running = []
         used: dict[tuple[int, ...], int] = {}

@@ -29,8 +29,8 @@ from unetkit.infer.backends import (
     TorchBackend,
     graph_backend,
     passes_per_tile,
-    require_backend,
     resolve_backend,
+    tiles_per_call,
 )
 from unetkit.infer.bands import BandPrefetcher
 from unetkit.infer.tiling import Span, TilePlan, choose_tile, plan_tiles
@@ -134,10 +134,13 @@ class Predictor:
         normalization: ``{"kind": ..., "params": {...}}``; default: the model file's, else none.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         tile: the network input window (int or one per axis); default: the model file's ``tile_size``,
-            else 256 (2D) / 96 (3D). Rounded to a legal size (docs/design.md).
+            else :func:`~unetkit.infer.tiling.default_tile` (512 in 2D, 96 in 3D). Rounded to a legal size
+            (docs/design.md).
         overlap: fraction of the tile shared by neighbours, ``same`` nets only.
         blend: ``gaussian``, ``hann``, ``linear``, ``constant`` or ``center`` (``same`` nets only).
-        batch_size: tiles per network call.
+        batch_size: tiles per network call; default: the backend's for the tile
+            (:func:`~unetkit.infer.backends.tiles_per_call`: one 512² tile, four 256² ones on the CPU; OpenVINO
+            that many per stream; at least 4 on CUDA).
         tta: average all ``2**spatial_dims`` flips (costs that many passes per tile).
         backend: ``torch``, ``onnxruntime``, ``openvino`` or ``auto`` (torch on CUDA; on CPU the fastest one
             installed, measured once per machine: :func:`unetkit.infer.select.fastest_backend`). The graph
@@ -173,7 +176,7 @@ class Predictor:
         tile: int | Sequence[int] | None = None,
         overlap: float = 0.25,
         blend: str = "gaussian",
-        batch_size: int = 4,
+        batch_size: int | None = None,
         tta: bool = False,
         backend: str = "torch",
         amp: bool | None = None,
@@ -197,9 +200,9 @@ class Predictor:
             tile = tuple(self.description.tile_size)
         self.tile = tile
         self.overlap, self.blend, self.tta = float(overlap), blend, bool(tta)
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch_size: must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
+        self.batch_size = None if batch_size is None else int(batch_size)
         self.contract: ShapeContract = model.contract  # type: ignore[assignment]
         self.spatial_dims = self.contract.spatial_dims
         self.padding = self.contract.padding
@@ -229,7 +232,6 @@ class Predictor:
             from unetkit.infer.cache import cached_onnx
             from unetkit.infer.quantize import cached_int8
 
-            require_backend(backend)
             graph = cached_int8(model) if precision == "int8" else cached_onnx(model)
             self.backend = graph_backend(
                 backend, graph if isinstance(graph, bytes) else str(graph), spatial_dims=self.spatial_dims,
@@ -253,6 +255,12 @@ class Predictor:
             spatial, padding=self.padding, tile=tile, tile_out=c.output_shape(tile), margin=c.margin(),
             step=c.steps(), overlap=self.overlap, blend=self.blend,
         )  # fmt: skip
+
+    def batch_for(self, plan: TilePlan) -> int:
+        """Tiles per network call for ``plan``: the one given, else the backend's rule for its tile."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return tiles_per_call(self.backend, plan.tile_in, self.in_channels)
 
     def _check_image(self, image: Any) -> Any:
         shape = tuple(getattr(image, "shape", ()))
@@ -326,6 +334,7 @@ class Predictor:
         axis0 = plan.axes[0]
         k = self.num_classes
         lo = region[0][0]
+        batch_size = self.batch_for(plan)
         rest_shape = tuple(b - a for a, b in region[1:])
 
         def keep(span: Span, r: tuple[int, int]) -> tuple[int, int]:
@@ -340,8 +349,8 @@ class Predictor:
             tiles = [(row, *t) for t in rest]
             if bands is not None:  # one read per row of tiles: the tiles of a row share one band of the image
                 read = bands.reader(ri)
-            for i in range(0, len(tiles), self.batch_size):
-                chunk = tiles[i : i + self.batch_size]
+            for i in range(0, len(tiles), batch_size):
+                chunk = tiles[i : i + batch_size]
                 spans = [[ax.spans[j] for ax, j in zip(plan.axes, t, strict=True)] for t in chunk]
                 batch = np.stack([normalise(read([s.in_start for s in sp], plan.tile_in)) for sp in spans])
                 proba = self.backend(batch)
@@ -414,7 +423,7 @@ class Predictor:
         name = f"{self.backend.name} int8" if self.precision == "int8" else self.backend.name
         return (
             f"{name} on {self.backend.device}; tile {plan.tile_in} -> {plan.tile_out}; "
-            f"{plan.num_tiles} tiles x {passes} pass(es); {mode}; batch {self.batch_size}"
+            f"{plan.num_tiles} tiles x {passes} pass(es); {mode}; batch {self.batch_for(plan)}"
         )
 
 

@@ -154,6 +154,11 @@ class _Recorder:
     def tiles(self) -> int:
         return sum(len(b) for b in self.batches)
 
+    def __getattr__(self, name: str) -> Any:  # the wrapped backend's other traits (e.g. OpenVINO's streams)
+        if name == "inner" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         if self.tiles < self.limit:
             self.batches.append(np.array(batch[: self.limit - self.tiles], np.float32))
@@ -218,7 +223,7 @@ def export_int8(
     tolerance: float = DEFAULT_TOLERANCE,
     backend: str = "auto",
     tile: int | Sequence[int] | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     max_tiles: int = MAX_CALIBRATION_TILES,
 ) -> Int8Result:
     """Quantise ``model``'s exported graph to INT8 and keep it only if the held-out labels hold.
@@ -231,7 +236,7 @@ def export_int8(
         tolerance: the largest ``1 - Dice`` allowed per class, INT8 labels against fp32 labels.
         backend: ``onnxruntime``, ``openvino`` or ``auto`` (the faster here): where the guard runs both graphs.
         tile: prediction tile for calibration and the guard (default: the model file's).
-        batch_size: tiles per network call.
+        batch_size: tiles per network call; default: the backend's (:func:`~unetkit.infer.backends.tiles_per_call`).
         max_tiles: calibration tiles at most.
 
     Returns:

@@ -5,8 +5,9 @@
   reader, ``tifffile.memmap`` included, opens directly).
 - Compressed TIFF (``compression=`` ``zlib``/``lzw``/``zstd``): slabs go uncompressed to a scratch ``.npy``
   beside the destination as above; :meth:`commit` then compresses it tile by tile (256 x 256) into the
-  TIFF, reading the scratch through a read-only memory map: memory stays at a few tiles, the disk holds
-  the uncompressed data until the commit.
+  TIFF, reading the scratch one band of tile rows at a time with ``os.pread`` (no memory map, so no page of
+  it counts in the process's memory): memory stays at a band of tiles, the disk holds the uncompressed data
+  until the commit.
 - zarr: slabs are assigned into a chunked array on disk.
 - OME-Zarr (a destination named ``*.ome.zarr``): the same, into level 0 of a multiscale pyramid, and every
   coarser level (Y and X halved per level by stride sampling) gets its rows of each slab as the slab

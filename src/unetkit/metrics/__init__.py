@@ -7,7 +7,11 @@ from __future__ import annotations
 from unetkit.metrics.confusion import ConfusionMatrix, confusion_matrix, scores_from_matrix
 from unetkit.metrics.instance import DSB_THRESHOLDS, InstanceCounts, instance_iou, instance_scores
 from unetkit.metrics.isbi import (
+    CHALLENGE_THRESHOLDS,
+    ChallengeScores,
     RandScore,
+    challenge_scores,
+    errors_by_threshold,
     pixel_error,
     rand_error,
     rand_score,
@@ -20,12 +24,16 @@ from unetkit.metrics.restore import nrmse, psnr, restore_scores, ssim
 from unetkit.metrics.surface import SurfaceDistances, surface_distances, surface_distances_per_class
 
 __all__ = [
+    "CHALLENGE_THRESHOLDS",
     "DSB_THRESHOLDS",
+    "ChallengeScores",
     "ConfusionMatrix",
     "InstanceCounts",
     "RandScore",
     "SurfaceDistances",
+    "challenge_scores",
     "confusion_matrix",
+    "errors_by_threshold",
     "instance_iou",
     "instance_scores",
     "nrmse",

@@ -15,6 +15,7 @@ References:
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -23,8 +24,12 @@ from scipy import ndimage
 from unetkit.errors import DataError
 
 __all__ = [
+    "CHALLENGE_THRESHOLDS",
+    "ChallengeScores",
     "RandScore",
+    "challenge_scores",
     "contingency",
+    "errors_by_threshold",
     "pixel_error",
     "rand_error",
     "rand_score",
@@ -169,6 +174,74 @@ def rand_error(pred: Any, truth: Any, *, connectivity: int = 1) -> float:
     0.0
     """
     return rand_score(pred, truth, connectivity=connectivity).error
+
+
+#: The thresholds of a foreground probability map the challenge's protocol scores (its evaluation script
+#: thresholds at 0.0-0.9 by 0.1; 0.0 only adds the all-foreground map, so it is left out).
+CHALLENGE_THRESHOLDS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
+
+
+def errors_by_threshold(
+    foreground: Any, truth: Any, thresholds: Sequence[float] = CHALLENGE_THRESHOLDS
+) -> dict[str, list[float]]:
+    """Pixel and Rand error of ``foreground >= t`` against ``truth`` for each threshold ``t``.
+
+    Shape:
+        ``foreground``: ``(H, W)`` or ``(D, H, W)`` foreground (cell interior) probabilities;
+        ``truth``: the same shape, non-zero = foreground.
+
+    >>> e = errors_by_threshold(np.array([[0.9, 0.4, 0.1, 0.8]]), np.array([[1, 0, 0, 1]]), (0.3, 0.5))
+    >>> e["pixel_error"], e["rand_error"]
+    ([0.25, 0.0], [0.0, 0.0])
+    """
+    proba = foreground.detach().cpu().numpy() if hasattr(foreground, "detach") else np.asarray(foreground)
+    out: dict[str, list[float]] = {"pixel_error": [], "rand_error": []}
+    for t in thresholds:
+        binary = proba >= t
+        out["pixel_error"].append(pixel_error(binary, truth))
+        out["rand_error"].append(rand_error(binary, truth))
+    return out
+
+
+class ChallengeScores(NamedTuple):
+    """The challenge's protocol over a test set: each error at the one threshold that minimises its mean over
+    the images (``pixel_threshold``, ``rand_threshold``), and the means at every threshold."""
+
+    pixel_error: float
+    pixel_threshold: float
+    rand_error: float
+    rand_threshold: float
+    thresholds: tuple[float, ...]
+    pixel_by_threshold: tuple[float, ...]
+    rand_by_threshold: tuple[float, ...]
+
+
+def challenge_scores(
+    per_image: Sequence[dict[str, Sequence[float]]], thresholds: Sequence[float] = CHALLENGE_THRESHOLDS
+) -> ChallengeScores:
+    """The ISBI 2012 challenge's scoring of probability maps: 1 - the maximal F-score, i.e. each error at its
+    best threshold, one threshold for the whole test set (the mean over images of :func:`errors_by_threshold`
+    at each threshold, then the smallest). This is how the U-Net paper's figures were scored; errors at one
+    fixed threshold (the labels) are never lower.
+
+    >>> s = challenge_scores([{"pixel_error": [0.2, 0.1], "rand_error": [0.3, 0.5]}], (0.4, 0.6))
+    >>> s.pixel_error, s.pixel_threshold, s.rand_error, s.rand_threshold
+    (0.1, 0.6, 0.3, 0.4)
+    """
+    if not per_image:
+        raise DataError("no images to score", fix="pass at least one prediction with its truth")
+    ts = tuple(float(t) for t in thresholds)
+    keys = ("pixel_error", "rand_error")
+    means = {k: np.mean([np.asarray(e[k], np.float64) for e in per_image], axis=0) for k in keys}
+    for k, m in means.items():
+        if m.shape != (len(ts),):
+            raise DataError(f"{k}: {m.shape[0] if m.ndim else 0} errors per image for {len(ts)} thresholds")
+    best = {k: int(np.argmin(m)) for k, m in means.items()}
+    return ChallengeScores(
+        float(means["pixel_error"][best["pixel_error"]]), ts[best["pixel_error"]],
+        float(means["rand_error"][best["rand_error"]]), ts[best["rand_error"]], ts,
+        tuple(float(v) for v in means["pixel_error"]), tuple(float(v) for v in means["rand_error"]),
+    )  # fmt: skip
 
 
 def variation_of_information(pred: Any, truth: Any, *, connectivity: int = 1) -> tuple[float, float]:

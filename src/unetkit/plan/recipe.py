@@ -22,6 +22,8 @@ VALIDATION_SHARE = 0.08
 #: Seconds of whole-image validation per voxel, as a share of a training step's seconds per patch voxel:
 #: a forward pass is about a third of a step (forward + backward + update), tile overlap and halo add half.
 VALIDATION_COST = 0.5
+#: Datasets with fewer images than this (but more than one) train on all of them, with no held-out image.
+ALL_TRAIN_BELOW = 4
 
 
 class RecipeRules:
@@ -143,7 +145,7 @@ class RecipeRules:
         # whole-image validation is not free: as many as fit VALIDATION_SHARE of the budget (estimated from the
         # measured step: validated voxels x seconds per trained voxel x VALIDATION_COST)
         voxel_s = self.step_seconds / max(1, self.batch * math.prod(self.patch))
-        held_out = 0.2 * self.f.total_voxels if self.f.num_images > 1 else self.f.total_voxels
+        held_out = self.validated_share() * self.f.total_voxels
         val_s = held_out * voxel_s * VALIDATION_COST
         fit = VALIDATION_SHARE * self.budget * 60 / max(val_s, 1e-9)
         validations = int(min(MAX_VALIDATIONS, max(MIN_VALIDATIONS, fit)))
@@ -215,10 +217,24 @@ class RecipeRules:
                 "rotation", "augment.rotate.degrees", [-30.0, 30.0], "isotropic 3D: +-30 degrees about each axis"
             )
 
+    def validated_share(self) -> float:
+        """The share of the dataset's voxels each validation predicts, by the rule :meth:`split` applies."""
+        n = self.f.num_images
+        return 1.0 if n < 2 else 0.0 if n < ALL_TRAIN_BELOW else 0.2
+
     def split(self) -> None:
         n = self.f.num_images
         if n < 2:
             self.decide("validation", "data.val_fraction", 0.2, "one image: patches of it validate (no held-out image)")
+        elif n < ALL_TRAIN_BELOW:
+            self.decide(
+                "validation",
+                "data.val_fraction",
+                0.0,
+                f"{n} images: all of them train (holding one out would take 1/{n} of the annotations, as nnU-Net's "
+                "'all' fold and MONAI's scripts also keep them); no validation scores, the model is the epoch "
+                "with the lowest training loss; for a held-out score use --fold K/N or --set data.val_fraction=0.2",
+            )
         else:
             self.decide(
                 "validation",

@@ -22,6 +22,7 @@ from unetkit._version import __version__
 from unetkit.augment import Augmenter
 from unetkit.config import Config, save_config
 from unetkit.errors import ConfigError, UnetkitError
+from unetkit.infer.tiling import default_tile
 from unetkit.models import create_model
 from unetkit.models.base import SegmentationModel
 from unetkit.train.callbacks import (
@@ -150,9 +151,10 @@ def legal_patch(model: SegmentationModel, patch: int | Sequence[int]) -> list[in
 
 
 def prediction_tile(model: SegmentationModel, patch: Sequence[int]) -> list[int]:
-    """The tile recorded for prediction: at least the training patch, at least 256 (2D) or 96 (3D) output
-    pixels per axis, since larger tiles waste less on borders and halos; rounded by the contract's rule."""
-    floor = 256 if model.spatial_dims == 2 else 96
+    """The tile recorded for prediction: at least the training patch, at least the default tile's output
+    pixels per axis (:func:`unetkit.infer.tiling.default_tile`: 512 in 2D, 96 in 3D), since larger tiles waste
+    less on borders and halos; rounded by the contract's rule."""
+    floor = default_tile(model.spatial_dims)
     wanted = [max(int(p), floor + 2 * m) for p, m in zip(patch, model.contract.margin(), strict=True)]
     return list(model.contract.round(wanted, "tile"))
 
