@@ -220,13 +220,17 @@ class RecipeRules:
     def validated_share(self) -> float:
         """The share of the dataset's voxels each validation predicts, by the rule :meth:`split` applies."""
         n = self.f.num_images
-        return 1.0 if n < 2 else 0.0 if n < ALL_TRAIN_BELOW else 0.2
+        return 1.0 if n < 2 else 0.0 if self._all_train() else 0.2
+
+    def _all_train(self) -> bool:
+        """Two or three images, segmentation: all train (a restoration keeps one: its panels and PSNR need it)."""
+        return 2 <= self.f.num_images < ALL_TRAIN_BELOW and not self.restore
 
     def split(self) -> None:
         n = self.f.num_images
         if n < 2:
             self.decide("validation", "data.val_fraction", 0.2, "one image: patches of it validate (no held-out image)")
-        elif n < ALL_TRAIN_BELOW:
+        elif self._all_train():
             self.decide(
                 "validation",
                 "data.val_fraction",
