@@ -284,12 +284,8 @@ def test_a_busy_machine_slow_steps_count() -> None:
     assert abs(errors[0]) < 0.10 and all(abs(e) < 0.05 for e in errors[1:]), errors
 
 
-@pytest.mark.parametrize("fill", [True, False])
-def test_a_planned_budget_faster_than_planned_adds_epochs_until_it_is_spent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fill: bool
-) -> None:
-    """Planned for 2 epochs of 3 one-second steps, given 30 s on a fake clock: with ``train.fill_budget`` the
-    run adds epochs until the budget is spent, its learning rate falling all the way; without, it stops at 2."""
+def _one_second_steps(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    """The run's clock, faked: every training step costs one second on it, nothing else costs anything."""
     clock = _Clock()
     monkeypatch.setattr(eta_module, "now", clock)
     batch = SegmentTask.batch
@@ -299,6 +295,16 @@ def test_a_planned_budget_faster_than_planned_adds_epochs_until_it_is_spent(
         return batch(self, setup, run)
 
     monkeypatch.setattr(SegmentTask, "batch", slow_batch)
+    return clock
+
+
+@pytest.mark.parametrize("fill", [True, False])
+def test_a_planned_budget_faster_than_planned_adds_epochs_until_it_is_spent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fill: bool
+) -> None:
+    """Planned for 2 epochs of 3 one-second steps, given 30 s on a fake clock: with ``train.fill_budget`` the
+    run adds epochs until the budget is spent, its learning rate falling all the way; without, it stops at 2."""
+    clock = _one_second_steps(monkeypatch)
     cfg = load_config(overrides=[
         f"data.path={_dataset(tmp_path / 'ds')}", "data.patch_size=32", "model.name=unet2d_small",
         "model.args.width=4", "train.epochs=2", "train.iterations_per_epoch=3", "train.batch_size=2",
@@ -321,22 +327,14 @@ def test_a_time_budget_that_runs_out_early_still_ends_the_lr_schedule(
 ) -> None:
     """Planned for 200 epochs of 2 one-second steps (a fake clock), given 15 s: the poly schedule is shortened
     to what the time buys, so the rate has fallen most of the way when the budget ends the run."""
-    clock = _Clock()
-    monkeypatch.setattr(eta_module, "now", clock)
-    batch = SegmentTask.batch
-
-    def slow_batch(self: SegmentTask, setup: Any, run: Any) -> Any:
-        clock.t += 1.0
-        return batch(self, setup, run)
-
-    monkeypatch.setattr(SegmentTask, "batch", slow_batch)
+    clock = _one_second_steps(monkeypatch)
     cfg = load_config(overrides=[
         f"data.path={_dataset(tmp_path / 'ds', n=2)}", "data.patch_size=32", "model.name=unet2d_small",
         "model.args.width=4", "train.epochs=200", "train.iterations_per_epoch=2", "train.batch_size=2",
         "train.device=cpu", "train.max_minutes=0.25", "train.lr=0.01",
     ])  # fmt: skip
     result = train(cfg, tmp_path / "run")
-    assert result.stopped_early and 3 <= len(result.history) < 200
+    assert result.stopped_early and 3 <= len(result.history) < 200 and 15 <= clock.t <= 15 + 2
     lrs = [row["lr"] for row in result.history]
     # planned: the last lr would still be ~(1 - epochs_run / 200) ** 0.9 of the base, over 0.9 here
     assert lrs[-1] < 0.5 * 0.01, lrs
