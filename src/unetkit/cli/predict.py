@@ -55,7 +55,7 @@ def predict_cmd(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(
-        None, "--batch-size", help="Tiles per network call; default: the backend's for the tile (docs/inference.md)."
+        None, "--batch-size", help="Tiles per network call; default: the backend's for the tile (docs/prediction.md)."
     ),
     channels: str = typer.Option(
         None,
