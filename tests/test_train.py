@@ -356,3 +356,15 @@ def test_resume_on_cuda(tmp_path: Path) -> None:
     cfg = _config(data, "train.device=cuda", "train.epochs=2", "train.iterations_per_epoch=2")
     resumed = train(cfg, tmp_path / "run", resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2] and np.isfinite(resumed.history[1]["train_loss"])
+
+
+def test_a_run_with_no_held_out_image_keeps_the_lowest_training_loss_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = _dataset(tmp_path / "data", n=3)
+    with caplog.at_level("INFO", logger="unetkit"):
+        result = train(_config(data, "data.val_fraction=0", "train.epochs=2"), tmp_path / "run")
+    assert not any("val_dice" in row for row in result.history)
+    losses = [row["train_loss"] for row in result.history]
+    assert result.best_epoch == 1 + int(np.argmin(losses))
+    assert f"best epoch {result.best_epoch} (train_loss {min(losses):.4f})" in caplog.text

@@ -381,6 +381,8 @@ def _train(
     result = TrainResult(out, setup.model_path, run.best_epoch, run.best, run.history, stopped_early)
     for cb in listeners:
         cb.on_train_end(result=result)
-    log.info("done: best epoch %d (%s %.4f); model %s", run.best_epoch, task.score_key, run.best, setup.model_path)
+    # the score "best" means (unetkit.train.state.epoch_score): the validation's, else the lowest training loss
+    key, score = (task.score_key, run.best) if setup.data.val else ("train_loss", -run.best)
+    log.info("done: best epoch %d (%s %.4f); model %s", run.best_epoch, key, score, setup.model_path)
     log.info("next: %s", next_command(setup.model_path, config.data.path, out))
     return result
