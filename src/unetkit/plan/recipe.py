@@ -24,6 +24,8 @@ VALIDATION_SHARE = 0.08
 VALIDATION_COST = 0.5
 #: Datasets with fewer images than this (but more than one) train on all of them, with no held-out image.
 ALL_TRAIN_BELOW = 4
+#: The share of the images held out for validation otherwise (``data.val_fraction``).
+VAL_FRACTION = 0.2
 
 
 class RecipeRules:
@@ -220,7 +222,7 @@ class RecipeRules:
     def validated_share(self) -> float:
         """The share of the dataset's voxels each validation predicts, by the rule :meth:`split` applies."""
         n = self.f.num_images
-        return 1.0 if n < 2 else 0.0 if self._all_train() else 0.2
+        return 1.0 if n < 2 else 0.0 if self._all_train() else VAL_FRACTION
 
     def _all_train(self) -> bool:
         """Two or three images, segmentation: all train (a restoration keeps one: its panels and PSNR need it)."""
@@ -229,7 +231,9 @@ class RecipeRules:
     def split(self) -> None:
         n = self.f.num_images
         if n < 2:
-            self.decide("validation", "data.val_fraction", 0.2, "one image: patches of it validate (no held-out image)")
+            self.decide(
+                "validation", "data.val_fraction", VAL_FRACTION, "one image: patches of it validate (no held-out image)"
+            )
         elif self._all_train():
             self.decide(
                 "validation",
@@ -243,6 +247,6 @@ class RecipeRules:
             self.decide(
                 "validation",
                 "data.val_fraction",
-                0.2,
-                f"{max(1, round(n * 0.2))} of {n} images held out; the split is written to split.json",
+                VAL_FRACTION,
+                f"{max(1, round(n * VAL_FRACTION))} of {n} images held out; the split is written to split.json",
             )

@@ -42,7 +42,7 @@ from unetkit.train.eta import Eta, RunPlan
 from unetkit.train.launch import process_layout
 from unetkit.train.pictures import validation_picture
 from unetkit.train.schedule import LRFactor, make_scheduler
-from unetkit.train.state import RunState
+from unetkit.train.state import RunState, score_key
 from unetkit.train.task import make_task
 from unetkit.utils import check_device, write_json
 
@@ -381,8 +381,9 @@ def _train(
     result = TrainResult(out, setup.model_path, run.best_epoch, run.best, run.history, stopped_early)
     for cb in listeners:
         cb.on_train_end(result=result)
-    # the score "best" means (unetkit.train.state.epoch_score): the validation's, else the lowest training loss
-    key, score = (task.score_key, run.best) if setup.data.val else ("train_loss", -run.best)
+    best_row = next((r for r in run.history if r.get("epoch") == run.best_epoch), {})
+    key = score_key(best_row) if best_row else task.score_key
+    score = -run.best if key == "train_loss" else run.best  # epoch_score negates the loss
     log.info("done: best epoch %d (%s %.4f); model %s", run.best_epoch, key, score, setup.model_path)
     log.info("next: %s", next_command(setup.model_path, config.data.path, out))
     return result

@@ -152,12 +152,21 @@ class RunState:
         return improved
 
 
+def score_key(row: Mapping[str, Any]) -> str:
+    """The metric "best" is judged by: ``val_dice`` for a validated epoch (``val_psnr`` for restoration), else
+    ``train_loss`` (lower is better).
+
+    >>> score_key({"train_loss": 0.5, "val_dice": 0.8}), score_key({"train_loss": 0.5})
+    ('val_dice', 'train_loss')
+    """
+    return next((k for k in ("val_dice", "val_psnr") if k in row), "train_loss")
+
+
 def epoch_score(row: Mapping[str, Any]) -> float:
-    """What "best" means: ``val_dice`` for a validated epoch (``val_psnr`` for restoration), else ``-train_loss``.
+    """What "best" means, higher is better: :func:`score_key`'s value, negated for ``train_loss``.
 
     >>> epoch_score({"train_loss": 0.5, "val_dice": 0.8}), epoch_score({"train_loss": 0.5})
     (0.8, -0.5)
     """
-    if "val_dice" in row:
-        return float(row["val_dice"])
-    return float(row["val_psnr"]) if "val_psnr" in row else -float(row["train_loss"])
+    key = score_key(row)
+    return -float(row[key]) if key == "train_loss" else float(row[key])
