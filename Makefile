@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 DEPS   := pyproject.toml constraints.txt
+CAREAMICS := .venv-careamics
 
 .PHONY: install demo test test-slow bench lint format clean
 
@@ -19,6 +20,13 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 	$(PIP) install -q -c constraints.txt -e '.[all,dev,napari,bench]'
 	touch $@
 
+# CAREamics, restore.py's peer, needs torchvision, which does not import beside the CPU torch: its own venv.
+$(CAREAMICS)/.installed: benchmarks/careamics-requirements.txt
+	$(PYTHON) -m venv $(CAREAMICS)
+	$(CAREAMICS)/bin/python -m pip install -q --upgrade pip
+	$(CAREAMICS)/bin/python -m pip install -q -r benchmarks/careamics-requirements.txt
+	touch $@
+
 install: $(VENV)/.installed
 
 demo: install  ## the main job on the built-in default (no download)
@@ -30,7 +38,7 @@ test: install  ## the default test run (a few minutes on 2 cores)
 test-slow: install  ## the slow tests (multi-process DDP, long runs)
 	$(BIN)/python -m pytest -q -m slow
 
-bench: $(VENV)/.installed-bench  ## side-by-side benchmarks against the peers; writes benchmarks/results/
+bench: $(VENV)/.installed-bench $(CAREAMICS)/.installed  ## side-by-side benchmarks against the peers; writes benchmarks/results/
 	$(BIN)/python benchmarks/run_all.py
 
 lint: install
@@ -44,4 +52,4 @@ format: install
 	$(BIN)/ruff check --fix src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CAREAMICS) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

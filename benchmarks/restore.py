@@ -19,8 +19,11 @@ Methods:
   images (a grid of multiples of the estimated noise sigma).
 - ``bm3d``: the ``bm3d`` package (reference implementation; free for non-commercial use only), ``sigma_psd``
   tuned likewise (the estimated sigma with ``--quick``).
-- ``careamics``: skipped: CAREamics 0.3.5 requires torchvision (``Requires-Dist: torchvision<=0.26.0``), which
-  does not import with this CPU torch.
+- ``careamics_care``, ``careamics_n2v``: CAREamics 0.3.5 CARE (supervised) and Noise2Void, as its documentation
+  configures them (``benchmarks/_careamics_side.py`` says how), trained for the same budget. CAREamics needs
+  torchvision, which does not import beside unetkit's CPU torch, so it runs in its own environment
+  (``make .venv-careamics/.installed``: torch 2.9.1 + torchvision 0.24.1 from PyPI, about 7 GB; ``make bench``
+  builds it) as a subprocess; without that environment these rows say so and are skipped.
 
 The classical denoisers do not deblur: in the blur setting they remove the noise only.
 
@@ -35,7 +38,9 @@ Writes ``benchmarks/results/restore.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,7 +60,8 @@ from unetkit.synthetic import degrade, synthetic_texture
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012"
 TRAIN, TEST = range(0, 25), range(25, 30)
 PHOTONS, READ_NOISE = 20.0, 0.05
-CAREAMICS_NOTE = "careamics 0.3.5 (PyPI) requires torchvision<=0.26.0, which does not import with this CPU torch"
+CAREAMICS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-careamics" / "bin" / "python"
+CAREAMICS_SIDE = Path(__file__).resolve().parent / "_careamics_side.py"
 
 Pairs = list[tuple[np.ndarray, np.ndarray]]  # (noisy, clean), (H, W) float32
 
@@ -153,6 +159,32 @@ def run_unetkit(
     return row
 
 
+# ---- CAREamics ---------------------------------------------------------------------------------------------
+def run_careamics(mode: str, train: Pairs, test: Pairs, budget: float, work: Path, python: Path, seed: int) -> dict[str, Any]:
+    """Train and predict with CAREamics (``mode``: care or n2v) in its own environment, then score here."""
+    if not python.exists():
+        return {"skipped": f"no CAREamics environment at {python}: make .venv-careamics/.installed"}
+    work.mkdir(parents=True, exist_ok=True)
+    data, out = work / f"careamics_{mode}_data.npz", work / f"careamics_{mode}_pred.npz"
+    np.savez(
+        data, train_noisy=np.stack([n for n, _ in train]), train_clean=np.stack([c for _, c in train]),
+        test_noisy=np.stack([n for n, _ in test]),
+    )  # fmt: skip
+    cmd = [str(python), str(CAREAMICS_SIDE), str(data), str(out), "--mode", mode, "--minutes", str(budget)]
+    cmd += ["--seed", str(seed)]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget * 60 * 3 + 600)
+    wall_s = time.perf_counter() - t0
+    if done.returncode != 0:
+        return {"failed": (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"], "command": cmd}
+    result = np.load(out)
+    preds = list(result["pred"])
+    row = scores(lambda x: preds.pop(0), test)
+    info = json.loads(str(result["info"]))
+    row.update(info, wall_s=round(wall_s, 1), predict_s=info["predict_s"])
+    return row
+
+
 # ---- classical ---------------------------------------------------------------------------------------------
 def _sigma(x: np.ndarray) -> float:
     from skimage.restoration import estimate_sigma
@@ -202,7 +234,10 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=3.0, help="training minutes per learning side and setting")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the isbi2012 folder")
     parser.add_argument("--quick", action="store_true", help="a smoke run: crops, seconds of training")
-    parser.add_argument("--methods", default="unetkit,unetkit_n2v,unetkit_gan,nlm,bm3d", help="comma-separated")
+    parser.add_argument("--methods", default="unetkit,unetkit_n2v,unetkit_gan,careamics_care,careamics_n2v,nlm,bm3d",
+                        help="comma-separated")
+    parser.add_argument("--careamics-python", type=Path, default=CAREAMICS_PYTHON,
+                        help="the Python of the CAREamics environment")
     parser.add_argument("--settings", default="synthetic,isbi_noise,isbi_blur", help="comma-separated")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -233,17 +268,21 @@ def main() -> None:
                 if method.startswith("unetkit"):
                     mode = {"unetkit": "supervised", "unetkit_n2v": "n2v", "unetkit_gan": "gan"}[method]
                     rows[method] = run_unetkit(train, test, budget, Path(work) / name, mode, args.seed, args.quick)
+                elif method in ("careamics_care", "careamics_n2v"):
+                    mode = method.removeprefix("careamics_")
+                    rows[method] = run_careamics(
+                        mode, train, test, budget, Path(work) / name, args.careamics_python, args.seed
+                    )
                 elif method in ("nlm", "bm3d"):
                     rows[method] = run_classical(method, train, test, args.quick)
-            rows["careamics_care"] = rows["careamics_n2v"] = {"skipped": CAREAMICS_NOTE}
             results[name] = {
                 "train_images": len(train), "test_images": len(test), "shape": list(test[0][1].shape),
                 "methods": rows,
             }  # fmt: skip
             print(f"\n{name}: {len(train)} train / {len(test)} test images of {test[0][1].shape}")
             for method, row in rows.items():
-                if "skipped" in row:
-                    print(f"  {method:16s} skipped: {row['skipped']}")
+                if "skipped" in row or "failed" in row:
+                    print(f"  {method:16s} {'skipped' if 'skipped' in row else 'FAILED'}: {row.get('skipped') or row['failed']}")
                 else:
                     print(f"  {method:16s} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.4f}")
     path = write_result(

@@ -82,6 +82,20 @@ def test_run_log_keeps_debug_lines_and_the_error(tmp_path: Path) -> None:
     assert not (tmp_path / "off.log").exists()
 
 
+def test_a_run_with_no_validation_images_pictures_its_training_images_once_at_the_end(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "ds", 3)
+    run = tmp_path / "run"
+    argv = ["train", str(data), "--out", str(run), "--no-plan", "--epochs", "3", "--patch", "32", "--batch", "2"]
+    argv += ["--set", "train.iterations_per_epoch=1", "--set", "model.args.width=4", "--set", "model.args.depth=2"]
+    argv += ["--set", "data.val_fraction=0", "--quiet"]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code in (0, None)
+    assert "3 training / 0 validation images" in (run / "train.log").read_text()
+    pictures = sorted(p.name for p in (run / "val_pictures").iterdir())
+    assert pictures == ["epoch_0003.png", "latest.png"]  # once, at the end, though every epoch is under a minute
+
+
 def test_train_run_folder_has_log_summary_pictures_and_next_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

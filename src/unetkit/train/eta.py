@@ -86,6 +86,18 @@ class RunPlan:
         """
         return self.validates and ((epoch + 1) % self.val_every == 0 or epoch + 1 == self.epochs or out_of_time)
 
+    def shows_pictures(self, epoch: int, out_of_time: bool = False) -> bool:
+        """Whether the 0-based ``epoch``'s end may write a picture (then :func:`picture_due` times it): after
+        each validation; in a run with no validation images, at the run's end only (of training images).
+
+        >>> plan = RunPlan(epochs=3, steps_per_epoch=10, validates=False)
+        >>> [plan.shows_pictures(e) for e in range(3)], plan.shows_pictures(0, out_of_time=True)
+        ([False, False, True], True)
+        """
+        if self.validates:
+            return self.validation_due(epoch, out_of_time)
+        return epoch + 1 == self.epochs or out_of_time
+
     def checkpoint_due(self, steps_done: int) -> bool:
         """Whether a mid-epoch checkpoint follows the epoch's ``steps_done``-th step (the epoch's end saves anyway).
 
@@ -175,7 +187,8 @@ def forecast(
             t += costs.validation
         validated = False
         t += costs.save
-        if due and picture_due(t, last_picture, out_of_time or epoch + 1 == plan.epochs):
+        shows = plan.shows_pictures(epoch, out_of_time)
+        if shows and picture_due(t, last_picture, out_of_time or epoch + 1 == plan.epochs):
             t += costs.picture
             last_picture = t
         if out_of_time:

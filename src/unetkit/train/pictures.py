@@ -3,7 +3,10 @@
 A validation writes ``RUN/val_pictures/epoch_NNNN.png`` (and ``latest.png``): the last one of a run, and
 before it one a minute at most (:func:`picture_due`), so pictures cost a few percent of a run's time.
 One row per image, the same images every time (the first :data:`PICTURES` validation images by name), each
-cropped to one prediction tile around its centre so a picture costs one network call per image.
+cropped to one prediction tile around its centre so a picture costs one network call per image. A run with
+no validation images (the planner trains on all of two or three) shows its first training images instead,
+once, at the run's end, titled as such: a fit to training data, not a held-out score
+(:meth:`unetkit.train.eta.RunPlan.shows_pictures`).
 """
 
 from __future__ import annotations
@@ -49,9 +52,11 @@ def _crop(sample: Any, size: list[int]) -> tuple[np.ndarray, np.ndarray]:
 def validation_picture(setup: Any, epoch: int) -> Path | None:
     """Predict the fixed validation sample with the current network and write the picture; returns its path.
 
-    Segmentation only (restoration runs show their validation scores). Call on rank 0.
+    Segmentation only (restoration runs show their validation scores). With no validation images, the first
+    training images, titled "training image". Call on rank 0.
     """
-    if setup.config.task != "segment" or not setup.data.val:
+    held_out = bool(setup.data.val)
+    if setup.config.task != "segment" or not (held_out or setup.data.train):
         return None
     from PIL import Image
 
@@ -61,7 +66,8 @@ def validation_picture(setup: Any, epoch: int) -> Path | None:
     from unetkit.viz.panels import panel_png
 
     model = setup.raw_model
-    samples = sorted(setup.data.val, key=lambda s: s.name)[:PICTURES]
+    samples = sorted(setup.data.val if held_out else setup.data.train, key=lambda s: s.name)[:PICTURES]
+    kind = "" if held_out else " (training image)"
     was_training = model.training
     model.eval()
     rows = []
@@ -72,7 +78,7 @@ def validation_picture(setup: Any, epoch: int) -> Path | None:
             pred = predictor.predict(image)
             ignore = setup.config.data.ignore_index
             png = panel_png(
-                image, truth, pred, title=f"{s.name}, epoch {epoch}", colours=setup.data.class_colours,
+                image, truth, pred, title=f"{s.name}{kind}, epoch {epoch}", colours=setup.data.class_colours,
                 ignore_index=ignore,
             )  # fmt: skip
             rows.append(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")))
