@@ -50,13 +50,16 @@ def main() -> None:
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     data = np.load(args.data)
-    train_noisy, train_clean, test_noisy = (np.asarray(data[k], np.float32) for k in ("train_noisy", "train_clean", "test_noisy"))
-    common = {"data_type": "array", "axes": "SYX", "patch_size": [PATCH, PATCH], "batch_size": BATCH, "num_epochs": 100_000}
+    train_noisy, train_clean, test_noisy = (
+        np.asarray(data[k], np.float32) for k in ("train_noisy", "train_clean", "test_noisy")
+    )
+    common = {"data_type": "array", "axes": "SYX", "patch_size": [PATCH, PATCH], "batch_size": BATCH}
+    common["num_epochs"] = 100_000  # never binds: max_time ends the run
     if args.mode == "care":
         config = create_care_config(experiment_name="care_budget", **common)
     else:
         config = create_n2v_config(experiment_name="n2v_budget", **common)
-    config.training_config.trainer_params["max_time"] = {"seconds": int(round(args.minutes * 60))}
+    config.training_config.trainer_params["max_time"] = {"seconds": round(args.minutes * 60)}
     config.training_config.trainer_params["accelerator"] = "cpu"
     config.data_config.seed = args.seed
     with tempfile.TemporaryDirectory() as work:
@@ -69,9 +72,10 @@ def main() -> None:
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         preds = [
-            np.asarray(model.predict(x, axes="YX", tile_size=(TILE, TILE), batch_size=1)[0], np.float32).reshape(x.shape)
+            np.asarray(model.predict(x, axes="YX", tile_size=(TILE, TILE), batch_size=1)[0], np.float32)
             for x in test_noisy
-        ]  # fmt: skip
+        ]
+        preds = [p.reshape(x.shape) for p, x in zip(preds, test_noisy, strict=True)]
         predict_s = time.perf_counter() - t0
         trainer = model.trainer
         info = {

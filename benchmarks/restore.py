@@ -160,7 +160,9 @@ def run_unetkit(
 
 
 # ---- CAREamics ---------------------------------------------------------------------------------------------
-def run_careamics(mode: str, train: Pairs, test: Pairs, budget: float, work: Path, python: Path, seed: int) -> dict[str, Any]:
+def run_careamics(
+    mode: str, train: Pairs, test: Pairs, budget: float, work: Path, python: Path, seed: int
+) -> dict[str, Any]:
     """Train and predict with CAREamics (``mode``: care or n2v) in its own environment, then score here."""
     if not python.exists():
         return {"skipped": f"no CAREamics environment at {python}: make .venv-careamics/.installed"}
@@ -234,10 +236,14 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=3.0, help="training minutes per learning side and setting")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the isbi2012 folder")
     parser.add_argument("--quick", action="store_true", help="a smoke run: crops, seconds of training")
-    parser.add_argument("--methods", default="unetkit,unetkit_n2v,unetkit_gan,careamics_care,careamics_n2v,nlm,bm3d",
-                        help="comma-separated")
-    parser.add_argument("--careamics-python", type=Path, default=CAREAMICS_PYTHON,
-                        help="the Python of the CAREamics environment")
+    parser.add_argument(
+        "--methods",
+        default="unetkit,unetkit_n2v,unetkit_gan,careamics_care,careamics_n2v,nlm,bm3d",
+        help="comma-separated",
+    )
+    parser.add_argument(
+        "--careamics-python", type=Path, default=CAREAMICS_PYTHON, help="the Python of the CAREamics environment"
+    )
     parser.add_argument("--settings", default="synthetic,isbi_noise,isbi_blur", help="comma-separated")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -281,8 +287,10 @@ def main() -> None:
             }  # fmt: skip
             print(f"\n{name}: {len(train)} train / {len(test)} test images of {test[0][1].shape}")
             for method, row in rows.items():
-                if "skipped" in row or "failed" in row:
-                    print(f"  {method:16s} {'skipped' if 'skipped' in row else 'FAILED'}: {row.get('skipped') or row['failed']}")
+                if "skipped" in row:
+                    print(f"  {method:16s} skipped: {row['skipped']}")
+                elif "failed" in row:
+                    print(f"  {method:16s} FAILED: {row['failed']}")
                 else:
                     print(f"  {method:16s} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.4f}")
     path = write_result(
