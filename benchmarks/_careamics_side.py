@@ -13,9 +13,10 @@ epochs and steps trained, seconds).
 The configuration is what a CAREamics user writes from its documentation: ``create_care_config`` /
 ``create_n2v_config`` with patch 64x64, batch 16, the factory's defaults for everything else (its UNet,
 Adam, ReduceLROnPlateau, flips and 90-degree rotations, mean/std normalisation, 8 validation patches from
-the training data), trained until Lightning's ``max_time`` (the budget) with an epoch cap high enough never
-to bind; prediction on 256x256 tiles with CAREamics' default overlap (48 px), from the checkpoint CAREamics
-picks by default (best for CARE, last for N2V).
+the training data; fewer when the data has under 32 patches, as in ``--quick``), trained until Lightning's
+``max_time`` (the budget) with an epoch cap high enough never to bind; prediction on 256x256 tiles with
+CAREamics' default overlap (48 px), from the checkpoint CAREamics picks by default (best for CARE, last for
+N2V).
 """
 
 from __future__ import annotations
@@ -55,13 +56,15 @@ def main() -> None:
     )
     common = {"data_type": "array", "axes": "SYX", "patch_size": [PATCH, PATCH], "batch_size": BATCH}
     common["num_epochs"] = 100_000  # never binds: max_time ends the run
+    patches = train_noisy.shape[0] * (train_noisy.shape[1] // PATCH) * (train_noisy.shape[2] // PATCH)
+    common["n_val_patches"] = min(8, max(1, patches // 4))  # the default 8, fewer for a smoke run's tiny set
     if args.mode == "care":
         config = create_care_config(experiment_name="care_budget", **common)
     else:
         config = create_n2v_config(experiment_name="n2v_budget", **common)
     config.training_config.trainer_params["max_time"] = {"seconds": round(args.minutes * 60)}
     config.training_config.trainer_params["accelerator"] = "cpu"
-    config.data_config.seed = args.seed
+    config.data_config.seed = args.seed + 1  # CAREamics wants a seed > 0
     with tempfile.TemporaryDirectory() as work:
         model = CAREamist(config, work_dir=work, enable_progress_bar=False)
         t0 = time.perf_counter()
@@ -72,7 +75,7 @@ def main() -> None:
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         preds = [
-            np.asarray(model.predict(x, axes="YX", tile_size=(TILE, TILE), batch_size=1)[0], np.float32)
+            np.asarray(model.predict(x[None], axes="SYX", tile_size=(TILE, TILE), batch_size=1)[0], np.float32)
             for x in test_noisy
         ]
         preds = [p.reshape(x.shape) for p, x in zip(preds, test_noisy, strict=True)]

@@ -178,7 +178,7 @@ def run_careamics(
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=budget * 60 * 3 + 600)
     wall_s = time.perf_counter() - t0
     if done.returncode != 0:
-        return {"failed": (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"], "command": cmd}
+        return {"failed": (done.stderr or done.stdout).strip().splitlines()[-4:] or ["no output"], "command": cmd}
     result = np.load(out)
     preds = list(result["pred"])
     row = scores(lambda x: preds.pop(0), test)
