@@ -94,14 +94,14 @@ def test_a_streamed_patch_reads_only_its_bytes(tmp_path, monkeypatch) -> None:
     sampler = PatchSampler(data.train, p, foreground_fraction=0.5)  # its foreground index reads the mask once
     g = torch.Generator().manual_seed(0)
     counted = {"bytes": 0}
-    read = regions_mod.MappedFile.read
+    read = regions_mod.RegionFile.read
 
     def counting(f, offset, nbytes):  # type: ignore[no-untyped-def]
         view = read(f, offset, nbytes)
         counted["bytes"] += len(view)
         return view
 
-    monkeypatch.setattr(regions_mod.MappedFile, "read", counting)
+    monkeypatch.setattr(regions_mod.RegionFile, "read", counting)
     for _ in range(5):
         counted["bytes"] = 0
         batch = sampler.sample(1, g)

@@ -29,7 +29,7 @@ import numpy as np
 
 from unetkit.data.io.common import BadFile, check_declared_size
 from unetkit.data.io.lazy import LazyImage, layout_from_axes
-from unetkit.data.io.regions import BlockCache, BlockGrid, MappedFile, read_runs
+from unetkit.data.io.regions import BlockCache, BlockGrid, RegionFile, read_runs
 from unetkit.data.io.units import um_per_unit
 from unetkit.errors import ConfigError, DataError
 from unetkit.utils import atomic_path
@@ -236,8 +236,8 @@ def open_tiff(path: Path, spatial_dims: int | None) -> LazyImage:
     """Open the TIFF's first series (level 0 of a pyramid) for region reads.
 
     Region reads go through :class:`TiffRegions` (each strip or tile decoded once while cached; uncompressed
-    data read in place from a memory map) wherever the series' pages lie in this file on a regular page
-    grid; anything else (e.g. a multi-file OME-TIFF) through tifffile's zarr store.
+    data read with positional reads, only the region's bytes) wherever the series' pages lie in this file on
+    a regular page grid; anything else (e.g. a multi-file OME-TIFF) through tifffile's zarr store.
     """
     import tifffile
 
@@ -295,10 +295,11 @@ class TiffRegions:
     """A TIFF series seen as an array of its own shape; a region read touches only the strips/tiles under it.
 
     The series is ``(*page_grid, *page_shape)``: its pages (one per plane of a stack or hyperstack) on a
-    grid, each page stored as strips or tiles (segments). Uncompressed segments are read in place from a
-    memory map, one run per row (:func:`~unetkit.data.io.regions.read_runs`); compressed ones (LZW,
-    deflate, zstd, JPEG, ...: tifffile with ``imagecodecs``) are decoded whole, once while they stay in the
-    image's :class:`~unetkit.data.io.regions.BlockCache`.
+    grid, each page stored as strips or tiles (segments). Uncompressed segments are read with positional reads
+    (:class:`~unetkit.data.io.regions.RegionFile`), one run per row
+    (:func:`~unetkit.data.io.regions.read_runs`); compressed ones (LZW, deflate, zstd, JPEG, ...: tifffile
+    with ``imagecodecs``) are decoded whole, once while they stay in the image's
+    :class:`~unetkit.data.io.regions.BlockCache`.
 
     Built by :meth:`open`, which returns ``None`` for a series this cannot serve (pages in other files,
     irregular page grids), read then through tifffile's zarr store.
@@ -307,7 +308,7 @@ class TiffRegions:
         the series' shape (tifffile's axes).
     """
 
-    def __init__(self, series: Any, file: MappedFile, path: Path, lead: tuple[int, ...]) -> None:
+    def __init__(self, series: Any, file: RegionFile, path: Path, lead: tuple[int, ...]) -> None:
         self.series, self.file, self.path = series, file, path
         self.key = series.keyframe
         self.pages = list(series.pages)
@@ -355,7 +356,7 @@ class TiffRegions:
             return None
         if not k.is_tiled and int(k.shaped[1]) > 1:
             return None  # striped volumetric pages (SGI ImageDepth): rare, left to tifffile
-        reader = cls(series, MappedFile(path), path, shape[:n])
+        reader = cls(series, RegionFile(path), path, shape[:n])
         reader._warn_if_unbounded()
         return reader
 
@@ -396,8 +397,7 @@ class TiffRegions:
                 out = []
                 for ix in idx:
                     i = segment(ix)
-                    data = bytes(self.file.read(offsets[i], counts[i])) if counts[i] else None
-                    self.file.release(offsets[i], counts[i])  # copied: drop the map's pages from this process
+                    data = self.file.read(offsets[i], counts[i]) if counts[i] else None
                     block, _, _ = self.key.decode(data, i, jpegtables=self.key.jpegtables)
                     if block is None:
                         block = np.full(self.block[1:], self.key.nodata, self.dtype)
