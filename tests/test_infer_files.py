@@ -181,3 +181,30 @@ def test_a_stack_through_a_2d_network_is_predicted_slice_by_slice(tmp_path) -> N
         plane = stack[z][None]
         assert np.array_equal(labels[z], predictor.predict(plane)), z
     assert res[0].tiles == 10 * predictor.tiles_for((50, 40))
+
+
+def test_committing_a_compressed_tiff_with_many_encoder_threads_holds_a_batch_not_the_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tifffile's threaded encoder takes its input tiles in batches (512 MiB by default); the target hands it
+    ``ENCODE_BATCH_BYTES`` at a time, so a many-core machine does not hold a large label image at the commit."""
+    import tracemalloc
+
+    from unetkit.infer import writers
+
+    monkeypatch.setattr(tifffile.TiffWriter, "_maxworkers", staticmethod(lambda *args: 4))
+    monkeypatch.setattr(writers, "ENCODE_BATCH_BYTES", 2**20)
+    n = 4096  # 16 MiB of labels: 256 tiles of 64 KiB
+    target = open_target(tmp_path / "labels.tif", (n, n), np.uint8, meta=writers.OutputMeta(compression="zlib"))
+    rng = np.random.default_rng(0)
+    band = rng.integers(0, 3, (256, n), dtype=np.uint8)  # noise: the encoder is slower than the reads
+    for y in range(0, n, 256):
+        target.write(y, band)
+    tracemalloc.start()
+    try:
+        target.commit()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB held while committing 16 MiB of labels"
+    assert tifffile.imread(tmp_path / "labels.tif")[:256].tolist() == band.tolist()
