@@ -359,9 +359,7 @@ def _train(
         improved = run.end_epoch(row)
         save_epoch(setup, run, improved)
         final = out_of_time or run.epoch >= run.epochs or bool(t.early_stopping and run.bad_epochs >= t.early_stopping)
-        validated = any(k.startswith("val_") for k in row)
-        # pictures follow each validation; with no validation images, the run's end shows training images
-        if main and (validated if data.val else final) and eta.picture_due(final):
+        if main and eta.plan.shows_pictures(epoch, out_of_time) and eta.picture_due(final):
             with eta.measure("picture"):
                 validation_picture(setup, epoch + 1)
         eta.epoch_end(final)
