@@ -45,11 +45,23 @@ def test_restore_plan_rules() -> None:
     assert "augment.rotate.degrees" not in o
     assert {"data.patch_size", "train.batch_size", "model.args.depth", "train.epochs"} <= o.keys()
     assert o["train.max_minutes"] == 5
+    # restoration is local: a shallow, wide net on small patches, CARE's batch at most
+    assert o["data.patch_size"] == [64, 64] and o["model.args.depth"] == 2 and o["model.args.width"] == 32
+    assert 2 <= o["train.batch_size"] <= 16
     table = {choice: why for choice, _, why in plan.rows()}
+    assert "local" in table["patch"] and "local" in table["depth"]
     assert "CARE" in table["loss"] and "intensity level" in table["norm"] and "no resampling" in table["target spacing"]
     # the user's values win and the table says so
     mine = plan_training(_restore_facts(), CPU, _timer, budget_minutes=5, fixed={"restore.loss": "mse"})
     assert mine.overrides()["restore.loss"] == "mse"
+    # 3D, anisotropic: the coarse axis gets proportionally fewer voxels; a small image bounds the patch
+    aniso = plan_training(
+        _restore_facts(spatial_dims=3, shapes=((40, 200, 200),) * 8, spacings=((4.0, 1.0, 1.0),) * 8),
+        CPU, _timer, budget_minutes=5,
+    ).overrides()  # fmt: skip
+    assert aniso["data.patch_size"] == [8, 32, 32] and aniso["model.args.depth"] <= 2
+    tiny = plan_training(_restore_facts(shapes=((40, 52),) * 8), CPU, _timer, budget_minutes=5).overrides()
+    assert all(p <= n for p, n in zip(tiny["data.patch_size"], (40, 52), strict=True))
     with pytest.raises(ConfigError, match="--dims"):
         plan_training(_restore_facts(spatial_dims=3, shapes=((32, 64, 64),) * 8), CPU, _timer, dims=2)
 

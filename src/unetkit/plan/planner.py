@@ -8,8 +8,9 @@ depends on an earlier one (the patch on the spacing, the schedule on the patch).
           -> normalisation -> loss and sampling -> schedule -> augmentation -> split
 
 A restoration dataset (``facts.task == "restore"``) takes the same steps with its own rules where they
-differ: no resampling, a linear head with the target's channels and no normalisation layers, percentile
-scaling of inputs and targets (CARE), the L1 loss, uniform random patches.
+differ: no resampling, a shallow, wide network on small patches (:data:`RESTORE_PATCH`), a linear head with the
+target's channels and no normalisation layers, percentile scaling of inputs and targets (CARE), the L1 loss,
+uniform random patches.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ MAX_BATCH = 32
 MIN_PATCH = {2: 32, 3: 16}
 #: GPU memory share a step may use.
 GPU_MEMORY_SHARE = 0.8
+#: Restoration (CARE, Noise2Void) is local: a pixel's clean value depends on its neighbourhood, not on the whole
+#: image, so it trains a shallow, wide U-Net on small patches, many per step, and spends the budget on updates
+#: rather than on context. Measured on ISBI 2012 at 5 CPU minutes (docs/benchmarks.md, restoration): depth 6,
+#: patch 320, batch 2 reached 21.4 dB; depth 3, patch 128: 21.5; depth 2, width 32, patch 64, batch 16: 21.7.
+#: Patch edge in voxels of the finest spacing (coarser axes get proportionally fewer), depth, first width, batch.
+RESTORE_PATCH = {2: 64, 3: 32}
+RESTORE_DEPTH = 2
+RESTORE_WIDTH = 32
+RESTORE_BATCH = 16
 
 
 def plan_training(
@@ -204,7 +214,8 @@ class _Planner(RecipeRules):
         f, m = self.f, self.m
         self.num_classes = f.num_classes if self.restore else 3 if self.instance_target() else f.num_classes
         cuda = m.device == "cuda"
-        base = int(self.fixed.get("model.args.width", 32 if cuda else (16 if self.spatial == 2 else 8)))
+        default_width = RESTORE_WIDTH if self.restore else 32 if cuda else (16 if self.spatial == 2 else 8)
+        base = int(self.fixed.get("model.args.width", default_width))
         cap = int(self.fixed.get("model.args.max_width", (512 if self.spatial == 2 else 320) if cuda else 256))
         if self.slices:
             shape = [n for a, n in enumerate(self.resampled_shape) if a != self.slice_axis]
@@ -225,6 +236,12 @@ class _Planner(RecipeRules):
             sizes = [int(user_patch)] * self.spatial if isinstance(user_patch, int) else [int(p) for p in user_patch]
             patch, topo = fit_patch(sizes, spacing)
             patch = tuple(sizes)  # the user's patch (the training loop rounds it to legal)
+        elif self.restore:
+            # restoration: a small patch in physical proportion (never larger than the image), a shallow net
+            finest = min(spacing)
+            edge = RESTORE_PATCH[self.spatial]
+            sizes = [max(4, min(int(n), round(edge * finest / s))) for n, s in zip(shape, spacing, strict=True)]
+            patch, topo = fit_patch(sizes, spacing, max_depth=RESTORE_DEPTH)
         else:
             # The median image (in physical proportion), shrunk along its longest physical axis until a step
             # of batch 2 fits the time (and GPU memory) budget. Step cost grows with the voxels, so it is
@@ -258,15 +275,21 @@ class _Planner(RecipeRules):
         # the data (bigger batches only repeat the same voxels).
         batch = 2
         per_sample = measured.seconds / 2
-        while batch < batch_cap(self.patch) and per_sample * (batch + 1) <= step_budget:
+        most = min(RESTORE_BATCH, batch_cap(self.patch)) if self.restore else batch_cap(self.patch)
+        while batch < most and per_sample * (batch + 1) <= step_budget:
             batch += 1
         name = "unet2d" if self.spatial == 2 else "unet3d"
         self.decide("network", "model.name", name, f"a {self.spatial}D U-Net whose shape the plan sets below")
-        why_patch = (
-            "the median image after resampling, shrunk along its longest physical axis until a step fits the budget"
-            if user_patch is None
-            else ""
-        )
+        if user_patch is not None:
+            why_patch = ""
+        elif self.restore:
+            why_patch = (
+                f"restoration is local: {RESTORE_PATCH[self.spatial]} voxels of the finest spacing per axis (CARE's "
+                "patch), never larger than the image; many small patches per step beat few large ones"
+            )
+        else:
+            why_patch = "the median image after resampling, shrunk along its longest physical axis until a step fits"
+            why_patch += " the budget"
         self.decide("patch", "data.patch_size", list(self.patch), why_patch)
         self.decide(
             "topology",
@@ -280,9 +303,15 @@ class _Planner(RecipeRules):
             model_args["kernel_sizes"],
             "3 per axis, 1 on an axis still over 2x coarser than the finest (no mixing across distant slices)",
         )
-        self.decide("depth", "model.args.depth", topo.depth, "one level per pooling")
+        why_depth = "one level per pooling"
+        if self.restore:
+            why_depth += f", at most {RESTORE_DEPTH} for a restoration (CARE's): its receptive field is local"
+        self.decide("depth", "model.args.depth", topo.depth, why_depth)
         ws = widths(base, topo.depth, cap)
-        self.decide("width", "model.args.width", base, f"channels {', '.join(map(str, ws))}: doubling, capped at {cap}")
+        why_width = f"channels {', '.join(map(str, ws))}: doubling, capped at {cap}"
+        if self.restore:
+            why_width += f"; a restoration starts at {RESTORE_WIDTH} (CARE's): a shallow net needs wide levels"
+        self.decide("width", "model.args.width", base, why_width)
         self.decide("width cap", "model.args.max_width", cap, "bounds parameters and memory of the deep levels")
         if self.restore:
             self.decide(
@@ -296,14 +325,14 @@ class _Planner(RecipeRules):
             self.decide("norm", "model.args.norm", "instance", "instance norm: batch statistics of 2 patches are noise")
         self.decide("activation", "model.args.activation", "leaky_relu", "leaky ReLU keeps gradients on dead units")
         self.decide("padding", "model.args.padding", "same", "same padding: any patch the pooling divides is legal")
-        chosen_batch = self.decide(
-            "batch",
-            "train.batch_size",
-            batch,
+        why_batch = (
             f"{measured.seconds:.2f} s per step of 2 measured on this {m.device}; as many patches as fit "
             f"{step_budget:.2f} s per step (the budget buys about {self.total_steps_target} steps), at least 2, at "
-            f"most {batch_cap(self.patch)} ({BATCH_DATA_SHARE:.0%} of the dataset's voxels)",
+            f"most {batch_cap(self.patch)} ({BATCH_DATA_SHARE:.0%} of the dataset's voxels)"
         )
+        if self.restore:
+            why_batch += f" and at most {RESTORE_BATCH} (CARE's): the rest of the budget buys more steps"
+        chosen_batch = self.decide("batch", "train.batch_size", batch, why_batch)
         self.batch = int(chosen_batch)
         self.step_seconds = per_sample * self.batch
 
