@@ -288,8 +288,9 @@ class _Planner(RecipeRules):
                 "patch), never larger than the image; many small patches per step beat few large ones"
             )
         else:
-            why_patch = "the median image after resampling, shrunk along its longest physical axis until a step fits"
-            why_patch += " the budget"
+            why_patch = (
+                "the median image after resampling, shrunk along its longest physical axis until a step fits the budget"
+            )
         self.decide("patch", "data.patch_size", list(self.patch), why_patch)
         self.decide(
             "topology",
