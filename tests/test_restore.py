@@ -91,6 +91,48 @@ def test_blind_spot_never_shows_the_hidden_pixel() -> None:
     assert torch.all(masked_b[hidden.unsqueeze(1).expand_as(a)] < 5.0)
 
 
+def test_blind_spot_validation_prefers_the_denoiser_to_the_identity() -> None:
+    from scipy.ndimage import uniform_filter
+
+    from unetkit.train.n2v import blind_spot_loss
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96] / 96.0
+    clean = (0.5 + 0.3 * np.sin(6 * xx) * np.cos(4 * yy)).astype(np.float32)[None]
+    noisy = (clean + rng.normal(0, 0.1, clean.shape)).astype(np.float32)
+    loss = RestoreLoss("l1")
+
+    def smooth(x: np.ndarray) -> np.ndarray:  # a blind-spot-free denoiser: the 3x3 mean
+        return uniform_filter(x, size=(1, 3, 3), mode="reflect").astype(np.float32)
+
+    identity, _ = blind_spot_loss(lambda x: x, noisy, loss, 0.02, 2, seed=1)
+    denoised, out = blind_spot_loss(smooth, noisy, loss, 0.02, 2, seed=1)
+    assert out.shape == noisy.shape
+    assert denoised < identity  # scoring the output against the noisy image would rank them the other way
+    assert np.abs(smooth(noisy) - noisy).mean() > 0  # (the identity's unmasked error there is 0)
+    # a fixed draw per seed: the same pixels are scored at every validation
+    assert blind_spot_loss(smooth, noisy, loss, 0.02, 2, seed=1)[0] == denoised
+
+
+def test_self_supervised_run_keeps_the_lowest_blind_spot_loss(tmp_path: Path) -> None:
+    from unetkit.config import load_config
+    from unetkit.train import train
+
+    write_restore_dataset(str(tmp_path / "d"), n=3, shape=(48, 48), seed=0)
+    cfg = load_config(
+        overrides=[
+            "task=restore", "restore.self_supervised=true", f"data.path={tmp_path / 'd'}", "data.val_fraction=0.34",
+            "train.epochs=3", "train.iterations_per_epoch=3", "train.batch_size=2", "data.patch_size=32",
+            "model.args.depth=2", "model.args.width=4", "train.device=cpu",
+        ]
+    )  # fmt: skip
+    result = train(cfg, tmp_path / "run")
+    rows = result.history
+    assert all("val_loss" in r and "val_psnr" not in r for r in rows)  # no clean target: no PSNR against noise
+    losses = [r["val_loss"] for r in rows]
+    assert result.best_epoch == 1 + int(np.argmin(losses))
+
+
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_tiler_reconstructs_an_identity_network(padding: str) -> None:
     from unetkit import create_model

@@ -54,6 +54,15 @@ def test_restore_plan_rules() -> None:
     # the user's values win and the table says so
     mine = plan_training(_restore_facts(), CPU, _timer, budget_minutes=5, fixed={"restore.loss": "mse"})
     assert mine.overrides()["restore.loss"] == "mse"
+    # Noise2Void: MSE on the hidden pixels, unless the user picks another
+    n2v = plan_training(_restore_facts(), CPU, _timer, budget_minutes=5, fixed={"restore.self_supervised": True})
+    assert n2v.overrides()["restore.loss"] == "mse" and "blind-spot" in dict(
+        (c, w) for c, _, w in n2v.rows()
+    )["loss"]
+    n2v_l1 = plan_training(
+        _restore_facts(), CPU, _timer, budget_minutes=5, fixed={"restore.self_supervised": True, "restore.loss": "l1"}
+    )
+    assert n2v_l1.overrides()["restore.loss"] == "l1"
     # 3D, anisotropic: the coarse axis gets proportionally fewer voxels; a small image bounds the patch
     aniso = plan_training(
         _restore_facts(spatial_dims=3, shapes=((40, 200, 200),) * 8, spacings=((4.0, 1.0, 1.0),) * 8),

@@ -83,9 +83,11 @@ class RichProgress(_CallbackBase):
         )  # fmt: skip
 
     def on_epoch_end(self, *, epoch: int, row: dict[str, Any]) -> None:
-        for key in ("val_dice", "val_psnr"):
-            if isinstance(row.get(key), int | float):
-                self.score = f"{key} {row[key]:.4f}"
+        from unetkit.train.state import score_key
+
+        key = score_key(row)
+        if key != "train_loss" and isinstance(row.get(key), int | float):
+            self.score = f"{key} {row[key]:.4f}"
         self.progress.update(self.task, score=self.score, eta=self.left)
 
     def on_train_end(self, *, result: Any) -> None:

@@ -9,8 +9,8 @@ depends on an earlier one (the patch on the spacing, the schedule on the patch).
 
 A restoration dataset (``facts.task == "restore"``) takes the same steps with its own rules where they
 differ: no resampling, a shallow, wide network on small patches (:data:`RESTORE_PATCH`), a linear head with the
-target's channels and no normalisation layers, percentile scaling of inputs and targets (CARE), the L1 loss,
-uniform random patches.
+target's channels and no normalisation layers, percentile scaling of inputs and targets (CARE), the L1 loss
+(MSE on the hidden pixels for Noise2Void), uniform random patches.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from unetkit.train.eta import Eta, RunPlan
 from unetkit.train.launch import process_layout
 from unetkit.train.pictures import validation_picture
 from unetkit.train.schedule import LRFactor, make_scheduler
-from unetkit.train.state import RunState, score_key
+from unetkit.train.state import LOWER_IS_BETTER, RunState, score_key
 from unetkit.train.task import make_task
 from unetkit.utils import check_device, write_json
 
@@ -383,7 +383,7 @@ def _train(
         cb.on_train_end(result=result)
     best_row = next((r for r in run.history if r.get("epoch") == run.best_epoch), {})
     key = score_key(best_row) if best_row else task.score_key
-    score = -run.best if key == "train_loss" else run.best  # epoch_score negates the loss
+    score = -run.best if key in LOWER_IS_BETTER else run.best  # epoch_score negates the losses
     log.info("done: best epoch %d (%s %.4f); model %s", run.best_epoch, key, score, setup.model_path)
     log.info("next: %s", next_command(setup.model_path, config.data.path, out))
     return result

@@ -7,7 +7,9 @@ predict each from its surroundings, and since pixel noise is independent, it lea
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import numpy as np
 import torch
 
 
@@ -53,3 +55,34 @@ def blind_spot(
         flat_out[i][:, p_idx] = flat_in[i][:, n_idx]
         mask.view(b, -1)[i, p_idx] = 1.0
     return out, mask.to(image.device)
+
+
+def blind_spot_loss(
+    predict: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    fraction: float,
+    radius: int,
+    seed: int,
+) -> tuple[float, np.ndarray]:
+    """Noise2Void's validation score of one whole image: hide pixels as in training (a fixed draw for
+    ``seed``, so every validation hides the same pixels), predict the masked image and take ``loss`` on the
+    hidden pixels against their noisy values.
+
+    With clean targets absent this is the honest measure: a hidden pixel's noise is independent of what the
+    network saw, so the expected loss is the error against the clean signal plus a constant (the noise), and
+    the lowest loss marks the best denoiser. Scoring the unmasked output against the noisy image instead
+    rewards the network that denoises least (the identity scores perfectly).
+
+    Returns:
+        ``(loss, output)``: the output is the prediction of the masked image (the same as the unmasked one
+        but at the hidden pixels, which the network predicts from their neighbours either way).
+
+    Shape:
+        ``image (C, *S)``, ``predict: (C, *S) -> (C_out, *S)``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    masked, mask = blind_spot(torch.from_numpy(np.ascontiguousarray(image))[None], fraction, radius, generator)
+    output = predict(masked[0].numpy())
+    value = loss(torch.from_numpy(output)[None], torch.from_numpy(np.asarray(image, np.float32))[None], mask)
+    return float(value), output

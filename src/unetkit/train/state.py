@@ -139,7 +139,7 @@ class RunState:
     def end_epoch(self, row: dict[str, Any]) -> bool:
         """Close the running epoch with its metrics ``row``; return whether its :func:`epoch_score` is the best
         so far. Only validations that do not improve count towards early stopping."""
-        validated = "val_dice" in row or "val_psnr" in row
+        validated = score_key(row) != "train_loss"
         score = epoch_score(row)
         improved = math.isfinite(score) and score > self.best
         if improved:
@@ -152,21 +152,28 @@ class RunState:
         return improved
 
 
-def score_key(row: Mapping[str, Any]) -> str:
-    """The metric "best" is judged by: ``val_dice`` for a validated epoch (``val_psnr`` for restoration), else
-    ``train_loss`` (lower is better).
+#: The metrics "best" may be judged by, in order of preference; the losses are lower-is-better.
+SCORE_KEYS = ("val_dice", "val_psnr", "val_loss", "train_loss")
+LOWER_IS_BETTER = frozenset({"val_loss", "train_loss"})
 
-    >>> score_key({"train_loss": 0.5, "val_dice": 0.8}), score_key({"train_loss": 0.5})
-    ('val_dice', 'train_loss')
+
+def score_key(row: Mapping[str, Any]) -> str:
+    """The metric "best" is judged by: ``val_dice`` for a validated epoch (``val_psnr`` for restoration,
+    ``val_loss`` for Noise2Void, which has no clean target to score), else ``train_loss``.
+
+    >>> score_key({"train_loss": 0.5, "val_dice": 0.8}), score_key({"train_loss": 0.5, "val_loss": 0.4})
+    ('val_dice', 'val_loss')
+    >>> score_key({"train_loss": 0.5})
+    'train_loss'
     """
-    return next((k for k in ("val_dice", "val_psnr") if k in row), "train_loss")
+    return next(k for k in SCORE_KEYS if k in row or k == "train_loss")
 
 
 def epoch_score(row: Mapping[str, Any]) -> float:
-    """What "best" means, higher is better: :func:`score_key`'s value, negated for ``train_loss``.
+    """What "best" means, higher is better: :func:`score_key`'s value, negated for a loss.
 
     >>> epoch_score({"train_loss": 0.5, "val_dice": 0.8}), epoch_score({"train_loss": 0.5})
     (0.8, -0.5)
     """
     key = score_key(row)
-    return -float(row[key]) if key == "train_loss" else float(row[key])
+    return -float(row[key]) if key in LOWER_IS_BETTER else float(row[key])

@@ -28,6 +28,7 @@ from unetkit.data.windows import read_window
 from unetkit.errors import ConfigError
 from unetkit.losses import RestoreLoss, SegmentationLoss, use_weight_map
 from unetkit.train.data import prepare_data
+from unetkit.train.n2v import blind_spot_loss
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,12 @@ class RestoreTask:
     """Image-to-image restoration (supervised, or Noise2Void with ``restore.self_supervised``)."""
 
     name = "restore"
-    score_key = "val_psnr"
     use_weight_map = False
+
+    @property
+    def score_key(self) -> str:
+        """``val_psnr`` against the clean targets; Noise2Void has none, so its blind-spot ``val_loss``."""
+        return "val_loss" if self.config.restore.self_supervised else "val_psnr"
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -247,20 +252,27 @@ class RestoreTask:
         model = setup.raw_model
         was_training = model.training
         model.eval()
+        r = self.config.restore
         rows = []
         try:
             predictor = Predictor(model, normalization={"kind": "none"}, device=fabric.device, tile=setup.tile,
                                   head="identity", tta=self.config.train.tta)  # fmt: skip
             for i, s in enumerate(data.val[fabric.global_rank :: fabric.world_size]):
-                out = predictor.predict_proba(s.image)
-                row = restore_scores(out, s.target, data_range=1.0)
-                row["loss"] = float(np.abs(out - s.target).mean())
+                if r.self_supervised:  # no clean target: the blind-spot loss on hidden pixels, a fixed draw each
+                    seed = self.config.train.seed + fabric.global_rank + i * fabric.world_size
+                    loss, out = blind_spot_loss(predictor.predict_proba, s.image, self.loss_fn, r.n2v_fraction,
+                                                r.n2v_radius, seed)  # fmt: skip
+                    row = {"loss": loss}
+                else:
+                    out = predictor.predict_proba(s.image)
+                    row = restore_scores(out, s.target, data_range=1.0)
+                    row["loss"] = float(np.abs(out - s.target).mean())
                 rows.append(row)
                 if fabric.is_global_zero and i < PANELS:
                     _panel(setup.out, s, out, row)
         finally:
             model.train(was_training)
-        keys = ("loss", "psnr", "ssim", "nrmse")
+        keys = ("loss",) if r.self_supervised else ("loss", "psnr", "ssim", "nrmse")
         sums = [float(np.nansum([r[k] for r in rows])) for k in keys] + [float(len(rows))]
         if fabric.world_size > 1:
             sums = fabric.all_reduce(torch.tensor(sums, dtype=torch.float64, device=fabric.device), reduce_op="sum")

@@ -59,12 +59,15 @@ def plot_curves(csv_path: str | os.PathLike[str], out_png: str | os.PathLike[str
 
     * **loss**: the training and validation losses (log scale when all positive);
     * **validation**: the mean scores in [0, 1] (Dice, IoU, SSIM) bold, the per-class ones thin and dashed,
-      other validation values (PSNR) on a second axis; the best epoch of the first score is marked;
+      other validation values (PSNR) on a second axis; the best epoch is marked on the panel of the metric
+      it was judged by (:func:`unetkit.train.state.score_key`: Noise2Void's ``val_loss`` on the loss panel);
     * **learning rate** on its own (log) axis, with patches/s on a second axis.
 
     Returns the written path.
     """
     from matplotlib.ticker import MaxNLocator
+
+    from unetkit.train.state import LOWER_IS_BETTER, score_key
 
     data = read_metrics_csv(csv_path)
     epochs = data.get("epoch", [])
@@ -89,11 +92,15 @@ def plot_curves(csv_path: str | os.PathLike[str], out_png: str | os.PathLike[str
         main = name in means
         ax_val.plot(*_finite(epochs, unit[name]), marker=marker if main else None, ms=3, label=name,
                     lw=1.8 if main else 0.8, ls="-" if main else "--", alpha=1.0 if main else 0.7)  # fmt: skip
-    if means:
-        xs, ys = _finite(epochs, unit[means[0]])
+    judge = score_key(data)  # the metric training judged "best" by, marked where it is drawn
+    if judge != "train_loss":
+        xs, ys = _finite(epochs, data[judge])
         if ys:
-            best = max(range(len(ys)), key=ys.__getitem__)
-            ax_val.axvline(xs[best], color="grey", lw=0.8, ls=":", label=f"best: epoch {int(xs[best])}, {ys[best]:.3f}")
+            lower = judge in LOWER_IS_BETTER
+            best = (min if lower else max)(range(len(ys)), key=ys.__getitem__)
+            (ax_loss if lower else ax_val).axvline(
+                xs[best], color="grey", lw=0.8, ls=":", label=f"best: epoch {int(xs[best])}, {ys[best]:.3g}"
+            )
     if unit:
         ax_val.set_ylim(0, 1.02)
     if other:
