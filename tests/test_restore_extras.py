@@ -56,9 +56,7 @@ def test_restore_plan_rules() -> None:
     assert mine.overrides()["restore.loss"] == "mse"
     # Noise2Void: MSE on the hidden pixels, unless the user picks another
     n2v = plan_training(_restore_facts(), CPU, _timer, budget_minutes=5, fixed={"restore.self_supervised": True})
-    assert n2v.overrides()["restore.loss"] == "mse" and "blind-spot" in dict(
-        (c, w) for c, _, w in n2v.rows()
-    )["loss"]
+    assert n2v.overrides()["restore.loss"] == "mse" and "blind-spot" in dict((c, w) for c, _, w in n2v.rows())["loss"]
     n2v_l1 = plan_training(
         _restore_facts(), CPU, _timer, budget_minutes=5, fixed={"restore.self_supervised": True, "restore.loss": "l1"}
     )
