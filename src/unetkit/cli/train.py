@@ -83,7 +83,7 @@ class RichProgress(_CallbackBase):
         )  # fmt: skip
 
     def on_epoch_end(self, *, epoch: int, row: dict[str, Any]) -> None:
-        from unetkit.train.state import score_key
+        from unetkit.metrics.best import score_key
 
         key = score_key(row)
         if key != "train_loss" and isinstance(row.get(key), int | float):

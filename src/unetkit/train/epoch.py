@@ -18,13 +18,14 @@ from unetkit.augment import Augmenter
 from unetkit.config import Config
 from unetkit.data.sampling import PatchSampler
 from unetkit.errors import UnetkitError
+from unetkit.metrics.best import epoch_score
 from unetkit.modelfile import save_model
 from unetkit.models.base import SegmentationModel
 from unetkit.train.callbacks import BaseCallback, write_metrics_csv
 from unetkit.train.checkpoint import save_checkpoint
 from unetkit.train.data import TrainingData
 from unetkit.train.eta import Eta
-from unetkit.train.state import RunState, epoch_score
+from unetkit.train.state import RunState
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from unetkit.augment import Augmenter
 from unetkit.config import Config, save_config
 from unetkit.errors import ConfigError, UnetkitError
 from unetkit.infer.tiling import default_tile
+from unetkit.metrics.best import LOWER_IS_BETTER, score_key
 from unetkit.models import create_model
 from unetkit.models.base import SegmentationModel
 from unetkit.train.callbacks import (
@@ -42,7 +43,7 @@ from unetkit.train.eta import Eta, RunPlan
 from unetkit.train.launch import process_layout
 from unetkit.train.pictures import validation_picture
 from unetkit.train.schedule import LRFactor, make_scheduler
-from unetkit.train.state import LOWER_IS_BETTER, RunState, score_key
+from unetkit.train.state import RunState
 from unetkit.train.task import make_task
 from unetkit.utils import check_device, write_json
 

@@ -60,14 +60,14 @@ def plot_curves(csv_path: str | os.PathLike[str], out_png: str | os.PathLike[str
     * **loss**: the training and validation losses (log scale when all positive);
     * **validation**: the mean scores in [0, 1] (Dice, IoU, SSIM) bold, the per-class ones thin and dashed,
       other validation values (PSNR) on a second axis; the best epoch is marked on the panel of the metric
-      it was judged by (:func:`unetkit.train.state.score_key`: Noise2Void's ``val_loss`` on the loss panel);
+      it was judged by (:func:`unetkit.metrics.best.score_key`: Noise2Void's ``val_loss`` on the loss panel);
     * **learning rate** on its own (log) axis, with patches/s on a second axis.
 
     Returns the written path.
     """
     from matplotlib.ticker import MaxNLocator
 
-    from unetkit.train.state import LOWER_IS_BETTER, score_key
+    from unetkit.metrics.best import LOWER_IS_BETTER, score_key
 
     data = read_metrics_csv(csv_path)
     epochs = data.get("epoch", [])
