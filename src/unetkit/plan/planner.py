@@ -326,13 +326,19 @@ class _Planner(RecipeRules):
             self.decide("norm", "model.args.norm", "instance", "instance norm: batch statistics of 2 patches are noise")
         self.decide("activation", "model.args.activation", "leaky_relu", "leaky ReLU keeps gradients on dead units")
         self.decide("padding", "model.args.padding", "same", "same padding: any patch the pooling divides is legal")
-        why_batch = (
-            f"{measured.seconds:.2f} s per step of 2 measured on this {m.device}; as many patches as fit "
-            f"{step_budget:.2f} s per step (the budget buys about {self.total_steps_target} steps), at least 2, at "
-            f"most {batch_cap(self.patch)} ({BATCH_DATA_SHARE:.0%} of the dataset's voxels)"
-        )
+        measured_why = f"{measured.seconds:.2f} s per step of 2 measured on this {m.device}"
         if self.restore:
-            why_batch += f" and at most {RESTORE_BATCH} (CARE's): the rest of the budget buys more steps"
+            why_batch = (
+                f"{measured_why}; CARE's {RESTORE_BATCH} patches per step, fewer only where a step would pass "
+                f"{step_budget:.2f} s or the batch {BATCH_DATA_SHARE:.0%} of the dataset's voxels "
+                f"({batch_cap(self.patch)} patches): small steps, so the budget buys many (counted in the schedule row)"
+            )
+        else:
+            why_batch = (
+                f"{measured_why}; as many patches as fit {step_budget:.2f} s per step (the budget buys about "
+                f"{self.total_steps_target} steps), at least 2, at most {batch_cap(self.patch)} "
+                f"({BATCH_DATA_SHARE:.0%} of the dataset's voxels)"
+            )
         chosen_batch = self.decide("batch", "train.batch_size", batch, why_batch)
         self.batch = int(chosen_batch)
         self.step_seconds = per_sample * self.batch
