@@ -151,6 +151,8 @@ def run_unetkit(
         return invert_scaling(predictor.predict_proba(noisy[None]), scaling)[0]
 
     row = scores(restore, test)
+    flipped = load_predictor(str(result.model_path), device="cpu", tta=True)  # `unetkit predict --tta`
+    row["tta"] = scores(lambda noisy: invert_scaling(flipped.predict_proba(noisy[None]), scaling)[0], test)
     row.update(
         train_s=round(train_s, 1), plan_s=round(plan_s, 1), epochs=len(result.history), steps_at_most=steps,
         patch=cfg.data.patch_size, batch=cfg.train.batch_size, model_depth=cfg.model.args.get("depth"),
@@ -293,6 +295,9 @@ def main() -> None:
                     print(f"  {method:16s} FAILED: {row['failed']}")
                 else:
                     print(f"  {method:16s} PSNR {row['psnr']:6.2f} dB  SSIM {row['ssim']:.4f}")
+                    if "tta" in row:
+                        tta = row["tta"]
+                        print(f"  {method + ' --tta':16s} PSNR {tta['psnr']:6.2f} dB  SSIM {tta['ssim']:.4f}")
     path = write_result(
         "restore",
         {"budget_minutes": budget, "quick": args.quick, "seconds": round(time.perf_counter() - t_all, 1),
