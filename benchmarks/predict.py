@@ -136,7 +136,7 @@ def matmul_peaks(n: int = 4096, reps: int = 5) -> dict[str, float]:
 
     The machine's peak is the best of them: torch's BLAS (MKL) does not reach it on every CPU (on AMD EPYC
     VMs the convolutions of the tile loop ran faster than torch's matmul), ONNX Runtime's MLAS and
-    OpenVINO's oneDNN are measured beside it.
+    OpenVINO's oneDNN are measured beside it, each in fp32 (as the tile loop it is compared with).
     """
     a, b = torch.randn(n, n), torch.randn(n, n)
     flop = 2 * n**3
@@ -154,7 +154,10 @@ def matmul_peaks(n: int = 4096, reps: int = 5) -> dict[str, float]:
         import openvino as ov
 
         core = ov.Core()
-        compiled = core.compile_model(core.read_model(onnx_model, b""), "CPU")
+        # f32 pinned: on CPUs with AVX512-BF16 or AMX OpenVINO would otherwise run the matmul in bf16
+        # (315 against 194 GFLOP/s on the AMD EPYC VM), which is not the fp32 peak
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        compiled = core.compile_model(core.read_model(onnx_model, b""), "CPU", config)
         peaks["openvino"] = flop / _best_seconds(lambda: compiled({"a": an, "b": bn}), reps) / 1e9
     except ImportError:
         pass

@@ -42,3 +42,22 @@ def test_console_script_help() -> None:
     out = subprocess.run([sys.executable, "-m", "unetkit", "--help"], capture_output=True, text=True, check=True).stdout
     for cmd in ("models", "info", "demo"):
         assert cmd in out
+
+
+def test_the_command_process_skips_the_final_collection(tmp_path: Path) -> None:
+    """Run as a command (no argv), main freezes the collector's objects on the way out, error exits included;
+    called from Python with argv (as here and in the tests) it leaves the collector alone."""
+    code = (
+        "import gc, sys\n"
+        "from unetkit.cli import main\n"
+        "sys.argv = ['unetkit', 'info', sys.argv[1]]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    print(e.code, gc.get_freeze_count() > 0)\n"
+    )
+    missing = str(tmp_path / "missing.safetensors")
+    res = subprocess.run([sys.executable, "-c", code, missing], capture_output=True, text=True, check=False)
+    assert res.stdout.split() == ["2", "True"], res.stdout + res.stderr
+    import gc
+
+    with pytest.raises(SystemExit):
+        main(["info", str(tmp_path / "missing.safetensors")])
+    assert gc.get_freeze_count() == 0

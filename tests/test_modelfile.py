@@ -111,3 +111,24 @@ def test_header_length_starting_with_pickle_byte_is_not_a_pickle(tmp_path: Path)
     crafted.write_bytes(target.to_bytes(8, "little") + header.ljust(target, b" ") + data[8 + n :])
     assert crafted.read_bytes()[0] == 0x80
     assert torch.equal(load_model(crafted).stem[0].weight, model.stem[0].weight)
+
+
+@pytest.mark.parametrize("name", ["unet2d_small", "unetr2d_small"])
+def test_load_does_not_initialise_the_meta_skeleton(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shape check's meta-device network gets no random initialisation (PyTorch's first random op on meta
+    costs about a second of every prediction's start-up); networks built for real still get theirs."""
+    model = create_model(name)
+    save_model(tmp_path / "m.safetensors", model)
+    seen: list[str] = []
+    for fn in ("kaiming_normal_", "trunc_normal_"):
+        real = getattr(torch.nn.init, fn)
+
+        def spy(tensor: torch.Tensor, *a: object, _real=real, **kw: object) -> torch.Tensor:  # type: ignore[no-untyped-def]
+            seen.append(tensor.device.type)
+            return _real(tensor, *a, **kw)
+
+        monkeypatch.setattr(torch.nn.init, fn, spy)
+    loaded = load_model(tmp_path / "m.safetensors")
+    assert seen and set(seen) == {"cpu"}
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k

@@ -12,6 +12,7 @@ import os
 # processes share the cores (measured on 2 cores: 3.1 s vs 0.45 s per training step). Sleeping costs little.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import gc
 import logging
 import sys
 
@@ -61,8 +62,22 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point; ``argv`` (default: the process's arguments) for calls from Python.
+
+    Run as the process's command (no ``argv``), it freezes the garbage collector's objects on the way out: the
+    interpreter's final collection would otherwise walk every object PyTorch's import made, about 0.6 s of a
+    ``unetkit predict`` run's wall time, to free memory the process is about to return anyway (files are
+    closed and ``atexit`` handlers run as usual).
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        _run(argv)
+    finally:
+        if argv is None:
+            gc.freeze()
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         app(args=argv, prog_name="unetkit")
     except UnetkitError as exc:

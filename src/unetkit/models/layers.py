@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 NORMS = ("none", "batch", "instance", "group")
@@ -25,6 +26,16 @@ def squeeze(size: Size) -> int | tuple[int, ...]:
         return size
     sizes = tuple(int(s) for s in size)
     return sizes[0] if len(set(sizes)) == 1 else sizes
+
+
+def has_values(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` holds values to initialise: not on PyTorch's ``meta`` device.
+
+    A model file's shape check builds its network on ``meta`` (:func:`unetkit.modelfile.load_model`); random
+    initialisation there would be thrown away and PyTorch's first random op on ``meta`` costs about a second
+    of start-up (it loads its Python decompositions), so initialisers skip such tensors.
+    """
+    return not tensor.is_meta
 
 
 def same_padding(kernel_size: Size) -> int | tuple[int, ...]:

@@ -153,7 +153,9 @@ class UNet(SegmentationModel):
     def reset_parameters(self) -> None:
         """The paper's initialisation: He-normal weights (std sqrt(2/N)), zero biases."""
         for m in self.modules():
-            if isinstance(m, nn.Conv2d | nn.Conv3d | nn.ConvTranspose2d | nn.ConvTranspose3d):
+            if isinstance(m, nn.Conv2d | nn.Conv3d | nn.ConvTranspose2d | nn.ConvTranspose3d) and layers.has_values(
+                m.weight
+            ):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)

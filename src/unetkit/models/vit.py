@@ -34,7 +34,8 @@ class PatchEmbedding(nn.Module):
         for g in self.grid:
             n *= g
         self.position = nn.Parameter(torch.zeros(1, n, hidden))
-        nn.init.trunc_normal_(self.position, std=0.02)
+        if layers.has_values(self.position):
+            nn.init.trunc_normal_(self.position, std=0.02)
 
     def position_for(self, grid: Sequence[int]) -> torch.Tensor:
         """The position embeddings on ``grid`` (the learnt ones on the reference grid, else resampled).
@@ -125,7 +126,7 @@ class ViT(nn.Module):
         self.layers = nn.ModuleList(TransformerLayer(hidden, heads, mlp_dim, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(hidden)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear) and layers.has_values(m.weight):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
