@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -56,8 +57,6 @@ def test_the_command_process_skips_the_final_collection(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing.safetensors")
     res = subprocess.run([sys.executable, "-c", code, missing], capture_output=True, text=True, check=False)
     assert res.stdout.split() == ["2", "True"], res.stdout + res.stderr
-    import gc
-
     with pytest.raises(SystemExit):
-        main(["info", str(tmp_path / "missing.safetensors")])
+        main(["info", missing])
     assert gc.get_freeze_count() == 0
