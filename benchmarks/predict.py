@@ -6,7 +6,10 @@
    subprocess. MONAI needs the whole image and a full-size float32 output in memory, so it is measured on
    smaller images and extrapolated linearly in the pixel count (said so in the table).
 3. Achieved GFLOP/s (conv FLOPs from ``torch.utils.flop_counter``) as a fraction of this machine's fp32
-   matmul peak (the best large fp32 matmul of torch, ONNX Runtime and OpenVINO, measured in the same run).
+   matmul peak (the best large fp32 matmul of torch, ONNX Runtime and OpenVINO, measured in the same run),
+   and the network's own ceiling: the fastest fp32 graph backend running one batch of tiles over and over (no
+   tiling, reading or blending). The tiles alone need at least ``FLOPs / ceiling`` seconds at the shared tile
+   and overlap, whatever the tiler: the report says whether the 3x-MONAI goal of 4. fits under that bound.
 4. The whole process: wall seconds of ``unetkit predict MODEL image.tif --out O`` (the CLI as users run it:
    imports, model file, backend choice, graph export or cache, reading the TIFF, tiles, writing the labels),
    with an empty cache (first run on a machine) and with the cache warm (every later run), against MONAI's
@@ -175,6 +178,17 @@ def _matmul_onnx(n: int) -> bytes:
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def network_ceiling(model: torch.nn.Module, backend: str, batch: int, calls: int = 40) -> float:
+    """Seconds per tile of ``backend`` (fp32) running the same ``(batch, 1, TILE, TILE)`` input ``calls`` times,
+    the best of two passes: the network alone, no tiling around it."""
+    from unetkit.infer import Predictor
+
+    pred = Predictor(model, tile=TILE, batch_size=batch, backend=backend, device="cpu", normalization={"kind": "none"})
+    x = np.random.default_rng(0).random((batch, 1, TILE, TILE), dtype=np.float32)
+    pred.backend(x)  # compile / warm-up
+    return _best_seconds(lambda: [pred.backend(x) for _ in range(calls)], 2) / (calls * batch)
 
 
 def tile_flops(model: torch.nn.Module) -> int:
@@ -380,6 +394,17 @@ def main() -> None:
         "backend": fp32_best, "tile_gflop": flops / 1e9, "tiles": tiles, "achieved_gflop_s": achieved,
         "matmul_peak_gflop_s": peak, "matmul_peaks_gflop_s": peaks, "fraction_of_peak": achieved / peak,
     }  # fmt: skip
+    # the network's ceiling: each fp32 graph backend on one batch, no tiler (batch 1 and the shared one)
+    graphs = [b for b, p in variants if p == "fp32" and b != "torch"]
+    per_tile = {
+        (g, b): network_ceiling(model, g, b, 10 if args.quick else 40) for g in graphs for b in (1, BATCH)
+    }  # fmt: skip
+    fastest = min(per_tile.values())
+    results["flops"].update(  # type: ignore[attr-defined]
+        ceiling_gflop_s={f"{g} batch {b}": flops / s / 1e9 for (g, b), s in per_tile.items()},
+        tiles_alone_at_ceiling_s=fastest * tiles,
+        ratio_tile_loop_to_network_ceiling=achieved / (flops / fastest / 1e9),
+    )  # fmt: skip
 
     # 4. the whole process, start-up included
     with tempfile.TemporaryDirectory(prefix="unetkit-bench-proc-") as tmp:
@@ -470,6 +495,16 @@ def _report(
         f"in {t_best:.1f}s = {achieved:.1f} GFLOP/s; "
         f"fp32 matmul peak {peak:.1f} GFLOP/s ({each}) -> {achieved / peak:.0%} of peak"
     )
+    ceil = f["ceiling_gflop_s"]  # type: ignore[index]
+    print(
+        "network ceiling (fp32, one batch over and over, no tiler): "
+        + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in ceil.items())
+        + f"; the {tiles} tiles alone need >= {f['tiles_alone_at_ceiling_s']:.1f}s"  # type: ignore[index]
+    )
+    if "process" in results:
+        need = results["process"]["monai_inference_s"] / 3  # type: ignore[index]
+        fits = "fits" if f["tiles_alone_at_ceiling_s"] < need else "does NOT fit"  # type: ignore[index]
+        print(f"3x MONAI's inference needs the whole process in <= {need:.1f}s: the tiles' bound {fits}")
     if monai_sizes is not None:
         m = results["memory"]
         monai_pts = m["monai_measured"]  # type: ignore[index]
