@@ -7,9 +7,10 @@
    smaller images and extrapolated linearly in the pixel count (said so in the table).
 3. Achieved GFLOP/s (conv FLOPs from ``torch.utils.flop_counter``) as a fraction of this machine's fp32
    matmul peak (the best large fp32 matmul of torch, ONNX Runtime and OpenVINO, measured in the same run),
-   and the network's own ceiling: the fastest fp32 graph backend running one batch of tiles over and over (no
-   tiling, reading or blending). The tiles alone need at least ``FLOPs / ceiling`` seconds at the shared tile
-   and overlap, whatever the tiler: the report says whether the 3x-MONAI goal of 4. fits under that bound.
+   and the network's own ceiling: each fp32 graph backend running one batch of tiles over and over (no
+   tiling, reading or blending), at batch 1 and the shared batch. At the fastest of those the tiles alone need
+   ``FLOPs / ceiling`` seconds at the shared tile and overlap, whatever the tiler: the report says whether the
+   3x-MONAI goal of 4. fits above that bound.
 4. The whole process: wall seconds of ``unetkit predict MODEL image.tif --out O`` (the CLI as users run it:
    imports, model file, backend choice, graph export or cache, reading the TIFF, tiles, writing the labels),
    with an empty cache (first run on a machine) and with the cache warm (every later run), against MONAI's
