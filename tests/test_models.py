@@ -189,3 +189,21 @@ def test_dropout_range() -> None:
     for p in (-0.1, 1.0):
         with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
             UNet(2, 1, 2, depth=1, width=1, dropout=p)
+
+
+def test_init_options() -> None:
+    """``init="he"`` (the paper's, the default) draws He-normal weights and zero biases; ``"pytorch"`` keeps each
+    layer's own uniform draw (std 1/sqrt(3 fan_in), 2.4x smaller); both are recorded; others are refused."""
+    torch.manual_seed(0)
+    he = UNet(2, 1, 1, depth=2, width=32)
+    torch.manual_seed(0)
+    pt = UNet(2, 1, 1, depth=2, width=32, init="pytorch")
+    conv_he, conv_pt = he.up[-1].conv[2], pt.up[-1].conv[2]  # a 32 -> 32 3x3 convolution, fan_in 288
+    assert conv_he.weight.std().item() == pytest.approx((2 / 288) ** 0.5, rel=0.1)
+    assert conv_pt.weight.abs().max().item() <= 1 / 288**0.5 and conv_pt.weight.std().item() == pytest.approx(
+        1 / (3 * 288) ** 0.5, rel=0.1
+    )
+    assert float(conv_he.bias.abs().max()) == 0.0 and float(conv_pt.bias.abs().max()) > 0.0
+    assert he.hparams["init"] == "he" and pt.hparams["init"] == "pytorch"
+    with pytest.raises(UnetkitError, match="init must be one of"):
+        create_model("unet2d", in_channels=1, num_classes=1, init="xavier")

@@ -21,7 +21,7 @@ from torch import nn
 
 from unetkit.errors import InputShapeError
 from unetkit.models.blocks import BLOCKS
-from unetkit.models.layers import ACTIVATIONS, NORMS, UPSAMPLES
+from unetkit.models.layers import ACTIVATIONS, INITS, NORMS, UPSAMPLES
 from unetkit.shapes import PADDINGS, ShapeContract
 
 
@@ -153,7 +153,7 @@ class SegmentationModel(nn.Module):
         """The one check of constructor arguments shared by every network (subclasses add their own).
 
         ``spatial_dims`` in (2, 3); ``padding`` among :attr:`paddings`; :attr:`positive_ints` integers
-        ``>= 1``; ``dropout`` in ``[0, 1)``; ``block``, ``norm``, ``activation``, ``upsample`` known names.
+        ``>= 1``; ``dropout`` in ``[0, 1)``; ``block``, ``norm``, ``activation``, ``upsample``, ``init`` known names.
 
         Raises:
             ValueError: naming the argument, the value and what is accepted.
@@ -177,7 +177,14 @@ class SegmentationModel(nn.Module):
         dropout = args.get("dropout", 0.0)
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        for name, known in (("block", BLOCKS), ("norm", NORMS), ("activation", ACTIVATIONS), ("upsample", UPSAMPLES)):
+        named = (
+            ("block", BLOCKS),
+            ("norm", NORMS),
+            ("activation", ACTIVATIONS),
+            ("upsample", UPSAMPLES),
+            ("init", INITS),
+        )
+        for name, known in named:
             value = args.get(name)
             if value is not None and (not isinstance(value, str) or value.lower() not in known):
                 raise ValueError(f"{name} must be one of {known}, got {value!r}")

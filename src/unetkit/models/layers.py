@@ -11,6 +11,8 @@ from torch import nn
 NORMS = ("none", "batch", "instance", "group")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "prelu")
 UPSAMPLES = ("transpose", "nearest", "linear")
+#: Weight initialisations of the U-Nets: the paper's He-normal, or PyTorch's layer default (see ``UNet``).
+INITS = ("he", "pytorch")
 
 #: a size given once for every axis, or one per axis
 Size = int | Sequence[int]

@@ -52,6 +52,10 @@ class UNet(SegmentationModel):
             Default 3 everywhere (the paper).
         max_width: cap on the channel count (nnU-Net caps at 320 in 3D, 512 in 2D): level ``i`` has
             ``min(width * 2**i, max_width)`` channels. Default: no cap.
+        init: ``"he"`` (the paper's: He-normal weights, std ``sqrt(2/N)``, zero biases) or ``"pytorch"``
+            (PyTorch's layer default: weights and biases uniform within ``+-1/sqrt(fan_in)``, a 2.4x smaller
+            std). The planner picks ``pytorch`` for restoration, where it trains measurably faster
+            (docs/restoration.md), and keeps the paper's for segmentation.
 
     Shape:
         ``(B, in_channels, *S) -> (B, num_classes, *model.output_shape(S))``
@@ -91,6 +95,7 @@ class UNet(SegmentationModel):
         pool_sizes: Sequence[int | Sequence[int]] | None = None,
         kernel_sizes: Sequence[int | Sequence[int]] | None = None,
         max_width: int | None = None,
+        init: str = "he",
     ) -> None:
         super().__init__()  # SegmentationModel checks and records the arguments (hparams, contract)
         norm = None if norm in (None, "none") else norm
@@ -123,6 +128,7 @@ class UNet(SegmentationModel):
             for i in reversed(range(depth))
         )
         self.head = layers.conv(spatial_dims, widths[0], num_classes, 1)
+        self.init = init
         self.reset_parameters()
 
     @staticmethod
@@ -151,11 +157,15 @@ class UNet(SegmentationModel):
         return ShapeContract.unet(a["spatial_dims"], a["depth"], a["padding"], a["pool_sizes"], a["kernel_sizes"])
 
     def reset_parameters(self) -> None:
-        """The paper's initialisation: He-normal weights (std sqrt(2/N)), zero biases."""
+        """Initialise every convolution as ``init`` says: ``he``, the paper's (He-normal weights, std
+        ``sqrt(2/N)``, zero biases), or ``pytorch``, the layer's own default (uniform within ``1/sqrt(fan_in)``)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d | nn.Conv3d | nn.ConvTranspose2d | nn.ConvTranspose3d) and layers.has_values(
                 m.weight
             ):
+                if self.init == "pytorch":
+                    m.reset_parameters()
+                    continue
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
