@@ -122,6 +122,7 @@ def test_planned_train_writes_panels_and_predicts_dtypes(tmp_path: Path) -> None
     small = read_image(tmp_path / "pred_uint8" / "00.tif").array
     np.testing.assert_array_equal(small, np.clip(np.rint(full), 0, 255).astype(np.uint8))
     assert np.abs(full).max() > 10  # a normalised output (not inverted) would stay within a few units
+    assert ((full < 0) | (full > 255)).any()  # so the uint8 output above was clipped somewhere
     r = runner.invoke(app, ["predict", model, str(data / "inputs"), "--out", str(tmp_path / "x"), "--dtype", "int8"])
     assert isinstance(r.exception, ConfigError) and "float32, uint8, uint16, target" in str(r.exception)
     # the evaluation report shows the restoration panels
