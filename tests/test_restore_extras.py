@@ -41,7 +41,7 @@ def test_restore_plan_rules() -> None:
     assert o["model.args.norm"] == "none"  # a restoration keeps each patch's intensity level
     assert o["model.args.init"] == "pytorch"  # a regression trains faster from PyTorch's init than from He's
     assert o["data.normalization"] == "percentile" and o["restore.target_normalization"] == "percentile"
-    assert o["restore.loss"] == "l1"
+    assert o["restore.loss"] == "mse"  # the PSNR-maximising estimate (measured above L1: docs/restoration.md)
     assert "train.loss" not in o and "data.foreground_fraction" not in o and "data.target_spacing" not in o
     assert "augment.rotate.degrees" not in o
     assert {"data.patch_size", "train.batch_size", "model.args.depth", "train.epochs"} <= o.keys()
@@ -51,10 +51,17 @@ def test_restore_plan_rules() -> None:
     assert 2 <= o["train.batch_size"] <= 16
     table = {choice: why for choice, _, why in plan.rows()}
     assert "local" in table["patch"] and "local" in table["depth"]
-    assert "CARE" in table["loss"] and "intensity level" in table["norm"] and "no resampling" in table["target spacing"]
+    assert "PSNR" in table["loss"] and "intensity level" in table["norm"] and "no resampling" in table["target spacing"]
     # the user's values win and the table says so
-    mine = plan_training(_restore_facts(), CPU, _timer, budget_minutes=5, fixed={"restore.loss": "mse"})
-    assert mine.overrides()["restore.loss"] == "mse"
+    mine = plan_training(_restore_facts(), CPU, _timer, budget_minutes=5, fixed={"restore.loss": "l1"})
+    assert mine.overrides()["restore.loss"] == "l1"
+    # pix2pix: L1 under the adversarial term (MSE's blur is what the discriminator removes), unless the user picks
+    gan = plan_training(_restore_facts(), CPU, _timer, budget_minutes=5, fixed={"restore.gan": True})
+    assert gan.overrides()["restore.loss"] == "l1" and "pix2pix" in dict((c, w) for c, _, w in gan.rows())["loss"]
+    gan_mse = plan_training(
+        _restore_facts(), CPU, _timer, budget_minutes=5, fixed={"restore.gan": True, "restore.loss": "mse"}
+    )
+    assert gan_mse.overrides()["restore.loss"] == "mse"
     # Noise2Void: MSE on the hidden pixels, unless the user picks another
     n2v = plan_training(_restore_facts(), CPU, _timer, budget_minutes=5, fixed={"restore.self_supervised": True})
     assert n2v.overrides()["restore.loss"] == "mse" and "blind-spot" in dict((c, w) for c, _, w in n2v.rows())["loss"]
