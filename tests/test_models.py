@@ -207,3 +207,24 @@ def test_init_options() -> None:
     assert he.hparams["init"] == "he" and pt.hparams["init"] == "pytorch"
     with pytest.raises(UnetkitError, match="init must be one of"):
         create_model("unet2d", in_channels=1, num_classes=1, init="xavier")
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_residual_input(padding: str) -> None:
+    """``residual_input=True`` adds the input (its centre, for valid nets) to the head's output: with a zero head
+    the network is the identity on what it outputs; the option is recorded, and a channel mismatch is refused."""
+    torch.manual_seed(0)
+    net = UNet(2, 2, 2, depth=2, width=4, padding=padding, residual_input=True)
+    plain = UNet(2, 2, 2, depth=2, width=4, padding=padding)
+    plain.load_state_dict(net.state_dict())
+    x = torch.randn(1, 2, *net.input_shape_for((8, 8)))
+    out = net(x)
+    crop = [(s - o) // 2 for s, o in zip(x.shape[2:], out.shape[2:], strict=True)]
+    centre = x[:, :, crop[0] : crop[0] + out.shape[2], crop[1] : crop[1] + out.shape[3]]
+    torch.testing.assert_close(out - plain(x), centre)
+    torch.nn.init.zeros_(net.head.weight)
+    torch.nn.init.zeros_(net.head.bias)
+    torch.testing.assert_close(net(x), centre)
+    assert net.hparams["residual_input"] is True and plain.hparams["residual_input"] is False
+    with pytest.raises(UnetkitError, match=r"in_channels \(1\) must equal num_classes \(2\)"):
+        create_model("unet2d", in_channels=1, num_classes=2, residual_input=True)

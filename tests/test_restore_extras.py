@@ -48,7 +48,23 @@ def test_restore_plan_rules() -> None:
     assert o["train.max_minutes"] == 5
     # restoration is local: a shallow, wide net on small patches, CARE's batch at most
     assert o["data.patch_size"] == [64, 64] and o["model.args.depth"] == 2 and o["model.args.width"] == 32
-    assert 2 <= o["train.batch_size"] <= 16
+    table = {choice: why for choice, _, why in plan.rows()}
+    # CARE's 16 patches per step, halved where the step is compute-bound (this timer: time proportional to the
+    # batch, as on a CPU), kept where a step costs mostly its fixed overhead (a GPU's small steps)
+    big = _restore_facts(shapes=((1024, 1024),) * 8)
+    cpu = plan_training(big, CPU, _timer, budget_minutes=5)
+    assert cpu.overrides()["train.batch_size"] == 8
+    assert "shortens a step by 50%" in dict((c, w) for c, _, w in cpu.rows())["batch"]
+
+    def overhead_bound(args: dict, patch: tuple[int, ...], batch: int) -> StepCost:
+        return StepCost(0.01 + 1e-4 * batch, 0)
+
+    gpu = plan_training(big, CPU, overhead_bound, budget_minutes=5)
+    assert gpu.overrides()["train.batch_size"] == 16
+    assert "CARE's batch" in dict((c, w) for c, _, w in gpu.rows())["batch"]
+    mine_batch = plan_training(big, CPU, _timer, budget_minutes=5, fixed={"train.batch_size": 12})
+    assert mine_batch.overrides()["train.batch_size"] == 12
+    assert 2 <= o["train.batch_size"] <= 8  # a small dataset: at most 5% of its voxels per batch
     table = {choice: why for choice, _, why in plan.rows()}
     assert "local" in table["patch"] and "local" in table["depth"]
     assert "PSNR" in table["loss"] and "intensity level" in table["norm"] and "no resampling" in table["target spacing"]

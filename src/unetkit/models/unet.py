@@ -19,7 +19,7 @@ from torch import nn
 
 from unetkit.models import layers
 from unetkit.models.base import SegmentationModel
-from unetkit.models.blocks import Down, Up, conv_block
+from unetkit.models.blocks import Down, Up, center_crop, conv_block
 from unetkit.shapes import ShapeContract, per_level
 
 
@@ -56,6 +56,9 @@ class UNet(SegmentationModel):
             (PyTorch's layer default: weights and biases uniform within ``+-1/sqrt(fan_in)``, a 2.4x smaller
             std). The planner picks ``pytorch`` for restoration, where it trains measurably faster
             (docs/restoration.md), and keeps the paper's for segmentation.
+        residual_input: add the input to the head's output, so the network learns the correction to its
+            input (CSBDeep's CARE default for restoration); needs ``in_channels == num_classes``. With
+            ``"valid"`` padding the input's centre, cropped to the output, is added.
 
     Shape:
         ``(B, in_channels, *S) -> (B, num_classes, *model.output_shape(S))``
@@ -96,6 +99,7 @@ class UNet(SegmentationModel):
         kernel_sizes: Sequence[int | Sequence[int]] | None = None,
         max_width: int | None = None,
         init: str = "he",
+        residual_input: bool = False,
     ) -> None:
         super().__init__()  # SegmentationModel checks and records the arguments (hparams, contract)
         norm = None if norm in (None, "none") else norm
@@ -129,6 +133,7 @@ class UNet(SegmentationModel):
         )
         self.head = layers.conv(spatial_dims, widths[0], num_classes, 1)
         self.init = init
+        self.residual_input = residual_input
         self.reset_parameters()
 
     @staticmethod
@@ -150,6 +155,11 @@ class UNet(SegmentationModel):
         ):
             raise ValueError(f"max_width must be None or an integer >= width ({width}), got {max_width!r}")
         cls._build_contract(a)  # pool_sizes and kernel_sizes: the right number of valid entries
+        if a["residual_input"] and a["in_channels"] != a["num_classes"]:
+            raise ValueError(
+                f"residual_input adds the input to the output, so in_channels ({a['in_channels']}) must equal "
+                f"num_classes ({a['num_classes']}); drop residual_input"
+            )
 
     @classmethod
     def _build_contract(cls, args: Mapping[str, Any]) -> ShapeContract:
@@ -181,4 +191,7 @@ class UNet(SegmentationModel):
         h = self.drop_bridge(h)
         for up in self.up:
             h = up(h, skips.pop())
-        return self.head(h)
+        out = self.head(h)
+        if self.residual_input:
+            out = out + center_crop(x, out.shape[2:])
+        return out
