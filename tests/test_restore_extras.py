@@ -48,7 +48,6 @@ def test_restore_plan_rules() -> None:
     assert o["train.max_minutes"] == 5
     # restoration is local: a shallow, wide net on small patches, CARE's batch at most
     assert o["data.patch_size"] == [64, 64] and o["model.args.depth"] == 2 and o["model.args.width"] == 32
-    table = {choice: why for choice, _, why in plan.rows()}
     # CARE's 16 patches per step, halved where the step is compute-bound (this timer: time proportional to the
     # batch, as on a CPU), kept where a step costs mostly its fixed overhead (a GPU's small steps)
     big = _restore_facts(shapes=((1024, 1024),) * 8)

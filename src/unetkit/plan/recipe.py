@@ -97,32 +97,28 @@ class RecipeRules:
             if self.plan.get("restore.self_supervised"):
                 # Measured on ISBI 2012 with Poisson-Gaussian noise, 5 CPU minutes (docs/benchmarks.md): 20.46 dB
                 # with MSE against 20.37 with L1, the best epoch kept by the blind-spot validation loss.
-                self.decide(
-                    "loss",
-                    "restore.loss",
-                    "mse",
+                loss = "mse"
+                why = (
                     "MSE on the hidden pixels (Noise2Void's): the mean of a pixel's noisy values given its "
-                    "neighbours is the clean signal; the best epoch has the lowest blind-spot validation loss",
-                )
-            elif self.fixed.get("restore.gan"):
-                self.decide(
-                    "loss",
-                    "restore.loss",
-                    "l1",
-                    "L1 under the adversarial term (pix2pix's): MSE's mean of the plausible images is the blur the "
-                    "discriminator is there to remove; PSNR/SSIM are validated (the best epoch has the highest PSNR)",
+                    "neighbours is the clean signal; the best epoch has the lowest blind-spot validation loss"
                 )
             else:
-                # Measured on ISBI 2012, 5 CPU minutes (docs/restoration.md): MSE 21.78 dB / SSIM 0.709 against
-                # L1's 21.75 / 0.707 with noise, 19.49 / 0.469 against 19.47 / 0.465 with blur and noise.
-                self.decide(
-                    "loss",
-                    "restore.loss",
-                    "mse",
-                    "MSE: its minimiser is the mean of the clean images that fit the input, the estimate that "
-                    "maximises PSNR (measured above L1, CARE's, in PSNR and SSIM: docs/restoration.md); "
-                    "PSNR/SSIM are validated (the best epoch has the highest PSNR)",
-                )
+                validated = "; PSNR/SSIM are validated (the best epoch has the highest PSNR)"
+                if self.fixed.get("restore.gan"):
+                    loss = "l1"
+                    why = (
+                        "L1 under the adversarial term (pix2pix's): MSE's mean of the plausible images is the blur "
+                        "the discriminator is there to remove" + validated
+                    )
+                else:
+                    # Measured on ISBI 2012, 5 CPU minutes (docs/restoration.md): MSE 21.78 dB / SSIM 0.709 against
+                    # L1's 21.75 / 0.707 with noise, 19.49 / 0.469 against 19.47 / 0.465 with blur and noise.
+                    loss = "mse"
+                    why = (
+                        "MSE: its minimiser is the mean of the clean images that fit the input, the estimate that "
+                        "maximises PSNR (measured above L1, CARE's, in PSNR and SSIM: docs/restoration.md)" + validated
+                    )
+            self.decide("loss", "restore.loss", loss, why)
             self.note("sampling", "uniform", "random patches anywhere (no foreground in a restoration), flipped and "
                       "transposed in-plane at random, the same way for input and target")  # fmt: skip
             return
