@@ -17,7 +17,7 @@ GPU = Machine("cuda", "test gpu", 16, 80.0)
 def linear_timer(seconds_per_mvoxel: float = 2.0, bytes_per_voxel: float = 0.0):
     calls = []
 
-    def timer(args, patch, batch):
+    def timer(args, patch, batch, channels_last=False):
         calls.append((dict(args), tuple(patch), batch))
         v = batch * math.prod(patch)
         return StepCost(seconds_per_mvoxel * v / 1e6, int(bytes_per_voxel * v))
@@ -226,7 +226,7 @@ def test_step_costs_are_cached_per_machine_and_network(tmp_path):
 
     calls = []
 
-    def timer(args, patch, batch):
+    def timer(args, patch, batch, channels_last=False):
         calls.append((tuple(patch), batch))
         return StepCost(0.25 * batch, 0)
 
@@ -249,6 +249,9 @@ def test_step_costs_are_cached_per_machine_and_network(tmp_path):
     file.write_text("{not json")
     assert timed({"width": 8}, (64, 64), 2) == StepCost(0.5, 0) and len(calls) == 6  # a corrupt cache is ignored
     assert json.loads(file.read_text())  # and rewritten
+    timed({"width": 8}, (64, 64), 2, channels_last=True)
+    timed({"width": 8}, (64, 64), 2, channels_last=True)
+    assert len(calls) == 7  # the other memory layout is another measurement, cached as well
 
 
 def test_a_planned_budget_is_filled_unless_you_set_the_epochs():
@@ -266,3 +269,52 @@ def test_two_or_three_images_all_train_and_the_table_says_how_to_hold_one_out():
     why = next(d.why for d in plan_training(grey2d(num_images=3, shapes=((256, 256),) * 3), CPU, linear_timer(),
                                             budget_minutes=5).decisions if d.choice == "validation")  # fmt: skip
     assert "all of them train" in why and "--fold" in why
+
+
+def layout_timer(channels_last_speedup: float):
+    """Time proportional to the voxels; channels-last ``channels_last_speedup`` times faster."""
+    base = linear_timer(0.5)
+
+    def timer(args, patch, batch, channels_last=False):
+        cost = base(args, patch, batch)
+        timer.layouts.append(channels_last)  # type: ignore[attr-defined]
+        return StepCost(cost.seconds / channels_last_speedup, 0) if channels_last else cost
+
+    timer.layouts = []  # type: ignore[attr-defined]
+    return timer
+
+
+def test_layout_is_channels_last_only_where_a_step_measures_clearly_faster():
+    from unetkit.plan.planner import CHANNELS_LAST_GAIN
+
+    faster = layout_timer(1.5)
+    plan = plan_training(aniso3d(), CPU, faster, budget_minutes=30)
+    rows = {c: (v, w) for c, v, w in plan.rows()}
+    assert plan.overrides()["train.channels_last"] is True
+    assert "1.50x" in rows["layout"][1] and rows["layout"][1].endswith("channels-last")
+    # timed at the batch trained, and the schedule counts the channels-last step
+    batch = plan.overrides()["train.batch_size"]
+    step = linear_timer(0.5)({}, plan.overrides()["data.patch_size"], batch).seconds
+    assert f"a step of {batch} took {step / 1.5:.2f} s channels-last" in rows["layout"][1]
+    assert f"steps of {step / 1.5:.2f} s fit" in rows["epochs"][1]
+    # within the margin (one noisy timing) or slower: the default layout
+    for speedup in (CHANNELS_LAST_GAIN * 0.95, 0.8):
+        plan = plan_training(aniso3d(), CPU, layout_timer(speedup), budget_minutes=30)
+        assert plan.overrides()["train.channels_last"] is False
+        assert "channels-first, since" in {c: w for c, _, w in plan.rows()}["layout"]
+    # the user's layout wins, and then only it is timed
+    mine = layout_timer(0.8)
+    plan = plan_training(aniso3d(), CPU, mine, budget_minutes=30, fixed={"train.channels_last": True})
+    assert plan.overrides()["train.channels_last"] is True and set(mine.layouts) == {True}
+    assert {d.choice: d.source for d in plan.decisions}["layout"] == "you"
+
+
+def test_the_step_timer_times_both_layouts():
+    """The real timer builds the network in the layout asked for and times a step (no cache)."""
+    from unetkit.plan import measure_step
+
+    timer = measure_step(CPU, repeats=1, cache=False)
+    args = dict(spatial_dims=3, in_channels=1, num_classes=2, depth=1, width=2)
+    for channels_last in (False, True):
+        cost = timer(args, (8, 8, 8), 2, channels_last=channels_last)
+        assert 0 < cost.seconds < 30 and cost.peak_bytes == 0

@@ -20,7 +20,7 @@ runner = CliRunner()
 CPU = Machine("cpu", "test cpu", 2, 24.0)
 
 
-def _timer(args: dict, patch: tuple[int, ...], batch: int) -> StepCost:
+def _timer(args: dict, patch: tuple[int, ...], batch: int, channels_last: bool = False) -> StepCost:
     return StepCost(2.0 * batch * math.prod(patch) / 1e6, 0)
 
 
@@ -55,7 +55,7 @@ def test_restore_plan_rules() -> None:
     assert cpu.overrides()["train.batch_size"] == 8
     assert "shortens a step by 50%" in dict((c, w) for c, _, w in cpu.rows())["batch"]
 
-    def overhead_bound(args: dict, patch: tuple[int, ...], batch: int) -> StepCost:
+    def overhead_bound(args: dict, patch: tuple[int, ...], batch: int, channels_last: bool = False) -> StepCost:
         return StepCost(0.01 + 1e-4 * batch, 0)
 
     gpu = plan_training(big, CPU, overhead_bound, budget_minutes=5)

@@ -140,6 +140,11 @@ class TrainConfig(_Section):
     )
     checkpoint_every: int = Field(0, ge=0, description="also save last.safetensors every N steps (0: per epoch)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
+    channels_last: bool = Field(
+        False,
+        description="channels-last memory layout (NHWC/NDHWC) for the network; the plan sets it where a measured "
+        "step is faster",
+    )
     tta: bool = Field(False, description="flip test-time augmentation during validation")
 
     @field_validator("device")

@@ -18,6 +18,7 @@ import torch
 
 from unetkit.errors import ConfigError, UnetkitError, require
 from unetkit.infer.tta import flip_average, flip_sets
+from unetkit.models.base import memory_format
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +185,7 @@ class TorchBackend:
         self.amp = (dev.type == "cuda") if amp is None else bool(amp)
         if self.amp and dev.type != "cuda":
             log.warning("AMP on %s is emulated and usually slower; consider amp=False", dev)
-        self.memory_format = (
-            (torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d)
-            if channels_last
-            else torch.contiguous_format
-        )
+        self.memory_format = memory_format(self.spatial_dims, channels_last)
         self.model = model.to(dev).eval()
         if channels_last:
             self.model = self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from unetkit.models.base import SegmentationModel
+from unetkit.models.base import SegmentationModel, memory_format
 from unetkit.models.multires import MultiResUNet
 from unetkit.models.registry import (
     MODEL_CLASSES,
@@ -29,6 +29,7 @@ __all__ = [
     "create_model",
     "get_preset",
     "list_models",
+    "memory_format",
     "model_info",
     "register_class",
     "register_preset",

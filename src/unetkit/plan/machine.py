@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from unetkit.utils import check_device
 
@@ -65,8 +65,13 @@ class StepCost:
     peak_bytes: int = 0
 
 
-#: ``(model_args, patch, batch) -> StepCost``: measures a step (tests inject a formula).
-StepTimer = Callable[[dict[str, Any], Sequence[int], int], StepCost]
+class StepTimer(Protocol):
+    """Measures one training step of ``batch`` patches of ``patch`` voxels through ``UNet(**model_args)``, in the
+    channels-last memory layout where ``channels_last`` (tests inject a formula)."""
+
+    def __call__(
+        self, model_args: dict[str, Any], patch: Sequence[int], batch: int, channels_last: bool = False
+    ) -> StepCost: ...
 
 
 #: Measured step costs are reused for this long (same machine, network, patch and batch).
@@ -78,8 +83,8 @@ def cached_timer(timer: StepTimer, machine: Machine, path: Path | None = None) -
     """``timer`` with its measurements kept in the user cache (``step-times.json`` in
     :func:`unetkit.infer.cache.cache_dir`) for :data:`STEP_CACHE_DAYS`: planning the same network again on
     this machine (another fold, a re-run, ``unetkit plan`` then ``train``) skips the measurement and gives the
-    same plan. The key is the machine, the network's arguments, the patch, the batch and the torch and
-    unetkit versions; an unreadable cache file is ignored (and rewritten).
+    same plan. The key is the machine, the network's arguments, the patch, the batch, the memory layout and the
+    torch and unetkit versions; an unreadable cache file is ignored (and rewritten).
     """
     import hashlib
     import json
@@ -99,8 +104,10 @@ def cached_timer(timer: StepTimer, machine: Machine, path: Path | None = None) -
             return {}
         return data if isinstance(data, dict) else {}
 
-    def wrapped(model_args: dict[str, Any], patch: Sequence[int], batch: int) -> StepCost:
+    def wrapped(model_args: dict[str, Any], patch: Sequence[int], batch: int, channels_last: bool = False) -> StepCost:
         what = [machine.to_dict(), model_args, [int(p) for p in patch], int(batch), torch.__version__, __version__]
+        if channels_last:  # (the default layout keeps the keys measured before the layout was a choice)
+            what.append("channels_last")
         key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
         entries = read()
         hit = entries.get(key)
@@ -110,7 +117,7 @@ def cached_timer(timer: StepTimer, machine: Machine, path: Path | None = None) -
                 return StepCost(float(hit["seconds"]), int(hit.get("peak_bytes", 0)))
         except (KeyError, TypeError, ValueError):
             pass
-        cost = timer(model_args, patch, batch)
+        cost = timer(model_args, patch, batch, channels_last)
         entries[key] = {"seconds": cost.seconds, "peak_bytes": cost.peak_bytes, "at": time.time()}
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
@@ -123,17 +130,19 @@ def cached_timer(timer: StepTimer, machine: Machine, path: Path | None = None) -
 
 
 def measure_step(machine: Machine, repeats: int = 2, cache: bool = True) -> StepTimer:
-    """A :data:`StepTimer` that builds the network and times ``repeats`` steps after one warm-up (kept in the
+    """A :class:`StepTimer` that builds the network and times ``repeats`` steps after one warm-up (kept in the
     user cache for a week: :func:`cached_timer`; ``cache=False`` always measures)."""
 
-    def timer(model_args: dict[str, Any], patch: Sequence[int], batch: int) -> StepCost:
+    def timer(model_args: dict[str, Any], patch: Sequence[int], batch: int, channels_last: bool = False) -> StepCost:
         import torch
 
         from unetkit.losses import SegmentationLoss
-        from unetkit.models import UNet
+        from unetkit.models import UNet, memory_format
 
         dev = torch.device("cuda" if machine.device == "cuda" else "cpu")
         net = UNet(**model_args).to(dev)
+        if channels_last:  # as the training loop lays it out (train.channels_last)
+            net = net.to(memory_format=memory_format(net.spatial_dims, True))  # type: ignore[call-overload]
         opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
         loss_fn = SegmentationLoss("dice_ce")
         x = torch.randn(batch, model_args["in_channels"], *patch, device=dev)
@@ -154,7 +163,8 @@ def measure_step(machine: Machine, repeats: int = 2, cache: bool = True) -> Step
                 times.append(time.perf_counter() - t0)
         peak = int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else 0
         cost = StepCost(min(times), peak)
-        log.debug("measured step: patch %s batch %d -> %.3f s", list(patch), batch, cost.seconds)
+        layout = " channels-last" if channels_last else ""
+        log.debug("measured%s step: patch %s batch %d -> %.3f s", layout, list(patch), batch, cost.seconds)
         return cost
 
     return cached_timer(timer, machine) if cache else timer

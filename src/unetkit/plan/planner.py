@@ -54,6 +54,11 @@ RESTORE_BATCH = 16
 #: the extra updates win (ISBI 2012, 5 CPU minutes: batch 16 21.78 dB, 8 21.84, 4 21.83). A GPU's small steps
 #: cost mostly their fixed overhead, so there CARE's 16 costs few updates.
 RESTORE_HALVE_SAVING = 0.25
+#: Train channels-last (NHWC/NDHWC) where a measured step of the planned batch takes at most 1 / this of the
+#: default layout's. Neither is faster everywhere: on a 2-core AMD EPYC, planned 3D runs trained 1.33-1.44x
+#: faster channels-last, a planned 2D segmentation 0.75x as fast (docs/benchmarks.md, "The memory layout"); the
+#: margin keeps one noisy timing from flipping it.
+CHANNELS_LAST_GAIN = 1.1
 
 
 def plan_training(
@@ -236,6 +241,9 @@ class _Planner(RecipeRules):
             share = int(BATCH_DATA_SHARE * data_voxels / max(1, math.prod(patch)))
             return int(max(2, min(MAX_BATCH, share)))
 
+        # the memory layout steps are timed in: the user's, else the default until the batch is chosen (below)
+        layout_fixed = "train.channels_last" in self.fixed
+        channels_last = bool(self.fixed["train.channels_last"]) if layout_fixed else False  # (YAML-parsed)
         user_patch = self.fixed.get("data.patch_size")
         if user_patch is not None:
             sizes = [int(user_patch)] * self.spatial if isinstance(user_patch, int) else [int(p) for p in user_patch]
@@ -253,7 +261,7 @@ class _Planner(RecipeRules):
             # measured once at a reference size and extrapolated, then measured again at the choice.
             patch, topo = fit_patch([max(min_patch, n) for n in shape], spacing)
             ref_patch, ref_topo = fit_patch([min(n, 64 if self.spatial == 3 else 128) for n in patch], spacing)
-            ref = self.timer(self._model_args(ref_topo, base, cap), ref_patch, 2)
+            ref = self.timer(self._model_args(ref_topo, base, cap), ref_patch, 2, channels_last=channels_last)
             per_voxel = ref.seconds / (2 * math.prod(ref_patch))
             mem_per_voxel = ref.peak_bytes / (2 * math.prod(ref_patch)) if ref.peak_bytes else 0.0
             mem_limit = m.memory_gb * 2**30 * GPU_MEMORY_SHARE if cuda else math.inf
@@ -275,7 +283,7 @@ class _Planner(RecipeRules):
             topo = Topology(topo.pools[: int(user_depth)], topo.kernels[: int(user_depth) + 1])
         self.topology = topo
         model_args = self._model_args(topo, base, cap)
-        measured = self.timer(model_args, self.patch, 2)
+        measured = self.timer(model_args, self.patch, 2, channels_last=channels_last)
         # batch: 2 at least; larger while a step still fits the time budget and the batch covers at most 5% of
         # the data (bigger batches only repeat the same voxels).
         batch = 2
@@ -285,7 +293,9 @@ class _Planner(RecipeRules):
             # a line through the step times of 2, 8 and 16 patches: a fixed cost plus one per patch (one noisy
             # timing cannot flip the choice)
             sizes = [2, RESTORE_BATCH // 2, RESTORE_BATCH]
-            seconds = [measured.seconds] + [self.timer(model_args, self.patch, b).seconds for b in sizes[1:]]
+            seconds = [measured.seconds] + [
+                self.timer(model_args, self.patch, b, channels_last=channels_last).seconds for b in sizes[1:]
+            ]
             per_patch, fixed_cost = np.polyfit(sizes, seconds, 1)
             per_patch, fixed_cost = max(float(per_patch), 0.0), max(float(fixed_cost), 0.0)
             full = fixed_cost + per_patch * RESTORE_BATCH
@@ -379,6 +389,30 @@ class _Planner(RecipeRules):
         chosen_batch = self.decide("batch", "train.batch_size", batch, why_batch)
         self.batch = int(chosen_batch)
         self.step_seconds = per_sample * self.batch
+        self._layout(model_args, layout_fixed, channels_last)
+
+    def _layout(self, model_args: dict[str, Any], fixed: bool, channels_last: bool) -> None:
+        """The memory layout: the user's, else channels-last where a step of the chosen batch measures clearly
+        faster in it (timed at the batch trained: a short step of 2 times too noisily to tell); the schedule's
+        step time follows the layout chosen."""
+        if fixed:
+            self.decide("layout", "train.channels_last", channels_last, "")
+            return
+        first = self.timer(model_args, self.patch, self.batch).seconds
+        last = self.timer(model_args, self.patch, self.batch, channels_last=True).seconds
+        faster = last * CHANNELS_LAST_GAIN <= first
+        if faster:
+            self.step_seconds *= last / max(first, 1e-9)
+        why = (
+            f"a step of {self.batch} took {last:.2f} s channels-last, {first:.2f} s channels-first on this "
+            f"{self.m.device} ({first / max(last, 1e-9):.2f}x): "
+            + (
+                "channels-last"
+                if faster
+                else f"channels-first, since channels-last is not {CHANNELS_LAST_GAIN:g}x faster"
+            )
+        )
+        self.decide("layout", "train.channels_last", faster, why)
 
     def instance_target(self) -> bool:
         """Instance masks train interior/boundary classes (decided once, recorded by ``target``)."""

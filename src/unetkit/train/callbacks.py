@@ -213,6 +213,7 @@ def start_summary(
     precision: str,
     budget_minutes: float | None,
     start_epoch: int = 0,
+    channels_last: bool = False,
 ) -> list[str]:
     """The lines a run starts with: data, network, plan, device, budget and where the outputs go.
 
@@ -238,7 +239,8 @@ def start_summary(
         f"patch {_size(patch)} -> output {_size(out_patch)}",
         f"plan     {epochs} epochs x {steps_per_epoch} steps = {steps} steps of {batch_size} patches"
         f" per process; validation every {val_every} epoch" + ("s" if val_every != 1 else ""),
-        f"device   {device} ({processes} process{'es' if processes != 1 else ''}, precision {precision})",
+        f"device   {device} ({processes} process{'es' if processes != 1 else ''}, precision {precision}"
+        + (", channels-last)" if channels_last else ")"),
         f"budget   {budget}",
     ]
     if start_epoch:

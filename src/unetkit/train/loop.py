@@ -25,7 +25,7 @@ from unetkit.errors import ConfigError, UnetkitError
 from unetkit.infer.tiling import default_tile
 from unetkit.metrics.best import LOWER_IS_BETTER, score_key
 from unetkit.models import create_model
-from unetkit.models.base import SegmentationModel
+from unetkit.models.base import SegmentationModel, memory_format
 from unetkit.train.callbacks import (
     BaseCallback,
     TensorBoardLogger,
@@ -256,6 +256,8 @@ def _train(
         data = task.prepare(out / "cache")
     torch.manual_seed(t.seed)  # the initial weights (DDP then broadcasts rank 0's anyway)
     model = _build_model(config, data)
+    if t.channels_last:  # before the optimizer and Fabric see the parameters
+        model = model.to(memory_format=memory_format(model.spatial_dims, True))  # type: ignore[call-overload]
     patch = legal_patch(model, config.data.patch_size)
     out_patch = list(model.output_shape(patch))
     tile = prediction_tile(model, patch)
@@ -291,7 +293,7 @@ def _train(
         out_patch=out_patch, batch_size=t.batch_size, epochs=run.epochs, steps_per_epoch=t.iterations_per_epoch,
         val_every=t.val_every, device=str(fabric.device), processes=fabric.world_size,
         precision=str(getattr(fabric.strategy.precision, "precision", t.precision)),
-        budget_minutes=t.max_minutes, start_epoch=run.epoch,
+        budget_minutes=t.max_minutes, start_epoch=run.epoch, channels_last=t.channels_last,
     )  # fmt: skip
     for line in summary:
         log.info(line)
