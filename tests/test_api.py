@@ -79,3 +79,21 @@ def test_train_on_a_folder_returns_the_model_file(tmp_path: Path) -> None:
     )
     assert model == tmp_path / "run" / "model.safetensors" and model.is_file()
     assert unetkit.predict(model, RNG.random((64, 64)).astype(np.float32), device="cpu").shape == (64, 64)
+
+
+def test_train_plans_a_restoration_folder_and_predict_restores(tmp_path: Path) -> None:
+    """``unetkit.train(DATA, OUT, task="restore")`` plans and trains as ``unetkit train DATA --task restore``;
+    ``unetkit.predict`` with the model restores an array (channels in the targets' range), not labels."""
+    from unetkit.plan import load_plan
+    from unetkit.synthetic import write_restore_dataset
+
+    write_restore_dataset(str(tmp_path / "data"), n=3, shape=(48, 48), seed=0)
+    model = unetkit.train(
+        tmp_path / "data", tmp_path / "run", budget="0.1m", task="restore", train__device="cpu",
+        train__epochs=1, train__iterations_per_epoch=2,
+    )  # fmt: skip
+    assert unetkit.read_description(model).task == "restore"
+    plan = load_plan(tmp_path / "run" / "plan.yaml")
+    assert plan.get("task") == "restore" and plan.get("model.args.norm") == "none"  # the restoration rules
+    out = unetkit.predict(model, RNG.random((48, 40)).astype(np.float32), device="cpu")
+    assert out.shape == (1, 48, 40) and out.dtype == np.float32

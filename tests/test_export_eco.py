@@ -83,3 +83,57 @@ def test_cli_exports_a_package_and_predicts_with_it(tmp_path: Path) -> None:
     r = runner.invoke(app, ["predict", str(zip_path), str(tmp_path / "img.tif"), "--out", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
     assert tifffile.imread(tmp_path / "out" / "img.tif").shape == (40, 50)
+
+
+def _apply_steps(x: np.ndarray, steps: list[dict]) -> np.ndarray:
+    """bioimage.io's ``ensure_dtype``, ``clip`` and ``scale_linear`` (channel axis 1), as a consumer applies them."""
+    for step in steps:
+        kw = step.get("kwargs", {})
+        if step["id"] == "ensure_dtype":
+            x = x.astype(kw["dtype"])
+        elif step["id"] == "clip":
+            x = np.clip(x, kw["min"], kw["max"])
+        elif step["id"] == "scale_linear":
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            x = x * np.reshape(kw["gain"], shape) + np.reshape(kw["offset"], shape)
+        else:
+            raise AssertionError(f"unexpected step {step['id']}")
+    return x.astype(np.float32)
+
+
+def test_a_restoration_package_outputs_the_restored_image(tmp_path: Path) -> None:
+    """A restoration model's package (``task: restore``) post-processes back to the targets' intensity range:
+    its pre-processing, ONNX weights and post-processing, applied as a bioimage.io consumer does, give its test
+    output, which is what ``unetkit.predict`` returns; no softmax, no [0, 1] range."""
+    pytest.importorskip("bioimageio.spec")
+    import onnxruntime as ort
+    import yaml
+
+    import unetkit
+
+    torch.manual_seed(0)
+    net = create_model("unet2d_small", in_channels=1, num_classes=2, depth=2, width=4, norm=None).eval()
+    targets = {"kind": "range", "params": {"min": [100.0, -3.0], "max": [4000.0, 3.0]}, "dtype": "uint16"}
+    inputs = {"kind": "range", "params": {"min": [0.0], "max": [255.0]}}
+    model = unetkit.save_model(
+        tmp_path / "m.safetensors", net, task="restore", normalization=inputs, target_normalization=targets
+    )
+    path = export_bioimageio(unetkit.load_model(model), tmp_path / "restore.zip")
+    validate_package(path)
+    with zipfile.ZipFile(path) as z:
+        rdf = yaml.safe_load(z.read("rdf.yaml"))
+        x = np.load(io.BytesIO(z.read("test_input.npy")))
+        y = np.load(io.BytesIO(z.read("test_output.npy")))
+        onnx = z.read("weights.onnx")
+    out = rdf["outputs"][0]
+    assert out["id"] == "restored" and "range" not in out["data"] and "restoration" in rdf["tags"]
+    assert [s["id"] for s in out["postprocessing"]] == ["scale_linear"]
+    assert any("10.1038/s41592-018-0216-7" == c.get("doi") for c in rdf["cite"])  # CARE
+    session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+    raw = session.run(None, {session.get_inputs()[0].name: _apply_steps(x, rdf["inputs"][0]["preprocessing"])})[0]
+    consumer = _apply_steps(raw, out["postprocessing"])
+    np.testing.assert_allclose(consumer, y, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(unetkit.predict(str(path), x[0], device="cpu"), y[0], rtol=1e-4, atol=1e-3)
+    # each channel is brought back to its own targets' range: x * (max - min) + min
+    np.testing.assert_allclose(y[0, 0], raw[0, 0] * 3900.0 + 100.0, rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(y[0, 1], raw[0, 1] * 6.0 - 3.0, rtol=1e-4, atol=1e-4)

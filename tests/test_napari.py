@@ -90,6 +90,37 @@ def test_segment_widget_adds_labels_with_the_model_classes(qtbot: Any, model_fil
     np.testing.assert_array_equal(labels.data, predict(str(model_file), image, device="cpu"))
 
 
+def test_segment_widget_restores_with_a_restoration_model(qtbot: Any, tmp_path: Path) -> None:
+    """A restoration model file (task: restore) restores the layer: an image layer per output channel, in the
+    targets' intensity range, the values ``unetkit.predict`` returns."""
+    import unetkit
+
+    net = unetkit.create_model("unet2d_small", in_channels=1, num_classes=3, depth=2, width=4, norm=None)
+    scaling = {"kind": "range", "params": {"min": [10.0, 0.0, -5.0], "max": [20.0, 255.0, 5.0]}}
+    model = unetkit.save_model(tmp_path / "r.safetensors", net, task="restore", target_normalization=scaling)
+    viewer = _viewer()
+    from unetkit.napari._widget import SegmentWidget
+
+    image = np.random.default_rng(2).random((40, 52)).astype(np.float32)
+    viewer.add_image(image, name="noisy", scale=(2.0, 2.0))
+    widget = SegmentWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.model_path.setText(str(model))
+    worker = widget.run()
+    assert worker is not None and "restoring noisy" in widget.status.text()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    names = ["noisy restored (red)", "noisy restored (green)", "noisy restored (blue)"]
+    qtbot.waitUntil(lambda: all(n in viewer.layers for n in names), timeout=10_000)
+    expected = unetkit.predict(str(model), image, device="cpu")
+    assert expected.shape == (3, 40, 52)
+    for c, n in enumerate(names):
+        layer = viewer.layers[n]
+        assert tuple(layer.scale) == (2.0, 2.0)
+        np.testing.assert_allclose(layer.data, expected[c], rtol=1e-5, atol=1e-4)
+    assert "noisy labels" not in viewer.layers and "3 channel(s)" in widget.status.text()
+
+
 def test_segment_widget_refuses_a_missing_model(qtbot: Any, tmp_path: Path) -> None:
     viewer = _viewer()
     from unetkit.napari._widget import SegmentWidget

@@ -197,15 +197,24 @@ def test_tiny_supervised_run_beats_the_noisy_input(tmp_path: Path) -> None:
     )  # fmt: skip
     result = train(cfg, tmp_path / "run")
     assert "val_psnr" in result.history[-1]
-    predictor = load_predictor(str(result.model_path), device="cpu")
+    import unetkit
     from unetkit.data.restore import invert_scaling
+    from unetkit.errors import ConfigError
 
+    predictor = load_predictor(str(result.model_path), device="cpu")
     scaling = predictor.description.target_normalization
     gains = []
     for noisy, clean in _held_out(2, 64):
-        out = invert_scaling(predictor.predict_proba(noisy[None]), scaling)[0]
-        gains.append(psnr(out, clean, 1.0) - psnr(noisy, clean, 1.0))
+        out = unetkit.predict(str(result.model_path), noisy, device="cpu")  # the API restores: (C_out, *S)
+        assert out.shape == (1, 64, 64) and out.dtype == np.float32
+        np.testing.assert_allclose(out, invert_scaling(predictor.predict_proba(noisy[None]), scaling), atol=1e-5)
+        gains.append(psnr(out[0], clean, 1.0) - psnr(noisy, clean, 1.0))
     assert min(gains) > 1.0, gains
+    # a restoration model has no labels or class probabilities, and says what to call instead
+    with pytest.raises(ConfigError, match="restore"):
+        predictor.predict(noisy[None])
+    with pytest.raises(ConfigError, match="no classes"):
+        unetkit.predict(str(result.model_path), noisy, probabilities=True, device="cpu")
 
 
 def test_model_file_task_defaults_to_segment(tmp_path: Path) -> None:
@@ -239,6 +248,10 @@ def test_cli_train_predict_evaluate(tmp_path: Path, dims: int) -> None:
     assert r.exit_code == 0, r.output
     out = read_image(pred / "00.tif").array
     assert out.dtype == np.float32 and out.shape == (1, *shape)
+    import unetkit
+
+    in_memory = unetkit.predict(str(run / "model.safetensors"), str(data / "inputs" / "00.tif"), device="cpu")
+    np.testing.assert_allclose(in_memory, out, rtol=1e-4, atol=1e-4 * float(np.abs(out).max()))
     r = runner.invoke(
         app, ["evaluate", "--task", "restore", "--pred", str(pred), "--truth", str(data / "targets"),
               "--out", str(tmp_path / "ev"), "--images", str(data / "inputs")],

@@ -1,4 +1,4 @@
-"""unetkit: U-Net image segmentation in 2D and 3D.
+"""unetkit: U-Net image segmentation and restoration in 2D and 3D.
 
 The public Python API in one place (imported on first use, so ``import unetkit`` is cheap)::
 

@@ -146,7 +146,7 @@ def predict(
     channels: str | None = None,
     **options: Any,
 ) -> Any:
-    """Segment an image with a model, in one call.
+    """Segment an image with a model, in one call (or restore it, with a restoration model).
 
     Args:
         model: a model file (``.safetensors``, ``.onnx``, bioimage.io ``.zip``), a list of them (an ensemble),
@@ -168,7 +168,9 @@ def predict(
 
     Returns:
         labels ``(*S)`` (uint8, uint16 beyond 256 classes); ``(labels, probabilities)`` with
-        ``probabilities=True``; the :class:`~unetkit.infer.files.PredictionResult` with ``out``.
+        ``probabilities=True``; the :class:`~unetkit.infer.files.PredictionResult` with ``out``. A restoration
+        model (``task: restore``) returns the restored image ``(C_out, *S)`` float32 in its targets' intensity
+        range (:meth:`~unetkit.infer.Predictor.restore`), one channel per target channel.
 
     Example:
         >>> import unetkit, numpy as np
@@ -201,6 +203,13 @@ def predict(
 
 
 def _run(predictor: Predictor, image: Any, probabilities: bool) -> Any:
+    if predictor.head == "identity":
+        if probabilities:
+            raise ConfigError(
+                "probabilities=True: a restoration model (task: restore) has no classes; leave it out to get "
+                "the restored image"
+            )
+        return predictor.restore(image)
     if not probabilities:
         return predictor.predict(image)
     from unetkit.infer.predictor import class_labels

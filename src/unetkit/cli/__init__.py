@@ -23,7 +23,7 @@ from unetkit.errors import UnetkitError
 
 app = typer.Typer(
     name="unetkit",
-    help="U-Net image segmentation in 2D and 3D: train, predict, evaluate. Try `unetkit demo`.",
+    help="U-Net segmentation and restoration in 2D and 3D: train, predict, evaluate. Try `unetkit demo`.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -55,7 +55,7 @@ def _root(
         False, "--version", "-V", callback=_version, is_eager=True, help="Print the unetkit version and exit."
     ),
 ) -> None:
-    """U-Net image segmentation in 2D and 3D: train, predict, evaluate. Try `unetkit demo`."""
+    """U-Net segmentation and restoration in 2D and 3D: train, predict, evaluate. Try `unetkit demo`."""
 
 
 _register()

@@ -19,6 +19,7 @@ def demo_cmd(
 ) -> None:
     """Generate synthetic touching cells, train a small U-Net with the paper's weight map, segment a held-out
     image 3x larger than the training images, print Dice/IoU and write overlay, curves and model to --out.
+    --task restore: denoise and deblur synthetic textures instead, print the PSNR of input and output.
 
     Example: unetkit demo --out runs/demo
     """

@@ -63,7 +63,8 @@ def evaluate_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only."),
     task: str = typer.Option("segment", "--task", help="segment | restore (PSNR, SSIM, NRMSE against targets)."),
 ) -> None:
-    """Score predicted masks against true masks, per image and overall.
+    """Score predicted masks against true masks (--task restore: restored images against targets, PSNR,
+    SSIM, NRMSE), per image and overall.
 
     Pairs files of --pred and --truth by stem; writes OUT/metrics.csv (one row per image, worst first),
     OUT/summary.json (means; per class where it applies) and OUT/report.html (tables and panels, one

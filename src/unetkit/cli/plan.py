@@ -62,9 +62,7 @@ def plan_cmd(
         fixed["task"] = "restore"
         if self_supervised:
             fixed["restore.self_supervised"] = True
-    plan = plan_dataset(
-        data, budget=budget, device=device, fixed=fixed, dims=dims, task=task, self_supervised=self_supervised
-    )
+    plan = plan_dataset(data, budget=budget, device=device, fixed=fixed, dims=dims)  # task: from fixed
     plan.save(out)
     if as_json:
         typer.echo(json.dumps(plan.to_dict(), indent=2))

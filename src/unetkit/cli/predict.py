@@ -89,11 +89,14 @@ def predict_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only, no progress bar."),
 ) -> None:
-    """Segment images of any size tile by tile, streaming the results to --out.
+    """Segment (or, with a restoration model, restore) images of any size tile by tile, streaming the results
+    to --out.
 
     Labels go to OUT/<stem> in the input's format (a PNG is a palette PNG: class indices shown in the class
     colours), probabilities to OUT/<stem>_prob.tif, the overlay to OUT/<stem>_overlay.png, instances to
-    OUT/<stem>_instances.tif (with --overlay also OUT/<stem>_instances_overlay.png).
+    OUT/<stem>_instances.tif (with --overlay also OUT/<stem>_instances_overlay.png). A restoration model
+    writes OUT/<stem> as float32 TIFF (zarr for zarr input) in the targets' intensity range (--dtype), and with
+    --overlay OUT/<stem>_panel.png: input | output, with a zoomed crop.
 
     Several model files (e.g. the folds of `unetkit train --folds 5`) average their probabilities.
 

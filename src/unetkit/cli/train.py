@@ -155,13 +155,16 @@ def train_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar (for CI and logs)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
-    """Train a U-Net on a folder of images and masks; writes model.safetensors, metrics and curves to --out.
+    """Train a U-Net on a folder of images and masks (--task restore: inputs and targets); writes
+    model.safetensors, metrics and curves to --out.
 
     With no other flags it first plans network, patch, batch, spacing, normalisation and schedule from the
     data and this machine (as `unetkit plan` does), prints why, and saves plan.yaml in the run folder; every
     flag, --set or config key overrides the plan's choice.
 
     Example: unetkit train ../shared/data/isbi2012 --out runs/isbi --budget 30m
+
+    Example: unetkit train pairs/ --task restore --out runs/care --budget 10m   (pairs/inputs, pairs/targets)
     """
     from unetkit.config import load_config
     from unetkit.train import train
@@ -236,10 +239,7 @@ def train_cmd(
                     "(docs/scale.md)"
                 )
             fixed = flatten(user)
-            plan = plan_dataset(
-                path, budget=budget, device=str(device or "auto"), fixed=fixed, dims=dims,
-                task=str(fixed.get("task", "segment")), self_supervised=bool(fixed.get("restore.self_supervised")),
-            )  # fmt: skip
+            plan = plan_dataset(path, budget=budget, device=str(device or "auto"), fixed=fixed, dims=dims)
         cfg = planned_config(plan, user, str(plan_file or "the plan"))
         out = out or Path("runs") / Path(str(path)).name
         if not quiet:

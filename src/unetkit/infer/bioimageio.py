@@ -9,8 +9,10 @@ Axes: ``batch, channel, (z,) y, x``; each input space axis is sized ``{min, step
 each output space axis refers to the input's with ``offset = output - input``, which is ``-2 * margin`` for
 valid nets (the halo the network crops itself) and 0 for same nets.
 
-Pre-processing mirrors the model file's normalisation (:func:`preprocessing`); post-processing is the
-softmax over the class channel (a 1-logit head: a sigmoid, one foreground channel).
+Pre-processing mirrors the model file's normalisation (:func:`preprocessing`); post-processing
+(:func:`output_head`) is the softmax over the class channel (a 1-logit head: a sigmoid, one foreground
+channel), or for a restoration model (``task: restore``) the inverse of the targets' scaling, so the package's
+output is the restored image in the targets' intensity range, as ``unetkit predict`` writes it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ DEFAULT_META: dict[str, Any] = {
     ],
     "tags": ["unetkit", "unet", "segmentation"],
 }
+#: what a restoration package gets instead of the segmentation defaults (where the user set none)
+RESTORE_META: dict[str, Any] = {
+    "cite": [
+        *DEFAULT_META["cite"],
+        {
+            "text": "Weigert et al.: Content-aware image restoration: pushing the limits of fluorescence microscopy",
+            "doi": "10.1038/s41592-018-0216-7",
+        },
+    ],
+    "tags": ["unetkit", "unet", "restoration", "denoising", "image-to-image"],
+}
 
 
 def _axes(dims: int) -> list[str]:
@@ -69,6 +82,13 @@ def _axes(dims: int) -> list[str]:
 def _identifier(name: str, i: int) -> str:
     text = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_")
     return text if text and not text[0].isdigit() else f"class_{i}"
+
+
+def _scale_linear(gain: list[float], offset: list[float]) -> dict[str, Any]:
+    """bioimage.io's ``scale_linear`` step, ``gain * x + offset``: one value, or one per channel."""
+    if len(gain) == 1:
+        return {"id": "scale_linear", "kwargs": {"gain": gain[0], "offset": offset[0]}}
+    return {"id": "scale_linear", "kwargs": {"axis": "channel", "gain": gain, "offset": offset}}
 
 
 def preprocessing(normalization: Mapping[str, Any], dims: int) -> tuple[list[dict[str, Any]], str]:
@@ -90,10 +110,7 @@ def preprocessing(normalization: Mapping[str, Any], dims: int) -> tuple[list[dic
 
     def linear(lo: list[float], hi: list[float]) -> dict[str, Any]:
         scale = [h - lo_ if abs(h - lo_) >= 1e-8 else 1.0 for lo_, h in zip(lo, hi, strict=True)]
-        gain, offset = [1.0 / s for s in scale], [-lo_ / s for lo_, s in zip(lo, scale, strict=True)]
-        if len(gain) == 1:
-            return {"id": "scale_linear", "kwargs": {"gain": gain[0], "offset": offset[0]}}
-        return {"id": "scale_linear", "kwargs": {"axis": "channel", "gain": gain, "offset": offset}}
+        return _scale_linear([1.0 / s for s in scale], [-lo_ / s for lo_, s in zip(lo, scale, strict=True)])
 
     def fixed_zscore(mean: list[float], std: list[float]) -> dict[str, Any]:
         std = [max(s, 1e-6) for s in std]
@@ -138,6 +155,48 @@ def preprocessing(normalization: Mapping[str, Any], dims: int) -> tuple[list[dic
     raise ConfigError(f"normalization kind {kind!r}: no bioimage.io equivalent known")
 
 
+def output_head(desc: Any, raw: torch.Tensor) -> dict[str, Any]:
+    """What the package's output is, per task: the test output's values (from the network's ``raw`` output),
+    the post-processing steps that make them, the output's id, channel names, description and value range.
+
+    Segmentation: the softmax over the class channel (a sigmoid for a 1-logit head). Restoration: the
+    network's output as it is, then ``scale_linear`` back to the targets' intensity range (the model file's
+    ``target_normalization`` inverted: ``x * (max - min) + min`` per channel; nothing where it records none).
+
+    Shape:
+        ``raw (1, K, *S)`` -> ``values (1, K, *S)`` float32.
+    """
+    if desc.task == "restore":
+        from unetkit.data.restore import invert_scaling
+
+        scaling = dict(desc.target_normalization or {})
+        values = invert_scaling(raw.numpy()[0], scaling)[None]
+        post: list[dict[str, Any]] = []
+        note = "none (the network's output is the restored image)"
+        if scaling.get("kind") == "range":
+            lo = [float(v) for v in np.atleast_1d(scaling["params"]["min"])]
+            hi = [float(v) for v in np.atleast_1d(scaling["params"]["max"])]
+            post = [_scale_linear([h - v for v, h in zip(lo, hi, strict=True)], lo)]
+            note = "scale_linear back to the training targets' intensity range (x * (max - min) + min per channel)"
+        return {
+            "values": values.astype(np.float32), "post": post, "id": "restored",
+            "names": [f"channel{i}" for i in range(values.shape[1])],
+            "description": "the restored image, in the training targets' intensity range",
+            "data": {"type": "float32"}, "note": note,
+        }  # fmt: skip
+    sigmoid = int(desc.num_classes) == 1
+    proba = (torch.sigmoid(raw) if sigmoid else torch.softmax(raw, 1)).numpy().astype(np.float32)
+    return {
+        "values": proba, "id": "probabilities",
+        "post": [{"id": "sigmoid"} if sigmoid else {"id": "softmax", "kwargs": {"axis": "channel"}}],
+        "names": ["foreground"] if sigmoid else [_identifier(n, i) for i, n in enumerate(desc.class_names)],
+        "description": "foreground probability" if sigmoid else "class probabilities",
+        "data": {"type": "float32", "range": [0.0, 1.0]},
+        "note": ("sigmoid (foreground probability)" if sigmoid else "softmax over the class channel")
+        + "; the label of a pixel is the most probable class",
+    }  # fmt: skip
+
+
 def _test_input(desc: Any, contract: Any, rng: np.random.Generator) -> np.ndarray:
     """A test image of a legal size: smooth blobs plus noise (a real-looking input for the cover)."""
     dims = contract.spatial_dims
@@ -152,26 +211,28 @@ def _test_input(desc: Any, contract: Any, rng: np.random.Generator) -> np.ndarra
     return np.clip(chans, 0, 255).astype(np.float32)[None]
 
 
-def _cover_png(image: np.ndarray, proba: np.ndarray, colours: list[Any]) -> bytes:
-    """Image | overlay of the predicted classes, side by side (2:1, as bioimage.io recommends)."""
+def _cover_png(image: np.ndarray, output: np.ndarray, colours: list[Any] | None) -> bytes:
+    """Image | overlay of the predicted classes (``colours``), or image | restored image (``colours=None``),
+    side by side (2:1, as bioimage.io recommends)."""
     from unetkit.infer.predictor import class_labels
     from unetkit.viz import overlay
     from unetkit.viz._save import png_bytes
     from unetkit.viz.overlay import to_display
 
-    img, pr = image[0], proba[0]
+    img, pr = image[0], output[0]
     if img.ndim == 4:  # 3D: the middle slice
         img, pr = img[:, img.shape[1] // 2], pr[:, pr.shape[1] // 2]
-    if pr.shape[0] == 1:
-        pr = np.concatenate([1 - pr, pr])
     h, w = pr.shape[1:]
     oy, ox = (img.shape[1] - h) // 2, (img.shape[2] - w) // 2  # valid nets: the output's part of the input
     img = img[:, oy : oy + h, ox : ox + w]
     left = to_display(img)
-    if left.ndim == 2:
-        left = np.stack([left] * 3, -1)
-    right = overlay(img, class_labels(pr), colours=colours)
-    return png_bytes(np.concatenate([left[..., :3], right], axis=1))
+    if colours is None:
+        right = to_display(pr)
+    else:
+        if pr.shape[0] == 1:
+            pr = np.concatenate([1 - pr, pr])
+        right = overlay(img, class_labels(pr), colours=colours)
+    return png_bytes(np.concatenate([left[..., :3], right[..., :3]], axis=1))
 
 
 def package_metadata(overrides: Mapping[str, Any] | None, meta_file: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -215,7 +276,8 @@ def package_bytes(
     """The bioimage.io package (zip bytes) of a unetkit network (``model.description`` set, e.g. loaded).
 
     Shape:
-        test input ``(1, C, *S)`` raw intensities; test output ``(1, K, *model.output_shape(S))`` probabilities.
+        test input ``(1, C, *S)`` raw intensities; test output ``(1, K, *model.output_shape(S))``: class
+        probabilities, or a restoration model's restored image (:func:`output_head`).
     """
     from unetkit.infer.export import _description_json, onnx_bytes, torchscript_module
     from unetkit.modelfile import ModelDescription, describe
@@ -225,6 +287,9 @@ def package_bytes(
     dims = int(desc.spatial_dims)
     space = _axes(dims)
     meta = dict(meta) if meta is not None else package_metadata(None, None)
+    restore = desc.task == "restore"
+    if restore:  # the restoration citation and tags, where the user kept the segmentation defaults
+        meta.update({k: v for k, v in RESTORE_META.items() if meta.get(k) == DEFAULT_META[k]})
     model = model.cpu().eval()
 
     rng = np.random.default_rng(seed)
@@ -234,12 +299,11 @@ def package_bytes(
     normed = Normalizer.from_dict(desc.normalization.model_dump())(x[0])[None]
     with torch.no_grad():
         t = model(torch.from_numpy(np.ascontiguousarray(normed, np.float32)))
-    sigmoid = int(desc.num_classes) == 1
-    proba = (torch.sigmoid(t) if sigmoid else torch.softmax(t, 1)).numpy().astype(np.float32)
+    head = output_head(desc, t)
+    proba = head["values"]
 
     pre, pre_note = preprocessing(desc.normalization.model_dump(), dims)
     offsets = [int(o) - int(i) for i, o in zip(x.shape[2:], proba.shape[2:], strict=True)]
-    names = ["foreground"] if sigmoid else [_identifier(n, i) for i, n in enumerate(desc.class_names)]
     steps, mins = contract.steps(), contract.min_input_size()
     arch_kwargs = {"network_class": desc.architecture.cls, **desc.architecture.args}
 
@@ -252,13 +316,13 @@ def package_bytes(
         b = io.BytesIO()
         np.save(b, arr)
         npy[key] = b.getvalue()
-    cover = _cover_png(x, proba, [list(c) for c in desc.class_colours])
+    cover = _cover_png(x, proba, None if restore else [list(c) for c in desc.class_colours])
+    what = f"restoration to {proba.shape[1]} output channel(s)" if restore else f"classes {', '.join(desc.class_names)}"
     readme = (
         f"# {meta.get('name') or 'unetkit model'}\n\nA {dims}D {desc.architecture.cls} exported by unetkit "
-        f"{desc.unetkit_version}: {desc.in_channels} input channel(s), classes {', '.join(desc.class_names)}.\n\n"
+        f"{desc.unetkit_version}: {desc.in_channels} input channel(s), {what}.\n\n"
         f"Pre-processing ({desc.normalization.kind}): {pre_note}.\n\n"
-        f"Post-processing: {'sigmoid (foreground probability)' if sigmoid else 'softmax over the class channel'}; "
-        "the label of a pixel is the most probable class.\n\n"
+        f"Post-processing: {head['note']}.\n\n"
         f"Input sizes: per space axis `min + n * step` ({dict(zip(space, mins, strict=True))} + n * "
         f"{dict(zip(space, steps, strict=True))}); the output is smaller by {[-o for o in offsets]} "
         "(the valid network's halo; 0 for same padding).\n"
@@ -268,7 +332,11 @@ def package_bytes(
         "format_version": FORMAT_VERSION,
         "name": meta.get("name") or f"unetkit {desc.architecture.preset or desc.architecture.cls} {dims}D",
         "description": meta.get("description")
-        or f"{dims}D U-Net segmentation ({', '.join(desc.class_names)}), exported by unetkit",
+        or (
+            f"{dims}D U-Net restoration ({desc.in_channels} -> {proba.shape[1]} channels), exported by unetkit"
+            if restore
+            else f"{dims}D U-Net segmentation ({', '.join(desc.class_names)}), exported by unetkit"
+        ),
         "authors": meta["authors"],
         "cite": meta["cite"],
         "license": meta["license"],
@@ -294,19 +362,19 @@ def package_bytes(
         ],
         "outputs": [
             {
-                "id": "probabilities",
-                "description": "class probabilities" if not sigmoid else "foreground probability",
+                "id": head["id"],
+                "description": head["description"],
                 "axes": [
                     {"type": "batch"},
-                    {"type": "channel", "channel_names": names},
+                    {"type": "channel", "channel_names": head["names"]},
                     *[
                         {"type": "space", "id": a, "size": {"tensor_id": "raw", "axis_id": a, "offset": o}}
                         for a, o in zip(space, offsets, strict=True)
                     ],
                 ],
                 "test_tensor": {"source": "test_output.npy"},
-                "data": {"type": "float32", "range": [0.0, 1.0]},
-                "postprocessing": [{"id": "sigmoid"} if sigmoid else {"id": "softmax", "kwargs": {"axis": "channel"}}],
+                "data": head["data"],
+                "postprocessing": head["post"],
             }
         ],
         "weights": {

@@ -208,7 +208,7 @@ def restore_file(
     Shape:
         image ``(C_in, *S)`` -> output ``(C_out, *S)``.
     """
-    from unetkit.data.restore import cast_to, invert_scaling
+    from unetkit.data.restore import cast_to
 
     path = Path(path)
     outputs = outputs_for(path, out_dir, outputs, "restore_file", probabilities=False, overlay=False)
@@ -234,7 +234,7 @@ def restore_file(
     try:
         slabs = slice_slabs(predictor, image, on_tiles) if slices else predictor.iter_slabs(image, on_tiles=on_tiles)
         for slab in slabs:
-            restored = cast_to(invert_scaling(slab.proba, scaling), out_dtype)
+            restored = cast_to(predictor.to_target_range(slab.proba), out_dtype)
             target.write(slab.start, restored)
             if keep:
                 pieces.append(restored)

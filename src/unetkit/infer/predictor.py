@@ -154,7 +154,8 @@ class Predictor:
             one channel per target channel); default: from the model file's ``task``.
 
     Shape:
-        ``predict_proba``: ``(C, *S) -> (K, *S)`` float32; ``predict``: ``(C, *S) -> (*S)`` labels.
+        ``predict_proba``: ``(C, *S) -> (K, *S)`` float32; ``predict``: ``(C, *S) -> (*S)`` labels;
+        ``restore`` (a restoration model): ``(C, *S) -> (C_out, *S)`` float32 in the targets' range.
 
     Examples:
         >>> import numpy as np
@@ -404,12 +405,44 @@ class Predictor:
         Shape:
             ``(C, *S) -> (*S)``
         """
+        if self.head == "identity":
+            raise ConfigError(
+                "this is a restoration model (task: restore): it has no classes; Predictor.restore(image) returns "
+                "the restored image (unetkit.predict(model, image) does it for you)"
+            )
         image = self._check_image(image)
         spatial = tuple(int(n) for n in image.shape[1:])
         out = np.empty(spatial, np.uint8 if self.num_classes <= 256 else np.uint16)
         for slab in self.iter_slabs(image):
             out[slab.start : slab.start + slab.proba.shape[1]] = slab.labels()
         return out
+
+    def to_target_range(self, values: np.ndarray) -> np.ndarray:
+        """A restoration network's outputs in its targets' intensity range: the model file's target
+        normalisation inverted (the outputs as they are where it records none). Every restored image, in memory
+        or streamed to a file, comes back through this one step.
+
+        Shape:
+            ``(C_out, *S) -> (C_out, *S)`` float32.
+        """
+        from unetkit.data.restore import invert_scaling
+
+        desc = self.description
+        return invert_scaling(values, dict(desc.target_normalization or {}) if desc is not None else None)
+
+    def restore(self, image: Any) -> np.ndarray:
+        """A restoration model's output for the whole image, in memory, in the targets' intensity range (use
+        :func:`~unetkit.infer.files.restore_file` for images larger than memory).
+
+        Shape:
+            ``(C_in, *S) -> (C_out, *S)`` float32.
+        """
+        if self.head != "identity":
+            raise ConfigError(
+                "this is a segmentation model: Predictor.predict(image) returns its labels, predict_proba the "
+                "class probabilities"
+            )
+        return self.to_target_range(self.predict_proba(image))
 
     def tiles_for(self, spatial: Sequence[int]) -> int:
         """How many tiles an image of this size takes (for progress bars)."""

@@ -177,4 +177,4 @@ class TrainWidget(QWidget):
         self.viewer.add_labels(labels, name=f"{layer.name} labels ({os.path.basename(model.parent)})", scale=scale,
                                colormap=label_colormap(list(desc.class_colours)))  # fmt: skip
         self.bar.setValue(100)
-        self.status.setText(f"model: {model} (segment other images with it in Segment (unetkit))")
+        self.status.setText(f"model: {model} (segment other images with it in Segment or restore (unetkit))")

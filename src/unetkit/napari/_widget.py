@@ -1,10 +1,12 @@
-"""The napari widget: pick a model file, segment the selected image layer in a worker thread.
+"""The napari widget: pick a model file, segment (or restore) the selected image layer in a worker thread.
 
 The image is predicted slab by slab (the predictor's tiling and blending, as ``unetkit predict``), in a
-napari worker thread with a progress bar and a Cancel button; the result is a labels layer coloured with
-the model's class colours (its ``features`` table names each class), and, on request, one probability
-image layer per class. A layer whose channels are not the model's is refused before the worker starts, or
-converted as the channels box says (grey, rgb, first: :mod:`unetkit.data.channels`).
+napari worker thread with a progress bar and a Cancel button. A segmentation model gives a labels layer
+coloured with the model's class colours (its ``features`` table names each class), and, on request, one
+probability image layer per class; a restoration model (``task: restore``: CARE, Noise2Void, pix2pix) gives
+the restored image layer, in the targets' intensity range, one layer per output channel. A layer whose
+channels are not the model's is refused before the worker starts, or converted as the channels box says
+(grey, rgb, first: :mod:`unetkit.data.channels`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,15 @@ def label_colormap(colours: list[tuple[int, int, int]]) -> Any:
     return DirectLabelColormap(color_dict=mapping)
 
 
+def _slabs(predictor: Any, data: Any, channels: str | None) -> tuple[tuple[int, ...], Any]:
+    """The layer's spatial shape, and its finished slabs with the image rows each covers."""
+    from unetkit.api import channels_first
+
+    image = channels_first(np.asarray(data), predictor.spatial_dims, predictor.in_channels, channels=channels)
+    slabs = ((slice(s.start, s.start + s.proba.shape[1]), s) for s in predictor.iter_slabs(image))
+    return tuple(image.shape[1:]), slabs
+
+
 def segment(
     predictor: Any, data: Any, *, probabilities: bool, channels: str | None = None
 ) -> Generator[float, None, tuple[np.ndarray, np.ndarray | None]]:
@@ -66,14 +77,10 @@ def segment(
     Shape:
         ``data`` as :func:`unetkit.api.channels_first` takes it -> labels ``(*S)``, proba ``(K, *S)`` or None.
     """
-    from unetkit.api import channels_first
-
-    image = channels_first(np.asarray(data), predictor.spatial_dims, predictor.in_channels, channels=channels)
-    spatial = image.shape[1:]
+    spatial, slabs = _slabs(predictor, data, channels)
     labels = np.zeros(spatial, np.uint8 if predictor.num_classes <= 256 else np.uint16)
     proba = np.zeros((predictor.num_classes, *spatial), np.float32) if probabilities else None
-    for slab in predictor.iter_slabs(image):
-        rows = slice(slab.start, slab.start + slab.proba.shape[1])
+    for rows, slab in slabs:
         labels[rows] = slab.labels()
         if proba is not None:
             proba[:, rows] = slab.proba
@@ -81,8 +88,24 @@ def segment(
     return labels, proba
 
 
+def restore(predictor: Any, data: Any, *, channels: str | None = None) -> Generator[float, None, np.ndarray]:
+    """Restore ``data`` (a layer's array) with a restoration model, slab by slab: yields the fraction done,
+    returns the restored image in the targets' intensity range (:meth:`unetkit.infer.Predictor.to_target_range`).
+
+    Shape:
+        ``data`` as :func:`unetkit.api.channels_first` takes it -> ``(C_out, *S)`` float32.
+    """
+    spatial, slabs = _slabs(predictor, data, channels)
+    out = np.zeros((predictor.num_classes, *spatial), np.float32)
+    for rows, slab in slabs:
+        out[:, rows] = predictor.to_target_range(slab.proba)
+        yield rows.stop / spatial[0]
+    return out
+
+
 class SegmentWidget(QWidget):
-    """Model file, image layer, "probabilities too", Run / Cancel, a progress bar and a status line."""
+    """Model file, image layer, "probabilities too", Run / Cancel, a progress bar and a status line; a
+    restoration model file restores the layer instead of segmenting it."""
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
@@ -99,7 +122,7 @@ class SegmentWidget(QWidget):
         self.channels = QComboBox()
         self.channels.addItems(list(CHANNEL_CHOICES))
         self.probabilities = QCheckBox("probabilities too")
-        self.run_button = QPushButton("Segment")
+        self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -178,13 +201,20 @@ class SegmentWidget(QWidget):
         except UnetkitError as exc:
             self.status.setText(f"{layer.name}: {exc}")
             return None
-        k = predictor.num_classes
-        classes = Classes.from_model(desc.class_names, desc.class_colours) if desc is not None else Classes.default(k)
-        worker = thread_worker(segment)(
-            predictor, layer.data, probabilities=self.probabilities.isChecked(), channels=channels
-        )
+        restoring = predictor.head == "identity"  # a restoration model (task: restore)
+        if restoring:
+            worker = thread_worker(restore)(predictor, layer.data, channels=channels)
+            worker.returned.connect(lambda result: self._add_restored(layer, result))
+        else:
+            k = predictor.num_classes
+            classes = (
+                Classes.from_model(desc.class_names, desc.class_colours) if desc is not None else Classes.default(k)
+            )
+            worker = thread_worker(segment)(
+                predictor, layer.data, probabilities=self.probabilities.isChecked(), channels=channels
+            )
+            worker.returned.connect(lambda result: self._add_layers(layer, classes, result))
         worker.yielded.connect(lambda frac: self.progress.setValue(round(100 * frac)))
-        worker.returned.connect(lambda result: self._add_layers(layer, classes, result))
         worker.errored.connect(lambda exc: self.status.setText(f"failed: {exc}"))
         worker.aborted.connect(lambda: self.status.setText("cancelled"))
         worker.finished.connect(self._finished)
@@ -192,7 +222,7 @@ class SegmentWidget(QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
-        self.status.setText(f"segmenting {layer.name} with {os.path.basename(path)}")
+        self.status.setText(f"{'restoring' if restoring else 'segmenting'} {layer.name} with {os.path.basename(path)}")
         worker.start()
         return worker
 
@@ -204,6 +234,21 @@ class SegmentWidget(QWidget):
         self.worker = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+
+    def _add_restored(self, layer: Any, out: np.ndarray) -> None:
+        """The restored image as a layer beside the input (one per channel, additive, red/green/blue for 3)."""
+        scale = tuple(layer.scale)[-(out.ndim - 1) :]
+        name = f"{layer.name} restored"
+        if out.shape[0] == 1:
+            self.viewer.add_image(out[0], name=name, scale=scale)
+        else:
+            colours = ["red", "green", "blue"] if out.shape[0] == 3 else None
+            names = [f"{name} ({c})" for c in (colours or range(out.shape[0]))]
+            self.viewer.add_image(out, channel_axis=0, name=names, scale=scale, colormap=colours, blending="additive")
+        note = "; probabilities: none for a restoration model" if self.probabilities.isChecked() else ""
+        self.status.setText(
+            f"{name}: {out.shape[0]} channel(s), values {float(out.min()):.4g} to {float(out.max()):.4g}{note}"
+        )
 
     def _add_layers(self, layer: Any, classes: Any, result: tuple[np.ndarray, np.ndarray | None]) -> None:
         import pandas as pd

@@ -91,8 +91,8 @@ def plan_dataset(
     fixed: Mapping[str, Any] | None = None,
     dims: int | None = None,
     timer: StepTimer | None = None,
-    task: str = "segment",
-    self_supervised: bool = False,
+    task: str | None = None,
+    self_supervised: bool | None = None,
 ) -> Plan:
     """Plan training on the dataset at ``path`` for this machine.
 
@@ -104,12 +104,18 @@ def plan_dataset(
         fixed: config values the user set, by dotted key; they win over the plan.
         dims: 2 to train a 3D dataset slice by slice.
         timer: how a training step is measured (default: build the network and time it).
-        task: ``segment`` or ``restore`` (a restoration dataset: inputs/ + targets/).
-        self_supervised: restoration from the inputs alone (Noise2Void): no targets are read.
+        task: ``segment`` or ``restore`` (a restoration dataset: inputs/ + targets/); default: ``fixed``'s
+            ``task``, else ``segment``.
+        self_supervised: restoration from the inputs alone (Noise2Void): no targets are read; default:
+            ``fixed``'s ``restore.self_supervised``, else false.
 
     Returns:
         The :class:`Plan`; ``plan.overrides()`` are the config values, ``plan.rows()`` the table.
     """
+    given = dict(fixed or {})
+    task = task if task is not None else str(given.get("task", "segment"))
+    if self_supervised is None:
+        self_supervised = bool(given.get("restore.self_supervised", False))
     facts = facts_of(path, task=task, self_supervised=self_supervised)
     machine = detect_machine(device)
     minutes = parse_duration(budget) if budget is not None else None

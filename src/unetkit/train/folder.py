@@ -29,15 +29,17 @@ def train(
     """Train a model on a dataset folder (planned, as ``unetkit train DATA`` does) and return the model file.
 
     Args:
-        data: the dataset folder (``images/`` + ``masks/``, see docs/data.md), or a ready
-            :class:`~unetkit.config.Config` (trained as it is).
+        data: the dataset folder (``images/`` + ``masks/``, see docs/data.md; with ``task="restore"``
+            ``inputs/`` + ``targets/``, docs/restoration.md), or a ready :class:`~unetkit.config.Config`
+            (trained as it is).
         out: the run folder (``model.safetensors``, ``metrics.csv``, ``curves.png``, ...).
         plan: plan network, patch, batch, spacing and schedule from the data and this machine (the CLI's
             default); ``False`` trains the configuration's fixed defaults.
         budget: the training time the plan fits, e.g. ``"5m"``.
         callbacks: progress hooks (:class:`~unetkit.train.callbacks.BaseCallback`).
         **overrides: configuration fields as ``section__key=value`` or ``{"section.key": value}``, e.g.
-            ``train__epochs=5`` (``--set train.epochs=5``); they override the plan's choices.
+            ``train__epochs=5`` (``--set train.epochs=5``), ``task="restore"`` (``--task restore``),
+            ``restore__self_supervised=True`` (Noise2Void); they override the plan's choices.
 
     Returns:
         The path of the trained model file (``out/model.safetensors``).
@@ -57,9 +59,8 @@ def train(
         from unetkit.plan.apply import planned_config, user_settings
 
         user = user_settings(None, sets)
-        plan_obj = plan_dataset(
-            str(data), budget=budget, device=str(overrides.get("train__device", "auto")), fixed=flatten(user)
-        )
+        fixed = flatten(user)
+        plan_obj = plan_dataset(str(data), budget=budget, device=str(fixed.get("train.device", "auto")), fixed=fixed)
         cfg = planned_config(plan_obj, user, "the plan")
     else:
         if budget is not None:
