@@ -27,6 +27,17 @@ def test_info(tmp_path: Path) -> None:
     assert "unet3d_small" in result.output and "[32, 32, 32]" in result.output
     result = runner.invoke(app, ["info", "--json", str(path)])
     assert '"format_version": 1' in result.output
+    assert "segment" in runner.invoke(app, ["info", str(path)]).output
+
+
+def test_info_of_a_restoration_model_names_its_outputs_not_classes(tmp_path: Path) -> None:
+    scaling = {"kind": "range", "params": {"min": [5.0], "max": [900.0]}, "dtype": "uint16"}
+    net = create_model("unet2d_small", in_channels=3, num_classes=1, width=2)
+    path = save_model(tmp_path / "r.safetensors", net, task="restore", target_normalization=scaling)
+    result = runner.invoke(app, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "restore" in result.output and "3 in, 1 out" in result.output and "■" not in result.output  # no classes
+    assert "900.0" in result.output and "uint16" in result.output  # how outputs come back to the targets' range
 
 
 def test_errors_are_one_line_not_tracebacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -61,7 +61,11 @@ def evaluate_cmd(
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings only."),
-    task: str = typer.Option("segment", "--task", help="segment | restore (PSNR, SSIM, NRMSE against targets)."),
+    task: str = typer.Option(
+        None,
+        "--task",
+        help="segment | restore (PSNR, SSIM, NRMSE against targets); default: the --model file's task, else segment.",
+    ),
 ) -> None:
     """Score predicted masks against true masks (--task restore: restored images against targets, PSNR,
     SSIM, NRMSE), per image and overall.
@@ -84,6 +88,10 @@ def evaluate_cmd(
     from unetkit.postprocess.pipeline import parse_postprocess
 
     setup_logging(verbose, quiet)
+    if task is None:  # follow the model: a restoration model's outputs are scored as restorations
+        from unetkit.infer.predictor import file_description
+
+        task = str(file_description(model).task) if model is not None else "segment"
     if task not in ("segment", "restore"):
         raise ConfigError(f"--task {task!r}: use segment or restore")
     from unetkit.data.channels import check_mode

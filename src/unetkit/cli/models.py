@@ -34,7 +34,8 @@ def info_cmd(
     model: Path = typer.Argument(..., help="A .safetensors model file."),
     as_json: bool = typer.Option(False, "--json", help="Print the raw JSON description."),
 ) -> None:
-    """Print a model file's description: architecture, classes, normalisation, tile size, provenance.
+    """Print a model file's description: architecture, task, classes (or a restoration's output channels and
+    target scaling), normalisation, tile size, provenance.
 
     Example: unetkit info runs/demo/model.safetensors
     """
@@ -50,12 +51,23 @@ def info_cmd(
     arch = desc.architecture
     table.add_row("network", f"{arch.cls} (preset {arch.preset})" if arch.preset else arch.cls)
     table.add_row("arguments", ", ".join(f"{k}={v}" for k, v in arch.args.items()))
-    table.add_row("dims / channels", f"{desc.spatial_dims}D, {desc.in_channels} in, {desc.num_classes} classes")
-    classes = ", ".join(
-        f"[rgb({r},{g},{b})]■[/] {n}" for n, (r, g, b) in zip(desc.class_names, desc.class_colours, strict=True)
-    )
-    table.add_row("classes", classes)
+    table.add_row("task", desc.task)
+    if desc.task == "restore":
+        table.add_row("dims / channels", f"{desc.spatial_dims}D, {desc.in_channels} in, {desc.num_classes} out")
+    else:
+        table.add_row("dims / channels", f"{desc.spatial_dims}D, {desc.in_channels} in, {desc.num_classes} classes")
+        classes = ", ".join(
+            f"[rgb({r},{g},{b})]■[/] {n}" for n, (r, g, b) in zip(desc.class_names, desc.class_colours, strict=True)
+        )
+        table.add_row("classes", classes)
     table.add_row("normalisation", f"{desc.normalization.kind} {desc.normalization.params or ''}".strip())
+    if desc.task == "restore":  # how outputs come back to the targets' intensity range
+        scaling = dict(desc.target_normalization or {})
+        table.add_row(
+            "target scaling",
+            f"{scaling.get('kind', 'none')} {scaling.get('params') or ''}, inverted at prediction; "
+            f"targets were {scaling.get('dtype', 'float32')}",
+        )
     table.add_row("tile size", str(desc.tile_size) if desc.tile_size else "-")
     if desc.spacing:
         table.add_row("spacing", str(desc.spacing))

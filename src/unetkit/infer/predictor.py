@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -458,6 +459,25 @@ class Predictor:
             f"{name} on {self.backend.device}; tile {plan.tile_in} -> {plan.tile_out}; "
             f"{plan.num_tiles} tiles x {passes} pass(es); {mode}; batch {self.batch_for(plan)}"
         )
+
+
+def file_description(path: str | os.PathLike[str]) -> Any:
+    """The unetkit description (:class:`~unetkit.modelfile.ModelDescription`) of any file
+    :func:`load_predictor` takes (``.safetensors``, ``.onnx``, bioimage.io ``.zip``), without building a
+    backend: what a command reads to follow the model (its task, classes) before predicting."""
+    from pathlib import Path
+
+    from unetkit.infer.bioimageio import is_package, load_package_model
+    from unetkit.modelfile import ModelDescription, read_description
+
+    p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        from unetkit.infer.export import read_onnx_description
+
+        return ModelDescription.model_validate(read_onnx_description(p))
+    if p.is_file() and is_package(p):
+        return load_package_model(p).description  # type: ignore[attr-defined]
+    return read_description(p)
 
 
 def load_predictor(path: str, **kwargs: Any) -> Predictor:
