@@ -260,6 +260,25 @@ def test_cli_train_predict_evaluate(tmp_path: Path, dims: int) -> None:
     assert (tmp_path / "ev" / "summary.json").is_file() and (tmp_path / "ev" / "metrics.csv").is_file()
     if dims == 2:
         assert (tmp_path / "ev" / "panels" / "00.png").is_file()
+        # with --model and no --task, evaluate follows the model file's task: restore first, then PSNR/SSIM
+        r = runner.invoke(
+            app, ["evaluate", "--model", str(run / "model.safetensors"), "--images", str(data / "inputs"),
+                  "--truth", str(data / "targets"), "--out", str(tmp_path / "ev2"), "--quiet"],
+        )  # fmt: skip
+        assert r.exit_code == 0, r.output
+        import json
+
+        assert "psnr" in json.loads((tmp_path / "ev2" / "summary.json").read_text())
+        # segmentation outputs are refused with the fix, before anything is written
+        r = runner.invoke(
+            app, ["predict", str(run / "model.safetensors"), str(data / "inputs"), "--out", str(tmp_path / "p2"),
+                  "--instances", "components"],
+        )  # fmt: skip
+        from unetkit.errors import ConfigError  # (main() turns it into exit code 2 and the one line)
+
+        assert isinstance(r.exception, ConfigError) and "restoration model" in str(r.exception)
+        assert "leave them out" in str(r.exception)
+        assert not (tmp_path / "p2").exists()
 
 
 def test_cli_self_supervised_and_onnx(tmp_path: Path) -> None:

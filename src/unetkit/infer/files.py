@@ -381,6 +381,14 @@ def predict_files(
         predictor = load_ensemble(paths, **options)
         name = os.fspath(paths[0])
     check_input_channels(predictor, files, channels, name)  # every input, before the first tile
+    if predictor.head == "identity":  # a restoration model: segmentation outputs are refused, not ignored
+        asked = [f for f, on in (("probabilities", probabilities), ("postprocess", postprocess),
+                                 ("instances", instances)) if on]  # fmt: skip
+        if asked:
+            raise ConfigError(
+                f"{', '.join('--' + a for a in asked)}: segmentation outputs, but {name or 'the model'} is a "
+                "restoration model (task: restore), which writes the restored image; leave them out"
+            )
     desc = predictor.description
     if instances is None and desc is not None and desc.extra.get("target") == "boundary":
         instances = "boundary"  # the model was trained to separate objects: give the user its instances
