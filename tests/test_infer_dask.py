@@ -111,3 +111,25 @@ def test_many_files_keep_their_own_statistics_and_options(client, tmp_path) -> N
         for name, image in images.items():
             want = load_predictor(model, tile=tile, backend="torch", device="cpu").predict(image.astype(np.float32))
             assert np.array_equal(zarr.open_array(str(out / f"{name}.zarr"))[:], want), (name, tile)
+
+
+def test_dask_restores_with_a_restoration_model(client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A restoration model file over the cluster: the restored image in the targets' range, as a local run."""
+    import zarr
+
+    from unetkit.errors import ConfigError
+    from unetkit.infer.dask_predict import predict_dask
+    from unetkit.infer.predictor import load_predictor
+    from unetkit.modelfile import save_model
+
+    net = UNet(2, 1, 2, depth=2, width=4, norm=None)
+    scaling = {"kind": "range", "params": {"min": [100.0, -1.0], "max": [300.0, 1.0]}}
+    path = str(save_model(tmp_path / "r.safetensors", net, task="restore", target_normalization=scaling))
+    image = np.random.default_rng(3).random((1, 130, 90)).astype(np.float32)
+    reference = load_predictor(path, device="cpu", backend="torch", tile=32).restore(image)
+    out = predict_dask(path, image, tmp_path / "restored.zarr", client=client, chunk=40, tile=32, backend="torch")
+    got = zarr.open_array(str(out))[:]
+    assert got.shape == (2, 130, 90) and got.dtype == np.float32
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ConfigError, match="no class probabilities"):
+        predict_dask(path, image, tmp_path / "x.zarr", probabilities=tmp_path / "p.zarr", client=client, tile=32)

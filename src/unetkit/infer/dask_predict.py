@@ -186,7 +186,8 @@ def predict_dask(
     channels: str | None = None,
     **options: Any,
 ) -> Path:
-    """Segment one image over a Dask cluster; write the labels (and probabilities) to zarr.
+    """Segment one image over a Dask cluster; write the labels (and probabilities) to zarr. A restoration model
+    (``task: restore``) writes the restored image instead, ``(C_out, *S)`` float32 in its targets' range.
 
     Per-image normalisation statistics are computed once, here, exactly as a local run computes them
     (:meth:`~unetkit.data.Normalizer.freeze`), and shipped to the tasks, which each see one block only.
@@ -209,7 +210,7 @@ def predict_dask(
         ``out``.
 
     Shape:
-        ``(C, *S) -> (*S)`` labels, ``(K, *S)`` probabilities.
+        ``(C, *S) -> (*S)`` labels, ``(K, *S)`` probabilities; a restoration: ``(C_out, *S)``.
     """
     dask: Any = require("dask", "dask", "prediction with --dask")
     da: Any = require("dask.array", "dask", "prediction with --dask")
@@ -223,6 +224,9 @@ def predict_dask(
     options = {k: v for k, v in options.items() if v is not None}
     local = _planner(model, options)
     dims = local.spatial_dims
+    restore = local.head == "identity"
+    if restore and probabilities is not None:
+        raise ConfigError(f"{model}: a restoration model (task: restore) has no class probabilities; leave them out")
     source = (
         _PathImage(str(image), dims, local.in_channels, channels) if isinstance(image, str | os.PathLike) else image
     )
@@ -247,7 +251,17 @@ def predict_dask(
         shape=spatial, halo=halo,
     )  # fmt: skip
     targets: list[tuple[Any, Path]] = []
-    if probabilities is None:
+    if restore:  # the network's outputs, back in the targets' range (as Predictor.to_target_range does)
+        from unetkit.data.restore import invert_scaling
+
+        raw = da.map_overlap(
+            _block_proba, x, chunks=((local.num_classes,), *x.chunks[1:]), dtype=np.float32, labels=False,
+            meta=np.empty((0,) * (dims + 1), np.float32), **common,
+        )  # fmt: skip
+        desc = local.description
+        scaling = dict(desc.target_normalization or {}) if desc is not None else None
+        labels = raw.map_blocks(invert_scaling, scaling, dtype=np.float32, meta=np.empty((0,) * (dims + 1), np.float32))
+    elif probabilities is None:
         labels = da.map_overlap(
             _block_proba, x, drop_axis=0, chunks=x.chunks[1:], dtype=label_dtype, labels=True,
             meta=np.empty((0,) * dims, label_dtype), **common,
