@@ -301,3 +301,23 @@ def test_cli_self_supervised_and_onnx(tmp_path: Path) -> None:
         )  # fmt: skip
         assert r.exit_code == 0, r.output
     np.testing.assert_allclose(read_image(a / "00.tif").array, read_image(b / "00.tif").array, atol=1e-4)
+
+
+def test_an_ensemble_of_restorations_averages_alike_models_and_refuses_unlike_ones(tmp_path: Path) -> None:
+    from unetkit import create_model
+    from unetkit.errors import ConfigError
+    from unetkit.infer.ensemble import load_ensemble
+    from unetkit.modelfile import save_model
+
+    def model(name: str, high: float) -> str:
+        net = create_model("unet2d_small", num_classes=1, depth=2, width=4, norm=None)
+        scaling = {"kind": "range", "params": {"min": [0.0], "max": [high]}}
+        return str(save_model(tmp_path / name, net, task="restore", target_normalization=scaling))
+
+    a, b, c = model("a.safetensors", 10.0), model("b.safetensors", 10.0), model("c.safetensors", 20.0)
+    image = np.random.default_rng(0).random((1, 40, 40)).astype(np.float32)
+    both = load_ensemble([a, b], device="cpu", backend="torch").restore(image)
+    one = [load_ensemble([p], device="cpu", backend="torch").restore(image) for p in (a, b)]
+    np.testing.assert_allclose(both, (one[0] + one[1]) / 2, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="restoration model scales"):
+        load_ensemble([a, c], device="cpu", backend="torch")

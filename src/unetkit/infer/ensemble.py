@@ -41,6 +41,8 @@ class EnsembleBackend:
 def _signature(p: Predictor) -> dict[str, Any]:
     desc = p.description
     return {
+        "task": desc.task if desc is not None else "segment",
+        "target_normalization": desc.target_normalization if desc is not None else None,
         "contract": p.contract,
         "in_channels": p.in_channels,
         "num_classes": p.num_classes,
@@ -67,6 +69,12 @@ def load_ensemble(paths: Sequence[str | os.PathLike[str]], **options: Any) -> Pr
     for path, member in zip(paths[1:], members[1:], strict=True):
         sig = _signature(member)
         for key, value in first.items():
+            if sig[key] != value and first["task"] == "restore" and key in ("normalization", "target_normalization"):
+                raise ConfigError(
+                    f"{path}: its {key.replace('_', ' ')} differs from {paths[0]}'s: a restoration model scales "
+                    "inputs and targets by its own training images (folds differ), so their outputs cannot be "
+                    "averaged; predict with one model file"
+                )
             if sig[key] != value:
                 raise ConfigError(
                     f"{path}: its {key} differs from {paths[0]}'s; an ensemble's models must be trained alike "
