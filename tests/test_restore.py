@@ -171,6 +171,12 @@ def test_check_names_size_and_channel_mismatches(tmp_path: Path) -> None:
     assert "inputs/d: has no target" in text
     result = runner.invoke(app, ["check", str(tmp_path), "--task", "restore"])
     assert result.exit_code != 0  # (the CLI entry point turns the DataError into exit code 2)
+    # without --task restore, the folder is named a restoration dataset and the flag is the fix
+    from unetkit.errors import DataError
+
+    result = runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert isinstance(result.exception, DataError) and "--task restore" in str(result.exception)
+    assert "restoration dataset" in str(result.exception)
 
 
 def _held_out(n: int, size: int) -> list[tuple[np.ndarray, np.ndarray]]:

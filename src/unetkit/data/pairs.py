@@ -79,6 +79,13 @@ def find_pairs(path: str | Path) -> tuple[list[Pair], list[Problem], Path]:
     images_dir = path / "images"
     masks_dir = next((path / d for d in MASK_DIRS if (path / d).is_dir()), None)
     if not path.is_dir() or not images_dir.is_dir() or masks_dir is None:
+        if path.is_dir() and (path / "targets").is_dir():  # inputs/ (or images/) + targets/: a restoration
+            raise DataError(
+                "a restoration dataset (targets/ beside the inputs), not a segmentation one (images/ + masks/)",
+                file=path,
+                fix="train, plan or check it with --task restore (Python: task='restore'); a segmentation dataset "
+                "holds images/ and masks/",
+            )
         raise DataError(
             "not a dataset",
             file=path,
