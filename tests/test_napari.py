@@ -188,3 +188,38 @@ def test_train_widget_trains_on_painted_labels_then_segments(qtbot: Any, tmp_pat
     assert (tmp_path / "run" / "run" / "model.safetensors").is_file(), widget.status.text()
     labels = next(layer for layer in viewer.layers if layer.name.startswith("cells labels"))
     assert labels.data.shape == (128, 128) and labels.data.max() <= 1
+
+
+@pytest.mark.parametrize("with_target", [False, True])
+def test_restore_train_widget_trains_then_restores(qtbot: Any, tmp_path: Path, with_target: bool) -> None:
+    """Noise2Void from the noisy layer alone (no target chosen), or CARE with a clean target layer: the run is
+    planned and trained as ``unetkit train --task restore``, then the layer is restored with the new model."""
+    viewer = _viewer()
+    from unetkit.modelfile import read_description
+    from unetkit.napari._train_widget import RestoreTrainWidget
+    from unetkit.synthetic import synthetic_texture
+
+    clean = synthetic_texture((128, 128), seed=4).astype(np.float32)
+    noisy = (clean + np.random.default_rng(5).normal(0, 0.1, clean.shape)).astype(np.float32)
+    viewer.add_image(noisy, name="noisy")
+    viewer.add_image(clean, name="clean")
+    widget = RestoreTrainWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.image.setCurrentText("noisy")
+    assert widget.labels.itemText(0).startswith("none: Noise2Void")
+    widget.labels.setCurrentText("clean" if with_target else widget.labels.itemText(0))
+    widget.minutes.setValue(0.2)
+    widget.out.setText(str(tmp_path / "run"))
+    widget.overrides = {"train__device": "cpu", "train__epochs": 1, "train__iterations_per_epoch": 3}
+    worker = widget.run()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=180_000):
+        pass
+    qtbot.waitUntil(lambda: any(layer.name.startswith("noisy restored") for layer in viewer.layers), timeout=10_000)
+    model = tmp_path / "run" / "run" / "model.safetensors"
+    assert model.is_file(), widget.status.text()
+    desc = read_description(model)
+    assert desc.task == "restore" and desc.provenance.get("self_supervised") is (not with_target)
+    restored = next(layer for layer in viewer.layers if layer.name.startswith("noisy restored"))
+    assert restored.data.shape == (128, 128) and np.isfinite(restored.data).all()
+    assert (tmp_path / "run" / "pairs" / "targets").is_dir() is with_target

@@ -103,6 +103,24 @@ def restore(predictor: Any, data: Any, *, channels: str | None = None) -> Genera
     return out
 
 
+def add_restored(viewer: Any, layer: Any, out: np.ndarray, name: str | None = None) -> str:
+    """Add a restored image beside its input ``layer`` (at its scale; one layer per channel, additive,
+    red/green/blue for three) as ``name`` (default ``<layer> restored``); returns the status line.
+
+    Shape:
+        ``out`` ``(C_out, *S)``.
+    """
+    scale = tuple(layer.scale)[-(out.ndim - 1) :]
+    name = name or f"{layer.name} restored"
+    if out.shape[0] == 1:
+        viewer.add_image(out[0], name=name, scale=scale)
+    else:
+        colours = ["red", "green", "blue"] if out.shape[0] == 3 else None
+        names = [f"{name} ({c})" for c in (colours or range(out.shape[0]))]
+        viewer.add_image(out, channel_axis=0, name=names, scale=scale, colormap=colours, blending="additive")
+    return f"{name}: {out.shape[0]} channel(s), values {float(out.min()):.4g} to {float(out.max()):.4g}"
+
+
 class SegmentWidget(QWidget):
     """Model file, image layer, "probabilities too", Run / Cancel, a progress bar and a status line; a
     restoration model file restores the layer instead of segmenting it."""
@@ -236,19 +254,8 @@ class SegmentWidget(QWidget):
         self.cancel_button.setEnabled(False)
 
     def _add_restored(self, layer: Any, out: np.ndarray) -> None:
-        """The restored image as a layer beside the input (one per channel, additive, red/green/blue for 3)."""
-        scale = tuple(layer.scale)[-(out.ndim - 1) :]
-        name = f"{layer.name} restored"
-        if out.shape[0] == 1:
-            self.viewer.add_image(out[0], name=name, scale=scale)
-        else:
-            colours = ["red", "green", "blue"] if out.shape[0] == 3 else None
-            names = [f"{name} ({c})" for c in (colours or range(out.shape[0]))]
-            self.viewer.add_image(out, channel_axis=0, name=names, scale=scale, colormap=colours, blending="additive")
         note = "; probabilities: none for a restoration model" if self.probabilities.isChecked() else ""
-        self.status.setText(
-            f"{name}: {out.shape[0]} channel(s), values {float(out.min()):.4g} to {float(out.max()):.4g}{note}"
-        )
+        self.status.setText(add_restored(self.viewer, layer, out) + note)
 
     def _add_layers(self, layer: Any, classes: Any, result: tuple[np.ndarray, np.ndarray | None]) -> None:
         import pandas as pd
