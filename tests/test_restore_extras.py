@@ -61,6 +61,15 @@ def test_restore_plan_rules() -> None:
     gpu = plan_training(big, CPU, overhead_bound, budget_minutes=5)
     assert gpu.overrides()["train.batch_size"] == 16
     assert "CARE's batch" in dict((c, w) for c, _, w in gpu.rows())["batch"]
+    # a step too slow for a batch of 8 (a 3D restoration on a CPU): the larger steps are not even timed
+    slow_calls: list[int] = []
+
+    def slow(args: dict, patch: tuple[int, ...], batch: int, channels_last: bool = False) -> StepCost:
+        slow_calls.append(batch)
+        return StepCost(5.0 * batch, 0)
+
+    assert plan_training(big, CPU, slow, budget_minutes=5).overrides()["train.batch_size"] == 2
+    assert set(slow_calls) == {2}
     mine_batch = plan_training(big, CPU, _timer, budget_minutes=5, fixed={"train.batch_size": 12})
     assert mine_batch.overrides()["train.batch_size"] == 12
     assert 2 <= o["train.batch_size"] <= 8  # a small dataset: at most 5% of its voxels per batch

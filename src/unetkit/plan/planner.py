@@ -289,9 +289,11 @@ class _Planner(RecipeRules):
         batch = 2
         per_sample = measured.seconds / 2
         restore_batch, saving = RESTORE_BATCH, None
-        if self.restore and "train.batch_size" not in self.fixed and batch_cap(self.patch) > RESTORE_BATCH // 2:
+        halvable = batch_cap(self.patch) > RESTORE_BATCH // 2 and per_sample * (RESTORE_BATCH // 2) <= step_budget
+        if self.restore and "train.batch_size" not in self.fixed and halvable:
             # a line through the step times of 2, 8 and 16 patches: a fixed cost plus one per patch (one noisy
-            # timing cannot flip the choice)
+            # timing cannot flip the choice); not timed where the step budget stops the batch short of 8 anyway
+            # (a 3D restoration on a CPU: its two larger steps cost a minute of planning for nothing)
             sizes = [2, RESTORE_BATCH // 2, RESTORE_BATCH]
             seconds = [measured.seconds] + [
                 self.timer(model_args, self.patch, b, channels_last=channels_last).seconds for b in sizes[1:]
