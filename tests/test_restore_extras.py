@@ -154,6 +154,16 @@ def test_planned_train_writes_panels_and_predicts_dtypes(tmp_path: Path) -> None
     np.testing.assert_array_equal(small, np.clip(np.rint(full), 0, 255).astype(np.uint8))
     assert np.abs(full).max() > 10  # a normalised output (not inverted) would stay within a few units
     assert ((full < 0) | (full > 255)).any()  # so the uint8 output above was clipped somewhere
+    # compression: integer outputs are deflated by default, float32 only when asked, and the values stay
+    import tifffile
+
+    assert tifffile.TiffFile(tmp_path / "pred_target" / "00.tif").pages[0].compression == 8  # deflate
+    assert tifffile.TiffFile(tmp_path / "pred_float32" / "00.tif").pages[0].compression == 1  # none
+    r = runner.invoke(app, ["predict", model, str(data / "inputs"), "--out", str(tmp_path / "z"), "--compression",
+                            "zlib"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert tifffile.TiffFile(tmp_path / "z" / "00.tif").pages[0].compression == 8
+    np.testing.assert_array_equal(read_image(tmp_path / "z" / "00.tif").array, full)
     r = runner.invoke(app, ["predict", model, str(data / "inputs"), "--out", str(tmp_path / "x"), "--dtype", "int8"])
     assert isinstance(r.exception, ConfigError) and "float32, uint8, uint16, target" in str(r.exception)
     # the evaluation report shows the restoration panels

@@ -124,8 +124,9 @@ def predict_file(
     path = Path(path)
     if predictor.head == "identity":
         return restore_file(
-            predictor, path, out_dir, outputs=outputs, panel=overlay, dtype=dtype, on_tiles=on_tiles, channels=channels
-        )
+            predictor, path, out_dir, outputs=outputs, panel=overlay, dtype=dtype, on_tiles=on_tiles,
+            channels=channels, compression=compression,
+        )  # fmt: skip
     if prob_dtype not in PROB_DTYPES:
         raise ConfigError(f"prob_dtype: {prob_dtype!r}; choose one of {', '.join(PROB_DTYPES)}")
     outputs = outputs_for(path, out_dir, outputs, "predict_file", probabilities=probabilities, overlay=overlay)
@@ -194,6 +195,7 @@ def restore_file(
     dtype: str | None = None,
     on_tiles: Callable[[int], None] | None = None,
     channels: str | None = None,
+    compression: str = "auto",
 ) -> PredictionResult:
     """Restore one image file tile by tile (a ``task: restore`` model), streaming the output to disk.
 
@@ -203,7 +205,8 @@ def restore_file(
     targets' dtype as the model file records it. Integer dtypes are rounded and clipped to the dtype's range
     (values are not rescaled: the output stays in the target's intensity range). ``panel``
     also writes ``OUT/<stem>_panel.png`` (2D): input | output, with a zoomed crop. ``channels``: as for
-    :func:`predict_file`.
+    :func:`predict_file`. ``compression`` (TIFF): ``auto`` leaves float32 uncompressed and deflates integer
+    outputs (:data:`~unetkit.infer.outputs.COMPRESSION_DEFAULT`), or ``zlib``, ``lzw``, ``zstd``, ``none``.
 
     Shape:
         image ``(C_in, *S)`` -> output ``(C_out, *S)``.
@@ -225,7 +228,15 @@ def restore_file(
     spatial = tuple(int(s) for s in image.shape[1:])
     k = predictor.num_classes
     spacing = tuple(image.spacing) if image.spacing else None
-    target = open_target(out_path, (k, *spatial), np.dtype(out_dtype), lead=1, spacing=spacing)
+    from unetkit.infer.outputs import COMPRESSION_DEFAULT
+    from unetkit.infer.writers import OutputMeta
+
+    integer = np.dtype(out_dtype).kind in "iu"
+    chosen = (
+        COMPRESSION_DEFAULT["restored_integer" if integer else "restored"] if compression == "auto" else compression
+    )
+    meta = OutputMeta(compression=chosen if image_format(out_path) == "tiff" else None)
+    target = open_target(out_path, (k, *spatial), np.dtype(out_dtype), lead=1, spacing=spacing, meta=meta)
     grid = input_grid(predictor, image, path)
     slices, tiles = grid.slices, grid.tiles
     keep = panel and predictor.spatial_dims == 2 and not slices

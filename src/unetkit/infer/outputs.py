@@ -27,11 +27,12 @@ LABEL_SUFFIX = {"pil": ".png", "tiff": ".tif", "nifti": ".nii.gz", "zarr": ".zar
 PROB_DTYPES = ("float16", "uint8")
 OUTPUT_FORMATS = ("auto", "tiff", "zarr", "ome-zarr")
 """``format=``: ``auto`` (the input's format, see the module docstring), or one format for every input."""
-COMPRESSION_DEFAULT = {"labels": "zlib", "proba": None}
+COMPRESSION_DEFAULT = {"labels": "zlib", "proba": None, "restored": None, "restored_integer": "zlib"}
 """``compression="auto"``: label TIFFs are deflate-compressed (2-class labels shrink about 16-20x, measured on
 the ISBI masks and synthetic cells, and every TIFF reader decodes deflate), probability TIFFs stay
 uncompressed (float16 probabilities shrink about 1.25x for the time it costs, and an uncompressed file
-memory-maps); any other value applies to both (docs/prediction.md)."""
+memory-maps); a restoration's float32 output stays uncompressed for the same reason, its integer output
+(``--dtype uint8/uint16/target``) is deflate-compressed; any other value applies to all (docs/prediction.md)."""
 
 
 @dataclass
