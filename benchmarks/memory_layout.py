@@ -4,7 +4,7 @@ For four datasets (restoration and segmentation, 2D and 3D; synthetic, seeded) t
 ``unetkit train DATA`` does, timing its steps (no cache). The planned configuration then trains for a fixed
 number of steps in each layout (``train.channels_last`` false and true, nothing else changed) through
 ``unetkit.train.train``; the second epoch's patches per second are compared (the first warms the caches), and
-the plan's own choice (its ``layout`` row) is checked against the faster one.
+the plan's own choice (its ``channels-last`` row) is checked against the faster one.
 
     python benchmarks/memory_layout.py           # about 6 minutes on 2 CPU cores
     python benchmarks/memory_layout.py --quick   # small images and networks, under a minute
@@ -91,7 +91,7 @@ def run_case(name: str, task: str, dims: int, n: int, shape: tuple[int, ...], wo
         "patches_per_s_channels_last": round(rates[True], 2),
         "channels_last_speedup": round(speedup, 3),
         "plan_layout": "channels-last" if chosen else "channels-first",
-        "plan_why": {c: w for c, _, w in plan.rows()}["layout"],
+        "plan_why": {c: w for c, _, w in plan.rows()}["channels-last"],
         "plan_picked_the_faster": chosen == (speedup > 1.0),
     }
     print(

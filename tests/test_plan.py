@@ -291,22 +291,22 @@ def test_layout_is_channels_last_only_where_a_step_measures_clearly_faster():
     plan = plan_training(aniso3d(), CPU, faster, budget_minutes=30)
     rows = {c: (v, w) for c, v, w in plan.rows()}
     assert plan.overrides()["train.channels_last"] is True
-    assert "1.50x" in rows["layout"][1] and rows["layout"][1].endswith("channels-last")
+    assert "1.50x" in rows["channels-last"][1] and rows["channels-last"][1].endswith("channels-last")
     # timed at the batch trained, and the schedule counts the channels-last step
     batch = plan.overrides()["train.batch_size"]
     step = linear_timer(0.5)({}, plan.overrides()["data.patch_size"], batch).seconds
-    assert f"a step of {batch} took {step / 1.5:.2f} s channels-last" in rows["layout"][1]
+    assert f"a step of {batch} took {step / 1.5:.2f} s channels-last" in rows["channels-last"][1]
     assert f"steps of {step / 1.5:.2f} s fit" in rows["epochs"][1]
     # within the margin (one noisy timing) or slower: the default layout
     for speedup in (CHANNELS_LAST_GAIN * 0.95, 0.8):
         plan = plan_training(aniso3d(), CPU, layout_timer(speedup), budget_minutes=30)
         assert plan.overrides()["train.channels_last"] is False
-        assert "channels-first, since" in {c: w for c, _, w in plan.rows()}["layout"]
+        assert "channels-first, since" in {c: w for c, _, w in plan.rows()}["channels-last"]
     # the user's layout wins, and then only it is timed
     mine = layout_timer(0.8)
     plan = plan_training(aniso3d(), CPU, mine, budget_minutes=30, fixed={"train.channels_last": True})
     assert plan.overrides()["train.channels_last"] is True and set(mine.layouts) == {True}
-    assert {d.choice: d.source for d in plan.decisions}["layout"] == "you"
+    assert {d.choice: d.source for d in plan.decisions}["channels-last"] == "you"
 
 
 def test_the_step_timer_times_both_layouts():

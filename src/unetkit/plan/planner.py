@@ -398,7 +398,7 @@ class _Planner(RecipeRules):
         faster in it (timed at the batch trained: a short step of 2 times too noisily to tell); the schedule's
         step time follows the layout chosen."""
         if fixed:
-            self.decide("layout", "train.channels_last", channels_last, "")
+            self.decide("channels-last", "train.channels_last", channels_last, "")
             return
         first = self.timer(model_args, self.patch, self.batch).seconds
         last = self.timer(model_args, self.patch, self.batch, channels_last=True).seconds
@@ -414,7 +414,7 @@ class _Planner(RecipeRules):
                 else f"channels-first, since channels-last is not {CHANNELS_LAST_GAIN:g}x faster"
             )
         )
-        self.decide("layout", "train.channels_last", faster, why)
+        self.decide("channels-last", "train.channels_last", faster, why)
 
     def instance_target(self) -> bool:
         """Instance masks train interior/boundary classes (decided once, recorded by ``target``)."""
