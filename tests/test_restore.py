@@ -327,3 +327,36 @@ def test_an_ensemble_of_restorations_averages_alike_models_and_refuses_unlike_on
     np.testing.assert_allclose(both, (one[0] + one[1]) / 2, rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match="restoration model scales"):
         load_ensemble([a, c], device="cpu", backend="torch")
+
+
+def test_dims_2_restores_a_stack_slice_by_slice(tmp_path: Path) -> None:
+    """``--task restore --dims 2``: a 2D network trains on the slices of 3D volumes (split by volume) and
+    restores a whole stack slice by slice."""
+    data = tmp_path / "d"
+    write_restore_dataset(str(data), n=3, shape=(6, 40, 40), seed=2)
+    run = tmp_path / "run"
+    r = runner.invoke(
+        app,
+        ["train", str(data), "--task", "restore", "--dims", "2", "--out", str(run), "--budget", "3s", "--device",
+         "cpu", "--quiet", "--set", "model.args.width=4", "--set", "train.epochs=1", "--set",
+         "train.iterations_per_epoch=2"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    from unetkit.modelfile import read_description
+    from unetkit.plan import load_plan
+
+    assert read_description(run / "model.safetensors").spatial_dims == 2
+    assert load_plan(run / "plan.yaml").get("data.slice_axis") == 0
+    import json
+
+    split = json.loads((run / "split.json").read_text())
+    volumes = {name.split("_slice")[0] for name in split["train"] + split["val"]}
+    assert volumes == {"00", "01", "02"} and not {n.split("_slice")[0] for n in split["train"]} & {
+        n.split("_slice")[0] for n in split["val"]
+    }  # slices of one volume never straddle the split
+    pred = tmp_path / "pred"
+    r = runner.invoke(app, ["predict", str(run / "model.safetensors"), str(data / "inputs" / "00.tif"), "--out",
+                            str(pred)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = read_image(pred / "00.tif", spatial_dims=3).array
+    assert out.shape[-3:] == (6, 40, 40) and out.dtype == np.float32

@@ -101,8 +101,8 @@ def test_restore_plan_rules() -> None:
     assert aniso["data.patch_size"] == [8, 32, 32] and aniso["model.args.depth"] <= 2
     tiny = plan_training(_restore_facts(shapes=((40, 52),) * 8), CPU, _timer, budget_minutes=5).overrides()
     assert all(p <= n for p, n in zip(tiny["data.patch_size"], (40, 52), strict=True))
-    with pytest.raises(ConfigError, match="--dims"):
-        plan_training(_restore_facts(spatial_dims=3, shapes=((32, 64, 64),) * 8), CPU, _timer, dims=2)
+    with pytest.raises(ConfigError, match="--dims"):  # (--dims 2 of 3D data: the slices test below)
+        plan_training(_restore_facts(), CPU, _timer, dims=3)
 
 
 def test_restore_facts_and_plan_cli(tmp_path: Path) -> None:
@@ -175,3 +175,10 @@ def test_planned_train_writes_panels_and_predicts_dtypes(tmp_path: Path) -> None
     html = (tmp_path / "ev" / "report.html").read_text()
     # the report embeds its pictures as JPEG thumbnails (a bounded size)
     assert "input | output | target" in html and html.count("data:image/jpeg;base64") == 3
+
+
+def test_restore_plan_for_slices_of_anisotropic_volumes() -> None:
+    facts = _restore_facts(spatial_dims=3, shapes=((10, 128, 128),) * 8, spacings=((5.0, 1.0, 1.0),) * 8)
+    o = plan_training(facts, CPU, _timer, budget_minutes=5, dims=2).overrides()
+    assert o["model.name"] == "unet2d" and o["data.slice_axis"] == 0  # slices across the coarse axis
+    assert o["data.patch_size"] == [64, 64] and o["model.args.norm"] == "none"  # the 2D restoration rules

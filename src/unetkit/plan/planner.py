@@ -108,10 +108,6 @@ class _Planner(RecipeRules):
             raise ConfigError(f"--budget {budget}: must be a positive duration, e.g. 30m or 2h")
         self.dims_request = dims
         self.restore = facts.task == "restore"
-        if self.restore and dims is not None and dims != facts.spatial_dims:
-            raise ConfigError(
-                f"--dims {dims}: restoration trains {facts.spatial_dims}D data as it is; leave out --dims"
-            )
         self.plan = Plan(facts=facts.to_dict(), machine=machine.to_dict())
 
     # ---- the rules ------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,23 +183,34 @@ def _any_resampled(samples: list[Sample], target: list[float]) -> bool:
     )
 
 
-def _slices(samples: list[Sample], axis: int) -> list[Sample]:
-    """Each 3D sample as its 2D slices along ``axis`` (the split is made on volumes, before this)."""
+#: the arrays of each sample kind that slicing cuts, and their leading (channel) axes
+SLICED_ARRAYS: dict[str, dict[str, int]] = {
+    "Sample": {"image": 1, "mask": 0, "instances": 0, "weight": 0},
+    "RestoreSample": {"image": 1, "target": 1},
+}
+
+
+def slice_samples(samples: list[Any], axis: int) -> list[Any]:
+    """Each 3D sample (segmentation or restoration) as its 2D slices along spatial ``axis``, named
+    ``<name>_slice<i>``, spacing without that axis (the split is made on volumes, before this).
+
+    Shape:
+        each array ``(*lead, *S)`` with ``S`` 3D -> ``(*lead, *S without axis)``.
+    """
     out = []
     for s in samples:
-        if s.mask.ndim != 3:
-            raise ConfigError(f"data.slice_axis={axis}: {s.name} is {s.mask.ndim}D, slices are cut from 3D images")
+        arrays = SLICED_ARRAYS[type(s).__name__]
+        first = next(k for k in arrays)
+        depth = getattr(s, first).ndim - arrays[first]
+        if depth != 3:
+            raise ConfigError(f"data.slice_axis={axis}: {s.name} is {depth}D, slices are cut from 3D images")
         spacing = tuple(v for a, v in enumerate(s.spacing) if a != axis) if s.spacing is not None else None
-        for i in range(s.mask.shape[axis]):
-            out.append(
-                Sample(
-                    name=f"{s.name}_slice{i:04d}",
-                    image=np.ascontiguousarray(np.take(s.image, i, axis=axis + 1)),
-                    mask=np.ascontiguousarray(np.take(s.mask, i, axis=axis)),
-                    instances=None if s.instances is None else np.ascontiguousarray(np.take(s.instances, i, axis=axis)),
-                    spacing=spacing,
-                )
-            )
+        for i in range(getattr(s, first).shape[axis + arrays[first]]):
+            cut = {
+                k: None if getattr(s, k) is None else np.ascontiguousarray(np.take(getattr(s, k), i, axis=axis + lead))
+                for k, lead in arrays.items()
+            }
+            out.append(replace(s, name=f"{s.name}_slice{i:04d}", spacing=spacing, **cut))
     return out
 
 
@@ -244,7 +255,7 @@ def prepare_data(
     if cfg.slice_axis is not None:
         if ds.spatial_dims != 3:
             raise ConfigError(f"data.slice_axis={cfg.slice_axis}: the dataset is {ds.spatial_dims}D, not 3D")
-        train, val = _slices(train, cfg.slice_axis), _slices(val, cfg.slice_axis)
+        train, val = slice_samples(train, cfg.slice_axis), slice_samples(val, cfg.slice_axis)
         unique, spatial = list({id(s): s for s in train + val}.values()), 2
     normalizer = Normalizer(cfg.normalization)
     normalizer.fit(train)
