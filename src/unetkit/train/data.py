@@ -16,6 +16,7 @@ from unetkit.data.datasets import Sample, SegmentationDataset, load_dataset
 from unetkit.data.masks import LabelMapping
 from unetkit.data.normalize import Normalizer
 from unetkit.data.resample import needs_resampling, resample_image, resample_mask
+from unetkit.data.restore import RestoreSample
 from unetkit.data.streamed import StreamedImage, choose_reading, decoded_bytes
 from unetkit.data.targets import BOUNDARY_CLASS_NAMES, boundary_classes
 from unetkit.errors import ConfigError
@@ -184,9 +185,9 @@ def _any_resampled(samples: list[Sample], target: list[float]) -> bool:
 
 
 #: the arrays of each sample kind that slicing cuts, and their leading (channel) axes
-SLICED_ARRAYS: dict[str, dict[str, int]] = {
-    "Sample": {"image": 1, "mask": 0, "instances": 0, "weight": 0},
-    "RestoreSample": {"image": 1, "target": 1},
+SLICED_ARRAYS: dict[type, dict[str, int]] = {
+    Sample: {"image": 1, "mask": 0, "instances": 0, "weight": 0},
+    RestoreSample: {"image": 1, "target": 1},
 }
 
 
@@ -199,8 +200,8 @@ def slice_samples(samples: list[Any], axis: int) -> list[Any]:
     """
     out = []
     for s in samples:
-        arrays = SLICED_ARRAYS[type(s).__name__]
-        first = next(k for k in arrays)
+        arrays = SLICED_ARRAYS[type(s)]
+        first = next(iter(arrays))
         depth = getattr(s, first).ndim - arrays[first]
         if depth != 3:
             raise ConfigError(f"data.slice_axis={axis}: {s.name} is {depth}D, slices are cut from 3D images")
@@ -212,6 +213,16 @@ def slice_samples(samples: list[Any], axis: int) -> list[Any]:
             }
             out.append(replace(s, name=f"{s.name}_slice{i:04d}", spacing=spacing, **cut))
     return out
+
+
+def slice_split(train: list[Any], val: list[Any], axis: int | None, spatial_dims: int) -> tuple[list, list, int]:
+    """``data.slice_axis`` (``--dims 2``) applied to a split made on whole volumes: the training and validation
+    samples as their 2D slices (:func:`slice_samples`), and the dimensionality trained; as they are without it."""
+    if axis is None:
+        return train, val, spatial_dims
+    if spatial_dims != 3:
+        raise ConfigError(f"data.slice_axis={axis}: the dataset is {spatial_dims}D, not 3D")
+    return slice_samples(train, axis), slice_samples(val, axis), 2
 
 
 def prepare_data(
@@ -251,12 +262,9 @@ def prepare_data(
         num_classes, class_names, colours = 3, list(BOUNDARY_CLASS_NAMES), palette(3)
     if cfg.target_spacing is not None:
         _resample(unique, tuple(float(x) for x in cfg.target_spacing))
-    spatial = ds.spatial_dims
+    train, val, spatial = slice_split(train, val, cfg.slice_axis, ds.spatial_dims)
     if cfg.slice_axis is not None:
-        if ds.spatial_dims != 3:
-            raise ConfigError(f"data.slice_axis={cfg.slice_axis}: the dataset is {ds.spatial_dims}D, not 3D")
-        train, val = slice_samples(train, cfg.slice_axis), slice_samples(val, cfg.slice_axis)
-        unique, spatial = list({id(s): s for s in train + val}.values()), 2
+        unique = list({id(s): s for s in train + val}.values())
     normalizer = Normalizer(cfg.normalization)
     normalizer.fit(train)
     for s in unique:

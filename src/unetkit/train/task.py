@@ -27,7 +27,7 @@ from unetkit.data.sampling import PatchSampler, crop_to_output
 from unetkit.data.windows import read_window
 from unetkit.errors import ConfigError
 from unetkit.losses import RestoreLoss, SegmentationLoss, use_weight_map
-from unetkit.train.data import prepare_data, slice_samples
+from unetkit.train.data import prepare_data, slice_split
 from unetkit.train.n2v import blind_spot_loss
 
 log = logging.getLogger(__name__)
@@ -204,12 +204,7 @@ class RestoreTask:
         else:
             train, val = _split(ds.samples, cfg.val_fraction, self.config.train.seed, cfg.fold, cfg.num_folds)  # type: ignore[arg-type,assignment]
         split = {"train": [s.name for s in train], "val": [s.name for s in val]}
-        spatial_dims = ds.spatial_dims
-        if cfg.slice_axis is not None:  # --dims 2: 2D slices of each volume (the split was made on volumes)
-            if ds.spatial_dims != 3:
-                raise ConfigError(f"data.slice_axis={cfg.slice_axis}: the dataset is {ds.spatial_dims}D, not 3D")
-            train, val = slice_samples(train, cfg.slice_axis), slice_samples(val, cfg.slice_axis)
-            spatial_dims = 2
+        train, val, spatial_dims = slice_split(train, val, cfg.slice_axis, ds.spatial_dims)  # --dims 2
         kind = cfg.normalization if cfg.normalization in ("percentile", "range", "none") else "percentile"
         if cfg.normalization not in ("percentile", "range", "none"):
             log.info("restore: data.normalization=%s is for segmentation; using percentile", cfg.normalization)
