@@ -251,16 +251,16 @@ def predict_dask(
         shape=spatial, halo=halo,
     )  # fmt: skip
     targets: list[tuple[Any, Path]] = []
-    if restore:  # the network's outputs, back in the targets' range (as Predictor.to_target_range does)
+    if restore:  # the network's outputs, back in the targets' range: Predictor.to_target_range's step, on blocks
         from unetkit.data.restore import invert_scaling
 
         raw = da.map_overlap(
             _block_proba, x, chunks=((local.num_classes,), *x.chunks[1:]), dtype=np.float32, labels=False,
             meta=np.empty((0,) * (dims + 1), np.float32), **common,
         )  # fmt: skip
-        desc = local.description
-        scaling = dict(desc.target_normalization or {}) if desc is not None else None
-        labels = raw.map_blocks(invert_scaling, scaling, dtype=np.float32, meta=np.empty((0,) * (dims + 1), np.float32))
+        labels = raw.map_blocks(
+            invert_scaling, local.target_scaling, dtype=np.float32, meta=np.empty((0,) * (dims + 1), np.float32)
+        )  # (the scaling, not the client's predictor, goes into the graph)
     elif probabilities is None:
         labels = da.map_overlap(
             _block_proba, x, drop_axis=0, chunks=x.chunks[1:], dtype=label_dtype, labels=True,

@@ -219,11 +219,9 @@ def restore_file(
     out_path = outputs.labels.parent / f"{strip_suffix(path.name)}{'.zarr' if fmt == 'zarr' else '.tif'}"
     if out_path.resolve() == path.resolve():
         raise DataError("this output would overwrite the input", file=out_path, fix="choose another --out folder")
-    desc = predictor.description
-    scaling = dict(desc.target_normalization or {}) if desc is not None else {}
     if dtype is not None and dtype not in RESTORE_DTYPES:
         raise ConfigError(f"dtype {dtype!r}: choose one of {', '.join(RESTORE_DTYPES)}")
-    out_dtype = str(scaling.get("dtype", "float32")) if dtype == "target" else (dtype or "float32")
+    out_dtype = str(predictor.target_scaling.get("dtype", "float32")) if dtype == "target" else (dtype or "float32")
     image = open_input(predictor, path, channels)
     spatial = tuple(int(s) for s in image.shape[1:])
     k = predictor.num_classes

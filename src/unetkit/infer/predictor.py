@@ -418,18 +418,24 @@ class Predictor:
             out[slab.start : slab.start + slab.proba.shape[1]] = slab.labels()
         return out
 
+    @property
+    def target_scaling(self) -> dict[str, Any]:
+        """A restoration model's target scaling as its model file records it (``{}`` where it records none):
+        the range :func:`to_target_range` inverts, and the targets' ``dtype``."""
+        desc = self.description
+        return dict(desc.target_normalization or {}) if desc is not None else {}
+
     def to_target_range(self, values: np.ndarray) -> np.ndarray:
         """A restoration network's outputs in its targets' intensity range: the model file's target
-        normalisation inverted (the outputs as they are where it records none). Every restored image, in memory
-        or streamed to a file, comes back through this one step.
+        normalisation inverted (the outputs as they are where it records none). Every restored image, in memory,
+        streamed to a file or over Dask, comes back through this one step.
 
         Shape:
             ``(C_out, *S) -> (C_out, *S)`` float32.
         """
         from unetkit.data.restore import invert_scaling
 
-        desc = self.description
-        return invert_scaling(values, dict(desc.target_normalization or {}) if desc is not None else None)
+        return invert_scaling(values, self.target_scaling)
 
     def restore(self, image: Any) -> np.ndarray:
         """A restoration model's output for the whole image, in memory, in the targets' intensity range (use
