@@ -142,7 +142,7 @@ def time_one_process(model: str, image: Path, repeats: int, **options: Any) -> f
     script = (
         "import sys, time, torch; torch.set_num_threads(1)\n"
         "from unetkit.data.io import open_image\n"
-        "from unetkit.infer.predictor import load_predictor\n"
+        "from unetkit.infer.loading import load_predictor\n"
         f"p = load_predictor({model!r}, **{options!r})\n"
         f"img = open_image({str(image)!r}, 2)\n"
         "p.predict(img[:, :256, :256])\n"

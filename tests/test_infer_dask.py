@@ -119,7 +119,7 @@ def test_dask_restores_with_a_restoration_model(client, tmp_path) -> None:  # ty
 
     from unetkit.errors import ConfigError
     from unetkit.infer.dask_predict import predict_dask
-    from unetkit.infer.predictor import load_predictor
+    from unetkit.infer.loading import load_predictor
     from unetkit.modelfile import save_model
 
     net = UNet(2, 1, 2, depth=2, width=4, norm=None)

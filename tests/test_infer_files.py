@@ -165,7 +165,7 @@ def test_a_stack_through_a_2d_network_is_predicted_slice_by_slice(tmp_path) -> N
 
     from unetkit import create_model
     from unetkit.infer.files import predict_files
-    from unetkit.infer.predictor import load_predictor
+    from unetkit.infer.loading import load_predictor
 
     torch.manual_seed(0)
     model_path = tmp_path / "m.safetensors"

@@ -303,7 +303,8 @@ def test_onnx_predicts_from_its_contract_alone(tmp_path: Path, monkeypatch: pyte
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from unetkit.infer.export import export_onnx
-    from unetkit.infer.predictor import DescribedNetwork, load_predictor
+    from unetkit.infer.loading import load_predictor
+    from unetkit.infer.predictor import DescribedNetwork
     from unetkit.infer.select import backend_timings
     from unetkit.modelfile import load_model, save_model
 

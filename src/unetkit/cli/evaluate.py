@@ -89,7 +89,7 @@ def evaluate_cmd(
 
     setup_logging(verbose, quiet)
     if task is None:  # follow the model: a restoration model's outputs are scored as restorations
-        from unetkit.infer.predictor import file_description
+        from unetkit.infer.loading import file_description
 
         task = str(file_description(model).task) if model is not None else "segment"
     if task not in ("segment", "restore"):

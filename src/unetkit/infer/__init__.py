@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from unetkit.infer.files import predict_file
 from unetkit.infer.inputs import expand_inputs
-from unetkit.infer.predictor import Predictor, Slab, class_labels, load_predictor
+from unetkit.infer.loading import load_predictor
+from unetkit.infer.predictor import Predictor, Slab, class_labels
 from unetkit.infer.tiling import BLEND_MODES, TilePlan, choose_tile, plan_tiles
 
 __all__ = [

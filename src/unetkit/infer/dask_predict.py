@@ -76,7 +76,8 @@ def _predictor(model: Any, key: str, options: dict[str, Any], normalization: dic
     if key not in _PREDICTORS:
         import torch
 
-        from unetkit.infer.predictor import Predictor, load_predictor
+        from unetkit.infer.loading import load_predictor
+        from unetkit.infer.predictor import Predictor
 
         torch.set_num_threads(max(1, int(options.pop("threads", 1))))
         _PREDICTORS[key] = (
@@ -152,7 +153,8 @@ def _planner(model: str | Any, options: dict[str, Any]) -> Any:
     built on torch on the CPU (no graph export, no inference session) unless the model is an ``.onnx`` file,
     which has no torch network. The tile plan does not depend on the backend (:meth:`Predictor.plan`)."""
     from unetkit.infer.backends import check_backend
-    from unetkit.infer.predictor import Predictor, load_predictor
+    from unetkit.infer.loading import load_predictor
+    from unetkit.infer.predictor import Predictor
 
     light = dict(options)
     if not (isinstance(model, str) and model.lower().endswith(".onnx")):

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from unetkit.errors import ConfigError
-from unetkit.infer.predictor import Predictor, load_predictor
+from unetkit.infer.loading import load_predictor
+from unetkit.infer.predictor import Predictor
 
 
 class EnsembleBackend:

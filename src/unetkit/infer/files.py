@@ -34,6 +34,7 @@ from unetkit.infer.inputs import (
     open_input,
     slice_slabs,
 )
+from unetkit.infer.loading import load_predictor
 from unetkit.infer.outputs import (
     PROB_DTYPES,
     OutputPaths,
@@ -44,7 +45,7 @@ from unetkit.infer.outputs import (
     plan_outputs,
 )
 from unetkit.infer.overlay import OverlayTarget
-from unetkit.infer.predictor import Predictor, class_labels, load_predictor
+from unetkit.infer.predictor import Predictor, class_labels
 from unetkit.infer.spacing import resampled_slabs
 from unetkit.infer.writers import open_target
 

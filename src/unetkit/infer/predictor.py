@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from unetkit.data.windows import read_window
-from unetkit.errors import ConfigError, InputShapeError, UnetkitError
+from unetkit.errors import ConfigError, InputShapeError
 from unetkit.infer.backends import (
     BACKENDS,
     GRAPH_BACKENDS,
@@ -131,7 +130,8 @@ class Predictor:
 
     Args:
         model: a unetkit network (in memory or from :func:`unetkit.load_model`), or a
-            :class:`DescribedNetwork` together with an onnxruntime backend (see :func:`load_predictor`).
+            :class:`DescribedNetwork` together with an onnxruntime backend
+            (see :func:`~unetkit.infer.loading.load_predictor`).
         normalization: ``{"kind": ..., "params": {...}}``; default: the model file's, else none.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         tile: the network input window (int or one per axis); default: the model file's ``tile_size``,
@@ -465,72 +465,6 @@ class Predictor:
             f"{name} on {self.backend.device}; tile {plan.tile_in} -> {plan.tile_out}; "
             f"{plan.num_tiles} tiles x {passes} pass(es); {mode}; batch {self.batch_for(plan)}"
         )
-
-
-def file_description(path: str | os.PathLike[str]) -> Any:
-    """The unetkit description (:class:`~unetkit.modelfile.ModelDescription`) of any file
-    :func:`load_predictor` takes (``.safetensors``, ``.onnx``, bioimage.io ``.zip``), without building a
-    backend: what a command reads to follow the model (its task, classes) before predicting."""
-    from pathlib import Path
-
-    from unetkit.infer.bioimageio import is_package, load_package_model
-    from unetkit.modelfile import ModelDescription, read_description
-
-    p = Path(path)
-    if p.suffix.lower() == ".onnx":
-        from unetkit.infer.export import read_onnx_description
-
-        return ModelDescription.model_validate(read_onnx_description(p))
-    if p.is_file() and is_package(p):
-        return load_package_model(p).description  # type: ignore[attr-defined]
-    return read_description(p)
-
-
-def load_predictor(path: str, **kwargs: Any) -> Predictor:
-    """A :class:`Predictor` for a model file (``.safetensors``), an exported ``.onnx`` file or a bioimage.io ``.zip``.
-
-    An ``.onnx`` file runs on onnxruntime or openvino (``auto``: the faster here); its metadata's description
-    gives the shape contract (:func:`unetkit.modelfile.shape_contract`): no torch network is built.
-    """
-    from pathlib import Path
-
-    p = Path(path)
-    if p.suffix.lower() == ".onnx":
-        from pydantic import ValidationError
-
-        from unetkit.infer.export import read_onnx_description
-        from unetkit.modelfile import ModelDescription
-
-        name = kwargs.pop("backend", "auto")
-        if name not in ("auto", *GRAPH_BACKENDS):
-            raise ConfigError(f"{p}: an ONNX file runs with --backend onnxruntime, openvino or auto")
-        if kwargs.pop("precision", "fp32") != "fp32":
-            raise ConfigError(f"{p}: --precision applies to a model file; an ONNX file runs as it was exported")
-        if name == "auto":
-            from unetkit.infer.backends import resolve_device
-            from unetkit.infer.select import fastest_backend
-
-            on_cuda = resolve_device(kwargs.get("device", "auto")).type == "cuda"
-            name = "onnxruntime" if on_cuda else fastest_backend(candidates=GRAPH_BACKENDS)
-        try:
-            desc = ModelDescription.model_validate(read_onnx_description(p))
-        except ValidationError as exc:
-            raise UnetkitError(f"{p}: the unetkit description in the ONNX metadata is malformed: {exc}") from None
-        network = DescribedNetwork.from_description(desc, str(p))
-        backend = graph_backend(
-            name, str(p), spatial_dims=desc.spatial_dims, device=kwargs.pop("device", "auto"),
-            tta=kwargs.get("tta", False), head="identity" if desc.task == "restore" else "softmax",
-        )  # fmt: skip
-        for key in ("amp", "channels_last", "compile"):
-            kwargs.pop(key, None)
-        return Predictor(network, _backend=backend, **kwargs)
-    from unetkit.infer.bioimageio import is_package, load_package_model
-
-    if is_package(p):  # a bioimage.io package written by `unetkit export --format bioimageio`
-        return Predictor(load_package_model(p), **kwargs)
-    from unetkit.modelfile import load_model
-
-    return Predictor(load_model(p), **kwargs)
 
 
 def megapixels(spatial: Sequence[int]) -> float:

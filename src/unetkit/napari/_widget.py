@@ -190,7 +190,7 @@ class SegmentWidget(QWidget):
     def run(self) -> Any:
         """Start the prediction in a worker thread (returned; ``None`` when the inputs are not usable)."""
         from unetkit.errors import DataError, UnetkitError
-        from unetkit.infer.predictor import load_predictor
+        from unetkit.infer.loading import load_predictor
 
         layer = self.selected_layer()
         path = self.model_path.text().strip()
