@@ -28,7 +28,7 @@ from unetkit.shapes import PADDINGS, ShapeContract
 def memory_format(spatial_dims: int, channels_last: bool) -> torch.memory_format:
     """The memory layout of a ``spatial_dims`` network's tensors: channels-last (NHWC in 2D, NDHWC in 3D) where
     ``channels_last``, else PyTorch's default (channels-first). Where it is faster is measured, not assumed
-    (the plan's ``layout`` row, docs/planning.md)."""
+    (the plan's ``channels-last`` row, docs/planning.md)."""
     if not channels_last:
         return torch.contiguous_format
     return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
