@@ -63,6 +63,30 @@ def test_predict_grey_2d_and_3d_arrays_and_files(tmp_path: Path) -> None:
     assert unetkit.predict(net3d, vol, device="cpu").shape == (16, 24, 24)
 
 
+def test_a_2d_network_predicts_a_stack_slice_by_slice(tmp_path: Path) -> None:
+    """A stack (a file, ``(C, Z, Y, X)`` or, for one channel, ``(Z, Y, X)``) through a 2D network: each Z slice
+    as a 2D image, as ``unetkit predict`` does; a ``(3, H, W)`` array is still an RGB image for the channel rule."""
+    from unetkit.data.io import read_image, write_image
+
+    net = unetkit.create_model("unet2d_small", in_channels=1, num_classes=3)
+    path = unetkit.save_model(tmp_path / "m.safetensors", net)
+    stack = RNG.random((6, 40, 48)).astype(np.float32)
+    per_slice = np.stack([unetkit.predict(path, s, device="cpu") for s in stack])
+    np.testing.assert_array_equal(unetkit.predict(path, stack, device="cpu"), per_slice)
+    labels, proba = unetkit.predict(path, stack[None], probabilities=True, device="cpu")
+    np.testing.assert_array_equal(labels, per_slice)
+    assert proba.shape == (3, 6, 40, 48) and np.allclose(proba.sum(0), 1, atol=1e-4)
+    np.testing.assert_allclose(proba[:, 2], unetkit.predict(path, stack[2], probabilities=True, device="cpu")[1])
+    write_image(tmp_path / "stack.tif", stack[None])
+    np.testing.assert_array_equal(unetkit.predict(path, tmp_path / "stack.tif", device="cpu"), per_slice)
+    res = unetkit.predict(path, tmp_path / "stack.tif", out=tmp_path / "o", device="cpu")  # the CLI's way: the same
+    np.testing.assert_array_equal(read_image(res.outputs.labels, spatial_dims=3).array.squeeze(), per_slice)
+    from unetkit.errors import DataError
+
+    with pytest.raises(DataError, match="3 channels"):  # 3 planes: an RGB image for a grey network, not a stack
+        unetkit.predict(path, stack[:3], device="cpu")
+
+
 def test_train_on_a_folder_returns_the_model_file(tmp_path: Path) -> None:
     from unetkit.synthetic import write_dataset
 

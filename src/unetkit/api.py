@@ -153,7 +153,8 @@ def predict(
             a network (``unetkit.load_model``/``create_model``) or a :class:`~unetkit.infer.Predictor`.
         image: a numpy-like array, ``(H, W)``, ``(H, W, C)``, ``(C, H, W)``, ``(Z, Y, X)`` or ``(C, Z, Y, X)``
             (the channel axis is found from the network's input channels, see :func:`channels_first`), or an
-            image file (read lazily, tile by tile).
+            image file (read lazily, tile by tile). A 2D network takes a stack, ``(C, Z, Y, X)``, ``(Z, Y, X)``
+            (one-channel networks) or a 3D file, slice by slice along Z, as ``unetkit predict`` does.
         out: a folder: write the results there as ``unetkit predict`` does (``OUT/<stem>...``) and return the
             :class:`~unetkit.infer.files.PredictionResult`; ``image`` must then be a file.
         probabilities: also return the class probabilities (``(K, *S)`` float32), or write them.
@@ -170,7 +171,8 @@ def predict(
         labels ``(*S)`` (uint8, uint16 beyond 256 classes); ``(labels, probabilities)`` with
         ``probabilities=True``; the :class:`~unetkit.infer.files.PredictionResult` with ``out``. A restoration
         model (``task: restore``) returns the restored image ``(C_out, *S)`` float32 in its targets' intensity
-        range (:meth:`~unetkit.infer.Predictor.restore`), one channel per target channel.
+        range (:meth:`~unetkit.infer.Predictor.restore`), one channel per target channel. A stack through a 2D
+        network gives ``(Z, Y, X)`` labels and ``(K, Z, Y, X)`` probabilities or restored channels.
 
     Example:
         >>> import unetkit, numpy as np
@@ -193,22 +195,55 @@ def predict(
         return results[0]
     predictor = _predictor(model, options)
     if isinstance(image, str | os.PathLike):
-        from unetkit.data.channels import with_channels
-        from unetkit.data.io import open_image
+        from pathlib import Path
 
-        with open_image(image, spatial_dims=predictor.spatial_dims) as img:
-            return _run(predictor, with_channels(img, predictor.in_channels, channels), probabilities)
+        from unetkit.infer.inputs import is_slice_stack, open_input
+
+        with open_input(predictor, Path(image), channels) as img:  # the rule unetkit predict opens files by
+            return (_run_stack if is_slice_stack(predictor, img) else _run)(predictor, img, probabilities)
+    stack = _stack_of(image, predictor, channel_axis, channels)
+    if stack is not None:
+        return _run_stack(predictor, stack, probabilities)
     arr = channels_first(image, predictor.spatial_dims, predictor.in_channels, channel_axis, channels)
     return _run(predictor, arr, probabilities)
 
 
+def _stack_of(image: Any, predictor: Predictor, channel_axis: int | None, channels: str | None) -> np.ndarray | None:
+    """``image`` as a ``(C, Z, Y, X)`` stack when it is one for a 2D network (one trained on slices,
+    ``--dims 2``), else ``None``.
+
+    A stack is an array with a channel axis and three spatial axes (its channel axis found as for a 3D
+    network), or, for a one-channel network, ``(Z, Y, X)`` where neither end axis could hold colour channels
+    (both longer than 4): a ``(3, H, W)`` array stays an RGB image, refused or converted by the channel rule.
+    """
+    shape = tuple(int(n) for n in np.shape(image))
+    if predictor.spatial_dims != 2:
+        return None
+    if len(shape) == 4:
+        return channels_first(image, 3, predictor.in_channels, channel_axis, channels)
+    if len(shape) == 3 and predictor.in_channels == 1 and channel_axis is None and channels is None:
+        if min(shape[0], shape[-1]) > 4:
+            log.info("image of shape %s: a (Z, Y, X) stack for a 2D network, predicted slice by slice", shape)
+            return np.asarray(image)[None]
+    return None
+
+
+def _run_stack(predictor: Predictor, stack: Any, probabilities: bool) -> Any:
+    """A ``(C, Z, Y, X)`` stack through a 2D network one Z slice at a time, as ``unetkit predict`` does:
+    labels ``(Z, Y, X)``, probabilities or a restored image ``(K, Z, Y, X)``."""
+    outs = [_run(predictor, np.ascontiguousarray(stack[:, z]), probabilities) for z in range(int(stack.shape[1]))]
+    if predictor.restores:
+        return np.stack(outs, axis=1)
+    if probabilities:
+        return np.stack([o[0] for o in outs]), np.stack([o[1] for o in outs], axis=1)
+    return np.stack(outs)
+
+
 def _run(predictor: Predictor, image: Any, probabilities: bool) -> Any:
-    if predictor.head == "identity":
-        if probabilities:
-            raise ConfigError(
-                "probabilities=True: a restoration model (task: restore) has no classes; leave it out to get "
-                "the restored image"
-            )
+    from unetkit.infer.outputs import refuse_segmentation_outputs
+
+    if predictor.restores:
+        refuse_segmentation_outputs(None, ["probabilities=True"] if probabilities else [])
         return predictor.restore(image)
     if not probabilities:
         return predictor.predict(image)

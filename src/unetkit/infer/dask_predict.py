@@ -218,7 +218,7 @@ def predict_dask(
     da: Any = require("dask.array", "dask", "prediction with --dask")
     distributed: Any = require("distributed", "dask", "prediction with --dask")
     from unetkit.data.normalize import Normalizer
-    from unetkit.infer.outputs import PROB_DTYPES, encode_probabilities
+    from unetkit.infer.outputs import PROB_DTYPES, encode_probabilities, refuse_segmentation_outputs
     from unetkit.infer.predictor import class_labels
 
     if prob_dtype not in PROB_DTYPES:
@@ -226,9 +226,9 @@ def predict_dask(
     options = {k: v for k, v in options.items() if v is not None}
     local = _planner(model, options)
     dims = local.spatial_dims
-    restore = local.head == "identity"
-    if restore and probabilities is not None:
-        raise ConfigError(f"{model}: a restoration model (task: restore) has no class probabilities; leave them out")
+    restore = local.restores
+    if restore:
+        refuse_segmentation_outputs(str(model), ["probabilities"] if probabilities is not None else [])
     source = (
         _PathImage(str(image), dims, local.in_channels, channels) if isinstance(image, str | os.PathLike) else image
     )

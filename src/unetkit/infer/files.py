@@ -43,6 +43,7 @@ from unetkit.infer.outputs import (
     output_meta,
     outputs_for,
     plan_outputs,
+    refuse_segmentation_outputs,
 )
 from unetkit.infer.overlay import OverlayTarget
 from unetkit.infer.predictor import Predictor, class_labels
@@ -123,7 +124,7 @@ def predict_file(
         image ``(C, *S)`` -> labels ``(*S)``, probabilities ``(K, *S)``.
     """
     path = Path(path)
-    if predictor.head == "identity":
+    if predictor.restores:
         return restore_file(
             predictor, path, out_dir, outputs=outputs, panel=overlay, dtype=dtype, on_tiles=on_tiles,
             channels=channels, compression=compression,
@@ -391,14 +392,10 @@ def predict_files(
         predictor = load_ensemble(paths, **options)
         name = os.fspath(paths[0])
     check_input_channels(predictor, files, channels, name)  # every input, before the first tile
-    if predictor.head == "identity":  # a restoration model: segmentation outputs are refused, not ignored
-        asked = [f for f, on in (("probabilities", probabilities), ("postprocess", postprocess),
-                                 ("instances", instances)) if on]  # fmt: skip
-        if asked:
-            raise ConfigError(
-                f"{', '.join('--' + a for a in asked)}: segmentation outputs, but {name or 'the model'} is a "
-                "restoration model (task: restore), which writes the restored image; leave them out"
-            )
+    if predictor.restores:  # segmentation outputs are refused, not ignored
+        asked = [f"--{f}" for f, on in (("probabilities", probabilities), ("postprocess", postprocess),
+                                        ("instances", instances)) if on]  # fmt: skip
+        refuse_segmentation_outputs(name, asked)
     desc = predictor.description
     if instances is None and desc is not None and desc.extra.get("target") == "boundary":
         instances = "boundary"  # the model was trained to separate objects: give the user its instances

@@ -64,6 +64,19 @@ def encode_probabilities(proba: np.ndarray, prob_dtype: str) -> np.ndarray:
     raise ConfigError(f"prob_dtype: {prob_dtype!r}; choose one of {', '.join(PROB_DTYPES)}")
 
 
+def refuse_segmentation_outputs(model: str | None, asked: Sequence[str]) -> None:
+    """The one refusal of segmentation outputs (``asked``: their names as the caller spells them, e.g.
+    ``--instances`` or ``probabilities=True``) for a restoration model, which writes the restored image.
+
+    >>> refuse_segmentation_outputs("m.safetensors", [])  # nothing asked: nothing to refuse
+    """
+    if asked:
+        raise ConfigError(
+            f"{', '.join(asked)}: segmentation outputs, but {model or 'the model'} is a restoration model "
+            "(task: restore), which gives the restored image; leave them out"
+        )
+
+
 def check_output_format(format: str) -> str:
     """``format`` if it is one of :data:`OUTPUT_FORMATS`, else a :class:`ConfigError` naming them."""
     if format not in OUTPUT_FORMATS:

@@ -406,7 +406,7 @@ class Predictor:
         Shape:
             ``(C, *S) -> (*S)``
         """
-        if self.head == "identity":
+        if self.restores:
             raise ConfigError(
                 "this is a restoration model (task: restore): it has no classes; Predictor.restore(image) returns "
                 "the restored image (unetkit.predict(model, image) does it for you)"
@@ -417,6 +417,12 @@ class Predictor:
         for slab in self.iter_slabs(image):
             out[slab.start : slab.start + slab.proba.shape[1]] = slab.labels()
         return out
+
+    @property
+    def restores(self) -> bool:
+        """Whether this is a restoration model (``task: restore``): its outputs are the restored image, not
+        class probabilities (the ``identity`` head)."""
+        return self.head == "identity"
 
     @property
     def target_scaling(self) -> dict[str, Any]:
@@ -444,7 +450,7 @@ class Predictor:
         Shape:
             ``(C_in, *S) -> (C_out, *S)`` float32.
         """
-        if self.head != "identity":
+        if not self.restores:
             raise ConfigError(
                 "this is a segmentation model: Predictor.predict(image) returns its labels, predict_proba the "
                 "class probabilities"

@@ -219,7 +219,7 @@ class SegmentWidget(QWidget):
         except UnetkitError as exc:
             self.status.setText(f"{layer.name}: {exc}")
             return None
-        restoring = predictor.head == "identity"  # a restoration model (task: restore)
+        restoring = predictor.restores
         if restoring:
             worker = thread_worker(restore)(predictor, layer.data, channels=channels)
             worker.returned.connect(lambda result: self._add_restored(layer, result))
