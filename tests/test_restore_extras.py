@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -172,6 +173,11 @@ def test_planned_train_writes_panels_and_predicts_dtypes(tmp_path: Path) -> None
               str(data / "targets"), "--images", str(data / "inputs"), "--out", str(tmp_path / "ev")],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
+    assert "input (scale-matched)" in r.output and "restored - input" in r.output  # the "before" beside it
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert set(summary["input"]) >= {"psnr", "ssim", "nrmse"}
+    assert summary["psnr_gain"] == pytest.approx(summary["psnr"] - summary["input"]["psnr"])
+    assert "input_psnr" in (tmp_path / "ev" / "metrics.csv").read_text().splitlines()[0]
     html = (tmp_path / "ev" / "report.html").read_text()
     # the report embeds its pictures as JPEG thumbnails (a bounded size)
     assert "input | output | target" in html and html.count("data:image/jpeg;base64") == 3
@@ -182,3 +188,19 @@ def test_restore_plan_for_slices_of_anisotropic_volumes() -> None:
     o = plan_training(facts, CPU, _timer, budget_minutes=5, dims=2).overrides()
     assert o["model.name"] == "unet2d" and o["data.slice_axis"] == 0  # slices across the coarse axis
     assert o["data.patch_size"] == [64, 64] and o["model.args.norm"] == "none"  # the 2D restoration rules
+
+
+def test_scale_matched_is_the_fair_before() -> None:
+    """An input scored against its target after the best affine map per channel: an exact affine copy scores
+    perfectly, a dimmer noisy exposure is not penalised for its scale, and it never scores below the raw input."""
+    from unetkit.metrics import psnr, scale_matched
+
+    rng = np.random.default_rng(0)
+    target = rng.random((2, 32, 32))
+    np.testing.assert_allclose(scale_matched(0.1 * target + 3.0, target), target, atol=1e-12)
+    noisy = target + rng.normal(0, 0.1, target.shape)
+    dim = 0.05 * noisy + np.array([0.0, 7.0])[:, None, None]  # a twentieth of the signal, offset in channel 1
+    assert psnr(scale_matched(dim, target), target) > psnr(dim, target) + 20
+    assert psnr(scale_matched(dim, target), target) == pytest.approx(psnr(scale_matched(noisy, target), target))
+    assert psnr(scale_matched(noisy, target), target) >= psnr(noisy, target)
+    assert np.all(scale_matched(np.ones((1, 4, 4)), target[:1, :4, :4]) == target[:1, :4, :4].mean())  # flat

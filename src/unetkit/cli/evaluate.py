@@ -190,10 +190,15 @@ def _evaluate_restore(
         predict_files(str(model), [str(images)], pred, tile=tile, device=device, channels=channels)
     s = evaluate_restore(pred, truth, out, images=images, panels=panels)
     table = Table(title=f"{s['images']} restored image(s) against {truth}")
-    for col in ("PSNR (dB)", "SSIM", "NRMSE"):
+    for col in ("", "PSNR (dB)", "SSIM", "NRMSE"):
         table.add_column(col, justify="right")
-    table.add_row(f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", f"{s['nrmse']:.4f}")
+    if "input" in s:  # the "before": the inputs, scale-matched to their targets
+        i = s["input"]
+        table.add_row("input (scale-matched)", f"{i['psnr']:.2f}", f"{i['ssim']:.4f}", f"{i['nrmse']:.4f}")
+    table.add_row("restored", f"{s['psnr']:.2f}", f"{s['ssim']:.4f}", f"{s['nrmse']:.4f}")
     console.print(table)
+    if "psnr_gain" in s:
+        console.print(f"restored - input: {s['psnr_gain']:+.2f} dB PSNR")
     console.print(f"metrics: {out / 'metrics.csv'}\nsummary: {out / 'summary.json'}\nreport: {out / 'report.html'}")
 
 

@@ -3,6 +3,11 @@
 Writes ``OUT/metrics.csv`` (one row per image), ``OUT/summary.json`` (the means), ``OUT/report.html`` (the
 tables and, when the inputs are given, the panels worst PSNR first) and a panel per image
 (``OUT/panels/<stem>.png``: input | output | target, with a zoomed crop) when the inputs are given.
+
+Where the inputs are given and have their targets' shape, each input is scored too, as the "before":
+:func:`~unetkit.metrics.scale_matched` to its target first, so a dimmer or offset input (a lower exposure,
+CARE's usual case) is not penalised for its scale (``input_psnr``, ``input_ssim``, ``input_nrmse`` per image;
+``input`` and ``psnr_gain`` in the summary).
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import numpy as np
 
 from unetkit.data.io import is_image_file, read_image, strip_suffix
 from unetkit.errors import DataError
-from unetkit.metrics import restore_scores
+from unetkit.metrics import restore_scores, scale_matched
 from unetkit.utils import atomic_path, remove_temporaries
+
+METRICS = ("psnr", "ssim", "nrmse")
 
 
 def _by_stem(folder: Path) -> dict[str, Path]:
@@ -36,7 +43,8 @@ def evaluate_restore(
 
     Returns:
         ``{"images": n, "psnr": mean, "ssim": mean, "nrmse": mean, "per_image": [...]}`` (also in
-        ``summary.json``).
+        ``summary.json``), with ``"input": {"psnr", "ssim", "nrmse", "scaled"}`` (the scale-matched inputs'
+        means) and ``"psnr_gain"`` (restored minus input, dB) where every input was scored.
 
     Raises:
         DataError: a prediction without a target, or sizes that differ (every such file named).
@@ -58,12 +66,15 @@ def evaluate_restore(
             continue
         row: dict[str, Any] = {"image": stem, **restore_scores(a, b)}
         rows.append(row)
-        if stem in inputs and len(rows) <= panels:
+        x = read_image(inputs[stem]).array if stem in inputs else None
+        if x is not None and x.shape == b.shape:
+            row.update({f"input_{k}": v for k, v in restore_scores(scale_matched(x, b), b).items()})
+        if x is not None and len(rows) <= panels:
             from unetkit.viz.restore import restore_panel_png
 
             (out / "panels").mkdir(parents=True, exist_ok=True)
             scores = {"PSNR": row["psnr"], "SSIM": row["ssim"]}
-            png = restore_panel_png(read_image(inputs[stem]).array, a, b, scores=scores)
+            png = restore_panel_png(x, a, b, scores=scores)
             with atomic_path(out / "panels" / f"{stem}.png") as tmp:
                 tmp.write_bytes(png)
             pictures[stem] = png
@@ -77,19 +88,31 @@ def evaluate_restore(
             "no predictions found", file=pred, fix="predict first (unetkit predict MODEL IMAGES --out PRED)"
         )
     out.mkdir(parents=True, exist_ok=True)
+    before = all("input_psnr" in r for r in rows)  # every input scored: the means compare like with like
+    names = [*METRICS, *(f"input_{k}" for k in METRICS)] if before else list(METRICS)
+    rows = [{k: r[k] for k in ("image", *names)} for r in rows]
     with atomic_path(out / "metrics.csv") as tmp, tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["image", "psnr", "ssim", "nrmse"])
+        w = csv.DictWriter(f, fieldnames=["image", *names])
         w.writeheader()
         w.writerows(rows)
-    summary: dict[str, Any] = {"images": len(rows)}
-    for k in ("psnr", "ssim", "nrmse"):
-        vals = [r[k] for r in rows if math.isfinite(r[k])]
-        summary[k] = float(np.mean(vals)) if vals else math.nan
+    summary: dict[str, Any] = {"images": len(rows), **_means(rows, "")}
+    if before:
+        summary["input"] = {**_means(rows, "input_"), "scaled": "least squares, per channel (scale_matched)"}
+        summary["psnr_gain"] = summary["psnr"] - summary["input"]["psnr"]
     summary["per_image"] = rows
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     _write_html(out / "report.html", summary, rows, pictures)
     return summary
+
+
+def _means(rows: list[dict[str, Any]], prefix: str) -> dict[str, float]:
+    """The mean of each metric over the images where it is finite (NaN where it is nowhere)."""
+    means = {}
+    for k in METRICS:
+        vals = [r[prefix + k] for r in rows if math.isfinite(r[prefix + k])]
+        means[k] = float(np.mean(vals)) if vals else math.nan
+    return means
 
 
 def _write_html(path: Path, summary: dict[str, Any], rows: list[dict[str, Any]], pictures: dict[str, bytes]) -> None:
@@ -99,6 +122,7 @@ def _write_html(path: Path, summary: dict[str, Any], rows: list[dict[str, Any]],
     worst = sorted(rows, key=lambda r: (not math.isfinite(r["psnr"]), r["psnr"]))
     panels = [(f"{r['image']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}", pictures[r["image"]])
               for r in worst if r["image"] in pictures]  # fmt: skip
-    scalars = {k: v for k, v in summary.items() if k != "per_image"}
+    scalars = {k: v for k, v in summary.items() if k not in ("per_image", "input")}
+    scalars.update({f"input (scale-matched) {k}": v for k, v in summary.get("input", {}).items() if k in METRICS})
     write_report(path, scalars, worst, panels, title="unetkit restoration evaluation",
                  panel_heading="Panels (worst PSNR first): input | output | target, zoomed crops below")  # fmt: skip

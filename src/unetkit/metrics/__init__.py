@@ -20,7 +20,7 @@ from unetkit.metrics.isbi import (
     warp_labels,
     warping_error,
 )
-from unetkit.metrics.restore import nrmse, psnr, restore_scores, ssim
+from unetkit.metrics.restore import nrmse, psnr, restore_scores, scale_matched, ssim
 from unetkit.metrics.surface import SurfaceDistances, surface_distances, surface_distances_per_class
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "rand_error",
     "rand_score",
     "restore_scores",
+    "scale_matched",
     "scores_from_matrix",
     "segments",
     "ssim",
