@@ -50,6 +50,18 @@ def test_cli_help_and_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "elastic.sigmaa" in err and "Traceback" not in err
 
 
+def test_a_restoration_folder_is_named_with_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from unetkit.synthetic import write_restore_dataset
+
+    write_restore_dataset(str(tmp_path / "d"), n=1, shape=(32, 32), seed=0)
+    with pytest.raises(SystemExit) as exc:
+        main(["augment-preview", str(tmp_path / "d"), "--out", str(tmp_path / "p.png")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "restoration dataset" in err and "--task restore" in err and "Traceback" not in err
+    assert not (tmp_path / "p.png").exists()
+
+
 def test_cli_writes_preview_from_a_dataset_folder(tmp_path: Path) -> None:
     pytest.importorskip("unetkit.data.datasets", reason="load_dataset comes with the data branch")
     rng = np.random.default_rng(0)

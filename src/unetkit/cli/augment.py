@@ -40,6 +40,16 @@ def augment_preview_cmd(
     from unetkit.data.normalize import Normalizer
 
     cfg = AugmentConfig.from_yaml(config) if config is not None else AugmentConfig()  # fail before any work
+    if (data / "targets").is_dir() and not (data / "masks").is_dir():
+        from unetkit.errors import DataError
+
+        raise DataError(
+            "a restoration dataset (targets/ beside the inputs): augment-preview shows the segmentation "
+            "augmentation, and a restoration trains with lossless flips and transposes only, nothing to preview",
+            file=data,
+            fix="train it with unetkit train DATA --task restore (docs/restoration.md); give augment-preview a "
+            "folder of images/ and masks/",
+        )
     normalizer = Normalizer(normalize)
     from unetkit.data.datasets import load_dataset
 
