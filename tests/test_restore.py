@@ -309,24 +309,79 @@ def test_cli_self_supervised_and_onnx(tmp_path: Path) -> None:
     np.testing.assert_allclose(read_image(a / "00.tif").array, read_image(b / "00.tif").array, atol=1e-4)
 
 
-def test_an_ensemble_of_restorations_averages_alike_models_and_refuses_unlike_ones(tmp_path: Path) -> None:
+def _restore_model(path: Path, seed: int, normalization: dict, low: float, high: float) -> str:
+    """A tiny untrained restoration model file scaling its inputs by ``normalization`` and its targets by
+    ``[low, high]`` (as a fold's own training images would)."""
     from unetkit import create_model
+    from unetkit.modelfile import save_model
+
+    torch.manual_seed(seed)
+    net = create_model("unet2d_small", num_classes=1, depth=2, width=4, norm=None)
+    scaling = {"kind": "range", "params": {"min": [low], "max": [high]}, "dtype": "float32"}
+    return str(save_model(path, net, task="restore", normalization=normalization, target_normalization=scaling))
+
+
+def _folds(tmp_path: Path) -> tuple[str, str]:
+    """Two folds that scale inputs (a fixed range; per-image percentiles) and targets differently."""
+    a = _restore_model(tmp_path / "a.safetensors", 0, {"kind": "range", "params": {"min": [0.0], "max": [2.0]}}, 0, 10)
+    image_scope = {"kind": "percentile", "params": {"scope": "image", "lower": 1.0, "upper": 99.0}}
+    b = _restore_model(tmp_path / "b.safetensors", 1, image_scope, -3.0, 40.0)
+    return a, b
+
+
+def test_an_ensemble_of_restoration_folds_is_the_mean_of_their_restorations(tmp_path: Path) -> None:
+    """Folds scale inputs and targets by their own training images: each member normalises the input its own
+    way and its outputs are mapped into the lead's space, so the ensemble restores to the mean of the members'
+    own ``restore()`` outputs (in memory and through ``unetkit.predict``)."""
+    import unetkit
     from unetkit.errors import ConfigError
+    from unetkit.infer.ensemble import load_ensemble
+
+    a, b = _folds(tmp_path)
+    image = (np.random.default_rng(0).random((1, 40, 44)) * 3).astype(np.float32)
+    options = {"device": "cpu", "backend": "torch", "tile": 32}
+    one = [load_ensemble([p], **options).restore(image) for p in (a, b)]
+    assert np.abs(one[0] - one[1]).mean() > 0.1  # the members do differ
+    for paths in ([a, b], [b, a]):  # either lead
+        both = load_ensemble(paths, **options).restore(image)
+        np.testing.assert_allclose(both, (one[0] + one[1]) / 2, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(unetkit.predict([a, b], image, **options), (one[0] + one[1]) / 2, rtol=1e-5, atol=1e-4)
+    # a target normalisation that clips cannot be undone: refused beside another scaling, naming the file
+    clip = str(tmp_path / "clip.safetensors")
+    from unetkit import create_model
+    from unetkit.modelfile import save_model
+
+    net = create_model("unet2d_small", num_classes=1, depth=2, width=4, norm=None)
+    scaling = {"kind": "percentile", "params": {"low": [0.0], "high": [1.0]}, "dtype": "float32"}
+    save_model(clip, net, task="restore", target_normalization=scaling)
+    with pytest.raises(ConfigError, match=r"clip\.safetensors: its target normalization \(kind 'percentile'\) is not"):
+        load_ensemble([a, clip], **options)
+
+
+def test_cli_predicts_an_ensemble_of_restoration_folds_and_refuses_a_segmentation_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from unetkit import create_model
+    from unetkit.cli import main
     from unetkit.infer.ensemble import load_ensemble
     from unetkit.modelfile import save_model
 
-    def model(name: str, high: float) -> str:
-        net = create_model("unet2d_small", num_classes=1, depth=2, width=4, norm=None)
-        scaling = {"kind": "range", "params": {"min": [0.0], "max": [high]}}
-        return str(save_model(tmp_path / name, net, task="restore", target_normalization=scaling))
-
-    a, b, c = model("a.safetensors", 10.0), model("b.safetensors", 10.0), model("c.safetensors", 20.0)
-    image = np.random.default_rng(0).random((1, 40, 40)).astype(np.float32)
-    both = load_ensemble([a, b], device="cpu", backend="torch").restore(image)
-    one = [load_ensemble([p], device="cpu", backend="torch").restore(image) for p in (a, b)]
-    np.testing.assert_allclose(both, (one[0] + one[1]) / 2, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ConfigError, match="restoration model scales"):
-        load_ensemble([a, c], device="cpu", backend="torch")
+    a, b = _folds(tmp_path)
+    image = (np.random.default_rng(1).random((1, 40, 44)) * 3).astype(np.float32)
+    write_image(tmp_path / "in" / "x.tif", image)
+    options = ["--backend", "torch", "--device", "cpu", "--tile", "32", "--quiet"]
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", a, b, str(tmp_path / "in"), "--out", str(tmp_path / "out"), *options])
+    assert exc.value.code in (0, None)
+    one = [load_ensemble([p], device="cpu", backend="torch", tile=32).restore(image) for p in (a, b)]
+    written = read_image(tmp_path / "out" / "x.tif").array
+    np.testing.assert_allclose(written.reshape(image.shape), (one[0] + one[1]) / 2, rtol=1e-5, atol=1e-4)
+    seg = str(save_model(tmp_path / "seg.safetensors", create_model("unet2d_small", depth=2, width=4, norm=None)))
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", a, seg, str(tmp_path / "in"), "--out", str(tmp_path / "mixed"), *options])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "seg.safetensors" in err and "task" in err and "--folds" in err, err
+    assert not (tmp_path / "mixed").exists() or not any((tmp_path / "mixed").iterdir())
 
 
 def test_dims_2_restores_a_stack_slice_by_slice(tmp_path: Path) -> None:

@@ -238,8 +238,24 @@ def fit_scaling(arrays: list[np.ndarray], kind: str = "percentile") -> Any:
     return Normalizer("range", min=lo.tolist(), max=hi.tolist(), source=f"{kind} {q[0]:g}-{q[1]:g}")
 
 
+def scaling_affine(scaling: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-channel map :func:`invert_scaling` applies, ``x * scale + offset``, as ``(scale, offset)``
+    (``(C,)`` float32 each: ``max - min`` and ``min``); ``None`` where ``scaling`` is not a ``range`` map (none
+    recorded: the outputs are already in the targets' range).
+
+    >>> [a.tolist() for a in scaling_affine({"kind": "range", "params": {"min": [10], "max": [20]}})]
+    [[10.0], [10.0]]
+    """
+    if not scaling or scaling.get("kind") != "range":
+        return None
+    lo = np.asarray(scaling["params"]["min"], np.float32).reshape(-1)
+    hi = np.asarray(scaling["params"]["max"], np.float32).reshape(-1)
+    return hi - lo, lo
+
+
 def invert_scaling(x: np.ndarray, scaling: dict[str, Any] | None) -> np.ndarray:
-    """Undo :func:`fit_scaling` (a ``Normalizer.to_dict()`` of kind ``range``): ``x * (max - min) + min``.
+    """Undo :func:`fit_scaling` (a ``Normalizer.to_dict()`` of kind ``range``): ``x * (max - min) + min``
+    (:func:`scaling_affine`).
 
     Shape:
         ``(C, *S) -> (C, *S)`` float32.
@@ -248,12 +264,12 @@ def invert_scaling(x: np.ndarray, scaling: dict[str, Any] | None) -> np.ndarray:
     [[10.0, 15.0, 20.0]]
     """
     x = np.asarray(x, np.float32)
-    if not scaling or scaling.get("kind") != "range":
+    affine = scaling_affine(scaling)
+    if affine is None:
         return x
     shape = (-1,) + (1,) * (x.ndim - 1)
-    lo = np.asarray(scaling["params"]["min"], np.float32).reshape(shape)
-    hi = np.asarray(scaling["params"]["max"], np.float32).reshape(shape)
-    return x * (hi - lo) + lo
+    scale, offset = affine
+    return x * scale.reshape(shape) + offset.reshape(shape)
 
 
 def cast_to(x: np.ndarray, dtype: str) -> np.ndarray:

@@ -2,15 +2,18 @@
 
 A backend is a callable ``(B, C, *T) float32 numpy -> (B, K, *T_out) float32 numpy`` probabilities
 (softmax over classes; a one-logit sigmoid head gives two channels: background, foreground). The
-compute device is the backend's business; what it returns is always on the host.
+compute device is the backend's business; what it returns is always on the host. An :class:`ImageBackend`
+(an ensemble whose models normalise their inputs differently) takes the raw tiles instead and normalises
+them itself.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,6 +38,30 @@ class Backend(Protocol):
     device: str
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+#: Raw tiles of one image to outputs: ``B x (C, *T)`` tiles, as read -> ``(B, K, *T_out)`` float32.
+TileFunction = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+class ImageBackend(abc.ABC):
+    """A backend that normalises the tiles itself, bound to one image at a time: the predictor asks it for
+    each image's :data:`TileFunction` (:meth:`~unetkit.infer.Predictor.tile_function`) and hands it the raw
+    tiles, instead of normalising them by its own normalisation and calling the backend. An ensemble whose
+    models normalise their inputs differently is one (:class:`unetkit.infer.ensemble.EnsembleBackend`).
+    """
+
+    name: str
+    device: str
+
+    @abc.abstractmethod
+    def for_image(self, image: Any) -> TileFunction:
+        """The tile function for ``image`` (``(C, *S)`` array-like, whose statistics per-image normalisations
+        take)."""
+
+    @abc.abstractmethod
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """A batch already normalised (where that is meaningful), as a :class:`Backend` takes it."""
 
 
 #: Input pixels (voxels) per network call per CPU stream for the default batch: one 512² tile, or four 256²

@@ -318,7 +318,8 @@ def predict_files(
 
     Args:
         model: a model file (``.safetensors``) or an exported ``.onnx`` file, several of them (an ensemble:
-            probabilities averaged, :func:`unetkit.infer.ensemble.load_ensemble`), or a ready :class:`Predictor`.
+            outputs averaged, restoration folds included: :func:`unetkit.infer.ensemble.load_ensemble`), or a
+            ready :class:`Predictor`.
         inputs: image files, folders and glob patterns.
         out_dir: folder for the results.
         probabilities: also write ``<stem>_prob.tif`` (``.zarr`` for zarr inputs), ``(K, *S)``.

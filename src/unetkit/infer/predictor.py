@@ -26,6 +26,8 @@ from unetkit.infer.backends import (
     GRAPH_BACKENDS,
     HEADS,
     Backend,
+    ImageBackend,
+    TileFunction,
     TorchBackend,
     graph_backend,
     passes_per_tile,
@@ -117,8 +119,13 @@ class DescribedNetwork:
         return int(self.description.num_classes)
 
 
-def _tile_normaliser(normalization: dict[str, Any], image: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """The per-tile normalisation function for ``image`` (image-level statistics from a strided subsample)."""
+def tile_normaliser(normalization: dict[str, Any], image: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The per-tile normalisation function for ``image`` (image-level statistics from a strided subsample):
+    built once per image, by the predictor and by each member of an ensemble alike.
+
+    Shape:
+        ``(C, *T) -> (C, *T)`` float32.
+    """
     from unetkit.data.normalize import Normalizer
 
     fn = Normalizer.from_dict(normalization).for_image(image)
@@ -279,6 +286,20 @@ class Predictor:
         return image
 
     # ---- the engine ----------------------------------------------------------------------------------
+    def tile_function(self, image: Any) -> TileFunction:
+        """How raw tiles of ``image`` become outputs: each normalised by this predictor's normalisation (its
+        per-image statistics computed here, once per image: :func:`tile_normaliser`), stacked and run through
+        the backend; an :class:`~unetkit.infer.backends.ImageBackend` (an ensemble) normalises them itself.
+
+        Shape:
+            ``B x (C, *T)`` tiles as read -> ``(B, K, *T_out)`` float32.
+        """
+        if isinstance(self.backend, ImageBackend):
+            return self.backend.for_image(image)
+        normalise = tile_normaliser(self.normalization, image)
+        backend = self.backend
+        return lambda tiles: backend(np.stack([normalise(t) for t in tiles]))
+
     def iter_slabs(
         self,
         image: Any,
@@ -301,7 +322,7 @@ class Predictor:
         plan = self.plan(spatial)
         region = [(0, n) for n in spatial] if region is None else [(int(a), int(b)) for a, b in region]
         read = reader or (lambda start, size: read_window(image, start, size))
-        normalise = _tile_normaliser(self.normalization, image)
+        run = self.tile_function(image)
         weights = plan.weights()
         axis0, others = plan.axes[0], plan.axes[1:]
         rows = axis0.overlapping(*region[0])
@@ -314,7 +335,7 @@ class Predictor:
         acc = np.zeros((k, min(axis0.tile_out, region[0][1] - lo), *rest_shape), np.float32)
         bands = BandPrefetcher(image, plan, [[(row, *t) for t in rest] for row in rows]) if reader is None else None
         try:
-            yield from self._rows(bands, read, plan, rows, rest, region, normalise, weights, acc, on_tiles)
+            yield from self._rows(bands, read, plan, rows, rest, region, run, weights, acc, on_tiles)
         finally:
             if bands is not None:
                 bands.close()
@@ -327,7 +348,7 @@ class Predictor:
         rows: Sequence[int],
         rest: Sequence[tuple[int, ...]],
         region: Sequence[tuple[int, int]],
-        normalise: Callable[[np.ndarray], np.ndarray],
+        run: TileFunction,
         weights: np.ndarray | None,
         acc: np.ndarray,
         on_tiles: Callable[[int], None] | None,
@@ -354,8 +375,7 @@ class Predictor:
             for i in range(0, len(tiles), batch_size):
                 chunk = tiles[i : i + batch_size]
                 spans = [[ax.spans[j] for ax, j in zip(plan.axes, t, strict=True)] for t in chunk]
-                batch = np.stack([normalise(read([s.in_start for s in sp], plan.tile_in)) for sp in spans])
-                proba = self.backend(batch)
+                proba = run([read([s.in_start for s in sp], plan.tile_in) for sp in spans])
                 for p, sp in zip(proba, spans, strict=True):
                     dst: list[slice] = [slice(None)]
                     src: list[slice] = [slice(None)]
