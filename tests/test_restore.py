@@ -299,6 +299,7 @@ def test_cli_self_supervised_and_onnx(tmp_path: Path) -> None:
          "--set", "model.args.depth=2", "--set", "model.args.width=4"],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
+    assert "validation inputs, scale-matched" not in (run / "train.log").read_text()  # no clean target: no "before"
     a, b = tmp_path / "a", tmp_path / "b"
     for backend, folder in (("torch", a), ("onnxruntime", b)):
         r = runner.invoke(

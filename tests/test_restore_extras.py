@@ -139,6 +139,7 @@ def test_planned_train_writes_panels_and_predicts_dtypes(tmp_path: Path) -> None
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "CARE" in r.output  # the plan's table
+    assert "validation inputs, scale-matched to their targets: PSNR" in (run / "train.log").read_text()  # the "before"
     assert (run / "plan.yaml").is_file() and load_plan(run / "plan.yaml").overrides()["task"] == "restore"
     panels = sorted((run / "panels").glob("*.png"))
     assert panels and panels[0].stat().st_size > 1000

@@ -14,6 +14,7 @@ file records:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,12 +275,25 @@ class RestoreTask:
         finally:
             model.train(was_training)
         keys = ("loss",) if r.self_supervised else ("loss", "psnr", "ssim", "nrmse")
-        sums = [float(np.nansum([r[k] for r in rows])) for k in keys] + [float(len(rows))]
-        if fabric.world_size > 1:
-            sums = fabric.all_reduce(torch.tensor(sums, dtype=torch.float64, device=fabric.device), reduce_op="sum")
-            sums = sums.cpu().tolist()
-        n = max(sums[-1], 1.0)
-        return {f"val_{k}": v / n for k, v in zip(keys, sums[:-1], strict=True)}
+        if not r.self_supervised and not hasattr(self, "_inputs_said"):
+            self._say_inputs(fabric, data.val[fabric.global_rank :: fabric.world_size])
+        return _means(fabric, rows, keys, "val_")
+
+    def _say_inputs(self, fabric: Any, val: list[RestoreSample]) -> None:
+        """Log, once per run, the validation inputs' scores against their targets, scale-matched
+        (:func:`unetkit.metrics.scale_matched`, as ``unetkit evaluate --task restore`` scores them): the figure
+        ``val_psnr`` has to beat. Skipped where inputs and targets differ in shape (other channels)."""
+        from unetkit.metrics import restore_scores, scale_matched
+
+        self._inputs_said = True
+        rows = [restore_scores(scale_matched(s.image, s.target), s.target, data_range=1.0)
+                for s in val if s.image.shape == s.target.shape]  # fmt: skip
+        if len(rows) != len(val):  # inputs of other channels than the targets: no "before" (alike on every process)
+            return
+        m = _means(fabric, rows, ("psnr", "ssim"), "")  # a collective: every process takes part
+        if fabric.is_global_zero:
+            log.info("validation inputs, scale-matched to their targets: PSNR %.2f dB, SSIM %.4f (what val_psnr "
+                     "and val_ssim have to beat)", m["psnr"], m["ssim"])  # fmt: skip
 
     def describe(self, data: RestoreData) -> dict[str, Any]:
         k = data.num_classes
@@ -307,6 +321,16 @@ class RestoreTask:
         return make_adversary(
             self.config, data.in_channels, data.num_classes, data.spatial_dims, out_patch, fabric, total_steps
         )
+
+
+def _means(fabric: Any, rows: list[dict[str, float]], keys: Sequence[str], prefix: str) -> dict[str, float]:
+    """The means of ``keys`` over every process's ``rows`` (NaNs left out of the sums), keyed ``prefix + key``."""
+    sums = [float(np.nansum([r[k] for r in rows])) for k in keys] + [float(len(rows))]
+    if fabric.world_size > 1:
+        sums = fabric.all_reduce(torch.tensor(sums, dtype=torch.float64, device=fabric.device), reduce_op="sum")
+        sums = sums.cpu().tolist()
+    n = max(sums[-1], 1.0)
+    return {f"{prefix}{k}": v / n for k, v in zip(keys, sums[:-1], strict=True)}
 
 
 #: Validation images whose panel (input | output | target, zoomed crop) each validation writes to RUN/panels/.
