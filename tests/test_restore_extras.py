@@ -205,3 +205,22 @@ def test_scale_matched_is_the_fair_before() -> None:
     assert psnr(scale_matched(dim, target), target) == pytest.approx(psnr(scale_matched(noisy, target), target))
     assert psnr(scale_matched(noisy, target), target) >= psnr(noisy, target)
     assert np.all(scale_matched(np.ones((1, 4, 4)), target[:1, :4, :4]) == target[:1, :4, :4].mean())  # flat
+
+
+def test_evaluate_follows_targets_that_hold_intensities(tmp_path: Path) -> None:
+    """Without --task or --model, a --truth folder of non-integer floats (which no mask holds) is scored as
+    restoration targets; integer masks stay a segmentation."""
+    from unetkit.evaluate.restore import holds_intensities
+    from unetkit.metrics import restore_scores
+
+    data = tmp_path / "d"
+    write_restore_dataset(str(data), n=2, shape=(32, 32), seed=3)
+    assert holds_intensities(data / "targets") and not holds_intensities(tmp_path)  # no images: no
+    r = runner.invoke(app, ["evaluate", "--pred", str(data / "inputs"), "--truth", str(data / "targets"), "--out",
+                            str(tmp_path / "ev")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    got = json.loads((tmp_path / "ev" / "summary.json").read_text())["per_image"][0]
+    want = restore_scores(read_image(data / "inputs" / "00.tif").array, read_image(data / "targets" / "00.tif").array)
+    assert got["psnr"] == pytest.approx(want["psnr"]) and "input_psnr" not in got  # no --images: no "before"
+    write_image(tmp_path / "m" / "00.tif", np.array([[0.0, 1.0], [1.0, 0.0]], np.float32), spatial_dims=2)
+    assert not holds_intensities(tmp_path / "m")  # float masks of whole numbers are masks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from rich.table import Table
 
 from unetkit.cli._common import console, setup_logging
 from unetkit.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def _parse_spacing(text: str | None) -> tuple[float, ...] | None:
@@ -64,7 +67,8 @@ def evaluate_cmd(
     task: str = typer.Option(
         None,
         "--task",
-        help="segment | restore (PSNR, SSIM, NRMSE against targets); default: the --model file's task, else segment.",
+        help="segment | restore (PSNR, SSIM, NRMSE against targets); default: the --model file's task, else restore "
+        "where --truth holds intensities (non-integer floats), else segment.",
     ),
 ) -> None:
     """Score predicted masks against true masks (--task restore: restored images against targets, PSNR,
@@ -88,10 +92,8 @@ def evaluate_cmd(
     from unetkit.postprocess.pipeline import parse_postprocess
 
     setup_logging(verbose, quiet)
-    if task is None:  # follow the model: a restoration model's outputs are scored as restorations
-        from unetkit.infer.loading import file_description
-
-        task = str(file_description(model).task) if model is not None else "segment"
+    if task is None:  # follow the model, else the files: restored images are scored as restorations
+        task = _task_of(model, truth)
     if task not in ("segment", "restore"):
         raise ConfigError(f"--task {task!r}: use segment or restore")
     from unetkit.data.channels import check_mode
@@ -165,6 +167,22 @@ def _print_summary(summary: dict, notes: list[str]) -> None:
     console.print(table)
     for note in notes:
         console.print(f"[yellow]note:[/] {note}")
+
+
+def _task_of(model: Path | None, truth: Path) -> str:
+    """``--task`` left out: the model file's task; without a model, ``restore`` where --truth holds
+    intensities (:func:`unetkit.evaluate.restore.holds_intensities`: non-integer floats, which no mask holds;
+    --pred may hold a segmentation's probabilities, so it does not decide), else ``segment``."""
+    if model is not None:
+        from unetkit.infer.loading import file_description
+
+        return str(file_description(model).task)
+    from unetkit.evaluate.restore import holds_intensities
+
+    if holds_intensities(truth):
+        log.info("%s holds intensities, not masks: scored as restorations (--task restore)", truth)
+        return "restore"
+    return "segment"
 
 
 def _evaluate_restore(

@@ -34,6 +34,30 @@ def _by_stem(folder: Path) -> dict[str, Path]:
     return {strip_suffix(p.name): p for p in sorted(folder.iterdir()) if is_image_file(p) and "_panel" not in p.name}
 
 
+def holds_intensities(folder: str | Path) -> bool:
+    """Whether ``folder``'s first image (by name) holds intensities, not labels: floating-point values that are
+    not all whole numbers (read from a strided sample, not the whole file). Masks and label predictions never
+    do; restored images (float32 by default) and most restoration targets do.
+
+    >>> import tempfile; from unetkit.data.io import write_image
+    >>> d = Path(tempfile.mkdtemp()); write_image(d / "a.tif", np.array([[0.5, 1.0]], np.float32), spatial_dims=2)
+    >>> holds_intensities(d)
+    True
+    """
+    from unetkit.data.io import open_image
+
+    files = sorted(_by_stem(Path(folder)).values()) if Path(folder).is_dir() else []
+    if not files:
+        return False
+    with open_image(files[0]) as img:
+        if np.dtype(img.dtype).kind != "f":
+            return False
+        step = [max(1, int(n) // 64) for n in img.shape[1:]]
+        sample = np.asarray(img[(slice(None), *(slice(None, None, k) for k in step))])
+    finite = sample[np.isfinite(sample)]
+    return bool(finite.size) and not np.array_equal(finite, np.round(finite))
+
+
 def evaluate_restore(
     pred: str | Path, truth: str | Path, out: str | Path, *, images: str | Path | None = None, panels: int = 12
 ) -> dict[str, Any]:
