@@ -54,6 +54,24 @@ def _folder_with_image(tmp: Path) -> Path:
     return tmp / "imgs"
 
 
+def _restore_pairs(size: int, nan_target: bool = False) -> Callable[[Path], Path]:
+    """A restoration folder of two ``size`` x ``size`` pairs (``nan_target``: one NaN in the first target)."""
+
+    def make(tmp: Path) -> Path:
+        from unetkit.data.io import write_image
+
+        rng = np.random.default_rng(0)
+        for name in ("a", "b"):
+            target = rng.random((size, size)).astype(np.float32)
+            if nan_target and name == "a":
+                target[1, 1] = np.nan
+            write_image(tmp / "r" / "inputs" / f"{name}.tif", target + 0.1, spatial_dims=2)
+            write_image(tmp / "r" / "targets" / f"{name}.tif", target, spatial_dims=2)
+        return tmp / "r"
+
+    return make
+
+
 def _tiny_model(tmp: Path, in_channels: int = 1) -> Path:
     from unetkit.modelfile import save_model
     from unetkit.models import create_model
@@ -121,6 +139,24 @@ CASES: list[tuple[str, Callable[[Path], Path], list[str], str]] = [
         _dataset_with(inputs.nan_image, "n.tif"),
         ["train", "{}", "--no-plan", "--out", "{tmp}/run", "--epochs", "1", "--quiet"],
         "NaN",
+    ),
+    (
+        "nan-restore-target",
+        _restore_pairs(32, nan_target=True),
+        ["train", "{}", "--task", "restore", "--budget", "5s", "--out", "{tmp}/run", "--quiet"],
+        "targets/a.tif: target holds 1 NaN",
+    ),
+    (
+        "restore-images-too-small",
+        _restore_pairs(5),
+        ["train", "{}", "--task", "restore", "--budget", "5s", "--out", "{tmp}/run", "--quiet"],
+        "too small",
+    ),
+    (
+        "masks-of-one-class",
+        _dataset_with(inputs.grey_image, "g.png"),  # its mask is all background
+        ["train", "{}", "--budget", "5s", "--out", "{tmp}/run", "--quiet"],
+        "one class only",
     ),
     (
         "wrong-channels",

@@ -199,9 +199,8 @@ def _scan_pair(
             )
         )
         return None
-    if image.array.dtype.kind in "fc" and not np.isfinite(image.array).all():
-        n = int((~np.isfinite(image.array)).sum())
-        problems.append(Problem(img_file, f"image holds {n} NaN/Inf values", "replace them (e.g. with 0) and re-save"))
+    if (bad := Problem.nonfinite(img_file, image.array)) is not None:
+        problems.append(bad)
     if raw.dtype.kind == "f" and not (np.isfinite(raw).all() and (raw == np.round(raw)).all()):
         problems.append(
             Problem(msk_file, "mask holds non-integer or NaN/Inf values", "save masks as integer class indices")
@@ -256,7 +255,18 @@ def _check_consistency(records: list[Record], problems: list[Problem]) -> None:
 def _check_labels(
     records: list[Record], mapping: LabelMapping, pinned: bool, num_classes: int | None, problems: list[Problem]
 ) -> None:
-    """One problem per mask holding values that are no class of ``mapping``, with their pixel counts."""
+    """One problem per mask holding values that are no class of ``mapping``, with their pixel counts; one for
+    masks that hold a single class (nothing to tell apart)."""
+    if records and mapping.num_classes < 2:
+        problems.append(
+            Problem(
+                "masks",
+                f"every mask holds one class only ({mapping.describe()}): a segmentation learns to tell at least "
+                "two apart",
+                "paint the objects in the masks (any value other than the background's)",
+            )
+        )
+        return
     if mapping.kind == "instances" and num_classes is not None and num_classes != 2:
         problems.append(
             Problem("masks", f"instance masks give 2 classes, not num_classes={num_classes}", "use 2 classes")

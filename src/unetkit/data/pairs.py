@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from unetkit.data.io import IMAGE_SUFFIXES, is_image_file, strip_suffix
 from unetkit.errors import DataError
 from unetkit.utils import read_yaml
@@ -52,6 +54,20 @@ class Problem:
         if exc.file is None and read_path is not None:
             problem = problem.removeprefix(f"{os.fspath(read_path)}: ")
         return cls(file, problem, exc.fix or default_fix)
+
+    @classmethod
+    def nonfinite(cls, file: str, array: Any, what: str = "image") -> Problem | None:
+        """The problem of an image holding NaN or infinite values (``None`` where it holds none): they would
+        turn every loss and normalisation they reach into NaN.
+
+        >>> print(Problem.nonfinite("a.tif", np.array([1.0, np.nan])))
+        a.tif: image holds 1 NaN/Inf values (fix: replace them (e.g. with 0) and re-save)
+        """
+        arr = np.asarray(array)
+        if arr.dtype.kind not in "fc" or np.isfinite(arr).all():
+            return None
+        n = int((~np.isfinite(arr)).sum())
+        return cls(file, f"{what} holds {n} NaN/Inf values", "replace them (e.g. with 0) and re-save")
 
 
 @dataclass(frozen=True)

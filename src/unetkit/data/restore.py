@@ -123,7 +123,7 @@ def check_restore_dataset(
     path: str | Path, *, self_supervised: bool = False, spatial_dims: int | None = None, keep: bool = False
 ) -> tuple[list[Problem], list[tuple[str, Any, Any]], Path]:
     """Every problem of a restoration dataset, one per file and kind: missing partners, unreadable files,
-    input/target sizes that differ, channel counts or dimensionality differing between files.
+    input/target sizes that differ, NaN/Inf values, channel counts or dimensionality differing between files.
 
     Returns:
         ``(problems, [(name, input ImageData, target ImageData)] when keep, root)``.
@@ -149,6 +149,8 @@ def check_restore_dataset(
             )
             continue
         for role, img, f in (("input", a, str(ip.relative_to(root))), ("target", b, ti)):
+            if (bad := Problem.nonfinite(f, img.array, role)) is not None and (role == "input" or b is not a):
+                problems.append(bad)
             key = (img.array.shape[0], img.array.ndim - 1)
             if role not in first:
                 first[role] = key

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from unetkit.errors import ConfigError
+from unetkit.errors import ConfigError, DataError
 from unetkit.plan.decisions import Plan
 from unetkit.plan.facts import DataFacts
 from unetkit.plan.machine import Machine, StepTimer
 from unetkit.plan.recipe import OVERHEAD, RecipeRules
-from unetkit.plan.topology import ANISOTROPY_RATIO, Topology, fit_patch, target_spacing, widths
+from unetkit.plan.topology import ANISOTROPY_RATIO, MIN_FEATURE, Topology, fit_patch, target_spacing, widths
 
 #: Default budgets (minutes) when the user gives none: what a first useful model costs on each device.
 DEFAULT_BUDGET = {"cpu": 30.0, "cuda": 60.0}
@@ -251,6 +251,13 @@ class _Planner(RecipeRules):
             edge = RESTORE_PATCH[self.spatial]
             sizes = [max(4, min(int(n), round(edge * finest / s))) for n, s in zip(shape, spacing, strict=True)]
             patch, topo = fit_patch(sizes, spacing, max_depth=RESTORE_DEPTH)
+            if topo.depth == 0:
+                raise DataError(
+                    f"images of {'x'.join(str(round(n)) for n in shape)} (the median) are too small for a U-Net: "
+                    f"it pools an axis only where the feature map keeps at least {MIN_FEATURE} pixels, so a "
+                    f"restoration needs images of at least {2 * MIN_FEATURE} pixels along its finest axes",
+                    fix="give larger images (whole frames rather than crops)",
+                )
         else:
             # The median image (in physical proportion), shrunk along its longest physical axis until a step
             # of batch 2 fits the time (and GPU memory) budget. Step cost grows with the voxels, so it is
