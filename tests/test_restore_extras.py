@@ -224,3 +224,27 @@ def test_evaluate_follows_targets_that_hold_intensities(tmp_path: Path) -> None:
     assert got["psnr"] == pytest.approx(want["psnr"]) and "input_psnr" not in got  # no --images: no "before"
     write_image(tmp_path / "m" / "00.tif", np.array([[0.0, 1.0], [1.0, 0.0]], np.float32), spatial_dims=2)
     assert not holds_intensities(tmp_path / "m")  # float masks of whole numbers are masks
+
+
+def test_a_nan_input_pixel_is_said_not_restored_in_silence(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """NaN pixels spread over the network's receptive field: restore_file counts the NaN/Inf outputs and warns."""
+    import logging
+
+    from unetkit import create_model
+    from unetkit.infer import load_predictor
+    from unetkit.infer.files import restore_file
+    from unetkit.modelfile import save_model
+
+    net = create_model("unet2d_small", depth=2, width=4, norm=None, num_classes=1)
+    model = save_model(tmp_path / "m.safetensors", net, task="restore")
+    image = np.random.default_rng(0).random((48, 48)).astype(np.float32)
+    write_image(tmp_path / "ok.tif", image, spatial_dims=2)
+    image[10:12, 10:12] = np.nan
+    write_image(tmp_path / "nan.tif", image, spatial_dims=2)
+    predictor = load_predictor(str(model), device="cpu")
+    with caplog.at_level(logging.WARNING, logger="unetkit.infer.files"):
+        restore_file(predictor, tmp_path / "ok.tif", tmp_path / "o")
+        assert "NaN/Inf" not in caplog.text
+        restore_file(predictor, tmp_path / "nan.tif", tmp_path / "o")
+    bad = int(np.isnan(read_image(tmp_path / "o" / "nan.tif").array).sum())
+    assert bad >= 4 and f"nan.tif: {bad} restored values are NaN/Inf" in caplog.text

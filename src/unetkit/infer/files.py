@@ -244,12 +244,18 @@ def restore_file(
     t0 = time.perf_counter()
     try:
         slabs = slice_slabs(predictor, image, on_tiles) if slices else predictor.iter_slabs(image, on_tiles=on_tiles)
+        nonfinite = 0
         for slab in slabs:
-            restored = cast_to(predictor.to_target_range(slab.proba), out_dtype)
+            values = predictor.to_target_range(slab.proba)
+            nonfinite += int(values.size - np.count_nonzero(np.isfinite(values)))
+            restored = cast_to(values, out_dtype)
             target.write(slab.start, restored)
             if keep:
                 pieces.append(restored)
         target.commit()
+        if nonfinite:  # a NaN input pixel spreads over the network's receptive field: say so, not in silence
+            why = "where the image holds NaN/Inf pixels, replace them (e.g. with 0) and re-save it, else check the"
+            log.warning("%s: %d restored values are NaN/Inf; %s model (unetkit info)", path, nonfinite, why)
         if keep:
             from unetkit.viz.restore import restore_panel
 
