@@ -121,6 +121,36 @@ def test_segment_widget_restores_with_a_restoration_model(qtbot: Any, tmp_path: 
     assert "noisy labels" not in viewer.layers and "3 channel(s)" in widget.status.text()
 
 
+@pytest.mark.parametrize("task", ["segment", "restore"])
+def test_segment_widget_takes_a_stack_layer_slice_by_slice(qtbot: Any, tmp_path: Path, task: str) -> None:
+    """A (Z, Y, X) layer through a 2D model (trained on slices, ``--dims 2``) goes one Z slice at a time, as
+    ``unetkit predict`` and ``unetkit.predict`` take a stack: labels (or a restored image) of the layer's shape."""
+    import unetkit
+
+    restore = task == "restore"
+    net = unetkit.create_model("unet2d_small", in_channels=1, num_classes=1 if restore else 2, depth=2, width=4)
+    model = unetkit.save_model(tmp_path / "m.safetensors", net, **({"task": "restore"} if restore else {}))
+    viewer = _viewer()
+    from unetkit.napari._widget import SegmentWidget
+
+    stack = np.random.default_rng(3).random((6, 40, 44)).astype(np.float32)
+    viewer.add_image(stack, name="stack", scale=(3.0, 0.5, 0.5))
+    widget = SegmentWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.model_path.setText(str(model))
+    worker = widget.run()
+    assert worker is not None, widget.status.text()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    name = "stack restored" if restore else "stack labels"
+    qtbot.waitUntil(lambda: name in viewer.layers, timeout=10_000)
+    out = viewer.layers[name]
+    assert out.data.shape == (6, 40, 44) and tuple(out.scale) == (3.0, 0.5, 0.5)
+    expected = unetkit.predict(str(model), stack, device="cpu")
+    np.testing.assert_allclose(out.data, expected[0] if restore else expected, rtol=1e-5, atol=1e-5)
+    assert widget.progress.value() == 100
+
+
 def test_segment_widget_refuses_a_missing_model(qtbot: Any, tmp_path: Path) -> None:
     viewer = _viewer()
     from unetkit.napari._widget import SegmentWidget

@@ -201,31 +201,64 @@ def predict(
 
         with open_input(predictor, Path(image), channels) as img:  # the rule unetkit predict opens files by
             return (_run_stack if is_slice_stack(predictor, img) else _run)(predictor, img, probabilities)
-    stack = _stack_of(image, predictor, channel_axis, channels)
-    if stack is not None:
-        return _run_stack(predictor, stack, probabilities)
+    if is_stack(np.shape(image), predictor.spatial_dims, predictor.in_channels, channel_axis, channels):
+        log.info("image of shape %s: a stack for a 2D network, predicted slice by slice", np.shape(image))
+        return _run_stack(predictor, as_stack(image, predictor.in_channels, channel_axis, channels), probabilities)
     arr = channels_first(image, predictor.spatial_dims, predictor.in_channels, channel_axis, channels)
     return _run(predictor, arr, probabilities)
 
 
-def _stack_of(image: Any, predictor: Predictor, channel_axis: int | None, channels: str | None) -> np.ndarray | None:
-    """``image`` as a ``(C, Z, Y, X)`` stack when it is one for a 2D network (one trained on slices,
-    ``--dims 2``), else ``None``.
+def is_stack(
+    shape: Sequence[int],
+    spatial_dims: int,
+    in_channels: int,
+    channel_axis: int | None = None,
+    channels: str | None = None,
+) -> bool:
+    """Whether an array of ``shape`` is a stack a 2D network (one trained on slices, ``--dims 2``) predicts slice
+    by slice along Z, as ``unetkit predict`` does a stack file.
 
     A stack is an array with a channel axis and three spatial axes (its channel axis found as for a 3D
     network), or, for a one-channel network, ``(Z, Y, X)`` where neither end axis could hold colour channels
     (both longer than 4): a ``(3, H, W)`` array stays an RGB image, refused or converted by the channel rule.
+
+    Example:
+        >>> is_stack((6, 40, 48), 2, 1), is_stack((3, 40, 48), 2, 1), is_stack((1, 6, 40, 48), 2, 1)
+        (True, False, True)
     """
-    shape = tuple(int(n) for n in np.shape(image))
-    if predictor.spatial_dims != 2:
-        return None
+    if spatial_dims != 2:
+        return False
     if len(shape) == 4:
-        return channels_first(image, 3, predictor.in_channels, channel_axis, channels)
-    if len(shape) == 3 and predictor.in_channels == 1 and channel_axis is None and channels is None:
-        if min(shape[0], shape[-1]) > 4:
-            log.info("image of shape %s: a (Z, Y, X) stack for a 2D network, predicted slice by slice", shape)
-            return np.asarray(image)[None]
-    return None
+        return True
+    plain = len(shape) == 3 and in_channels == 1 and channel_axis is None and channels is None
+    return plain and min(int(shape[0]), int(shape[-1])) > 4
+
+
+def check_layout(
+    shape: Sequence[int],
+    spatial_dims: int,
+    in_channels: int,
+    channel_axis: int | None = None,
+    channels: str | None = None,
+) -> bool:
+    """Refuse an array of ``shape`` that a network of ``spatial_dims`` and ``in_channels`` cannot take (the
+    channel rule's error, before any work); ``True`` where it is a stack predicted slice by slice (:func:`is_stack`).
+
+    Example:
+        >>> check_layout((6, 40, 48), 2, 1), check_layout((40, 48, 3), 2, 3)
+        (True, False)
+    """
+    stack = is_stack(shape, spatial_dims, in_channels, channel_axis, channels)
+    if stack and len(shape) == 3:  # (Z, Y, X) for a one-channel network: no channel axis to check
+        return True
+    channel_axis_of(shape, 3 if stack else spatial_dims, in_channels, channel_axis, channels)
+    return stack
+
+
+def as_stack(image: Any, in_channels: int, channel_axis: int | None = None, channels: str | None = None) -> np.ndarray:
+    """A stack (:func:`is_stack`) as ``(C, Z, Y, X)``: its channel axis found and moved first, or added."""
+    arr = np.asarray(image)
+    return channels_first(arr, 3, in_channels, channel_axis, channels) if arr.ndim == 4 else arr[None]
 
 
 def _run_stack(predictor: Predictor, stack: Any, probabilities: bool) -> Any:
@@ -253,4 +286,4 @@ def _run(predictor: Predictor, image: Any, probabilities: bool) -> Any:
     return class_labels(proba), proba
 
 
-__all__ = ["channel_axis_of", "channels_first", "predict", "train"]
+__all__ = ["as_stack", "channel_axis_of", "channels_first", "check_layout", "is_stack", "predict", "train"]

@@ -58,12 +58,19 @@ def label_colormap(colours: list[tuple[int, int, int]]) -> Any:
 
 
 def _slabs(predictor: Any, data: Any, channels: str | None) -> tuple[tuple[int, ...], Any]:
-    """The layer's spatial shape, and its finished slabs with the image rows each covers."""
-    from unetkit.api import channels_first
+    """The layer's spatial shape, and its finished slabs with the image rows each covers; a stack through a 2D
+    network (:func:`unetkit.api.is_stack`) goes one Z slice a slab, as ``unetkit predict`` takes it."""
+    from unetkit.api import as_stack, channels_first, is_stack
+    from unetkit.infer.inputs import slice_slabs
 
-    image = channels_first(np.asarray(data), predictor.spatial_dims, predictor.in_channels, channels=channels)
-    slabs = ((slice(s.start, s.start + s.proba.shape[1]), s) for s in predictor.iter_slabs(image))
-    return tuple(image.shape[1:]), slabs
+    sd, c = predictor.spatial_dims, predictor.in_channels
+    if is_stack(np.shape(data), sd, c, channels=channels):
+        image = as_stack(data, c, channels=channels)
+        found = slice_slabs(predictor, image, None)
+    else:
+        image = channels_first(np.asarray(data), sd, c, channels=channels)
+        found = predictor.iter_slabs(image)
+    return tuple(image.shape[1:]), ((slice(s.start, s.start + s.proba.shape[1]), s) for s in found)
 
 
 def segment(
@@ -206,12 +213,12 @@ class SegmentWidget(QWidget):
             self.status.setText(str(exc))
             return None
         desc = predictor.description
-        from unetkit.api import channel_axis_of
+        from unetkit.api import check_layout
         from unetkit.classes import Classes
 
         channels = CHANNEL_CHOICES[self.channels.currentText()]
         try:  # before the worker starts: a layer the model cannot take is said at once, with the fix
-            channel_axis_of(layer.data.shape, predictor.spatial_dims, predictor.in_channels, channels=channels)
+            check_layout(layer.data.shape, predictor.spatial_dims, predictor.in_channels, channels=channels)
         except DataError as exc:  # the channel rule's message, with this widget's fix
             fix = "choose a conversion in the channels box, or another model"
             self.status.setText(f"{layer.name}: {exc.problem}; {fix}")
