@@ -72,3 +72,26 @@ def test_help_has_an_example() -> None:
     for cmd in ("predict", "export"):
         result = runner.invoke(app, [cmd, "--help"])
         assert result.exit_code == 0 and "Example" in result.output
+
+
+def test_training_image_warning_needs_the_training_file_not_its_name(tmp_path: Path) -> None:
+    """The warning that inputs trained the model counts an input that is a training file (same bytes), not a new
+    image that only shares its name; without the run's dataset it goes by the names in split.json."""
+    import json
+
+    from unetkit.cli.predict import training_image_warnings
+
+    data, run, new = tmp_path / "data", tmp_path / "run", tmp_path / "new"
+    for folder, value in ((data / "images", 1), (new, 2)):
+        folder.mkdir(parents=True)
+        for name in ("00", "01"):
+            (folder / f"{name}.tif").write_bytes(bytes([value]) * 64)
+    run.mkdir()
+    (run / "split.json").write_text(json.dumps({"train": ["00"], "val": ["01"]}))
+    (run / "config.yaml").write_text(f"data:\n  path: {data}\n")
+    model = str(run / "model.safetensors")
+    lines = training_image_warnings([model], sorted((data / "images").iterdir()))
+    assert len(lines) == 1 and lines[0].startswith("1 of these images trained") and "00.tif" in lines[0]
+    assert training_image_warnings([model], sorted(new.iterdir())) == []  # the same names, other images
+    (run / "config.yaml").write_text(f"data:\n  path: {tmp_path / 'moved'}\n")  # the dataset is gone: by name
+    assert len(training_image_warnings([model], sorted(new.iterdir()))) == 1

@@ -187,8 +187,10 @@ def sweep_stale_temporaries(out: Path, files: list[Path]) -> list[Path]:
 
 
 def training_image_warnings(models: list[str], files: list[Path]) -> list[str]:
-    """One line when some inputs trained a model (its run folder's ``split.json`` says so): scores on
-    them look better than on new images."""
+    """One line when some inputs trained a model (its run folder's ``split.json`` names them): scores on them
+    look better than on new images. Where the run's dataset (``config.yaml``'s ``data.path``) is still there,
+    an input counts only if it is the training file itself (same bytes), so new images that merely share a
+    name (``00.tif``) raise no warning."""
     import json
 
     from unetkit.data.io.common import strip_suffix
@@ -200,7 +202,9 @@ def training_image_warnings(models: list[str], files: list[Path]) -> list[str]:
             trained = {Path(n).name for n in json.loads(split.read_text(encoding="utf-8")).get("train", [])}
         except (OSError, ValueError, AttributeError):
             continue  # no run folder beside the model file, or not one unetkit wrote
-        seen = [f.name for f in files if strip_suffix(f.name) in trained]
+        dataset = _training_files(Path(model).parent)
+        seen = [f.name for f in files if strip_suffix(f.name) in trained
+                and (dataset is None or _same_file(f, dataset.get(strip_suffix(f.name))))]  # fmt: skip
         if seen:
             shown = ", ".join(seen[:5]) + (f" and {len(seen) - 5} more" if len(seen) > 5 else "")
             lines.append(
@@ -208,6 +212,39 @@ def training_image_warnings(models: list[str], files: list[Path]) -> list[str]:
                 "better than on new images"
             )
     return lines
+
+
+def _training_files(run: Path) -> dict[str, Path] | None:
+    """The training images of the run in ``run`` by stem (``images/`` or ``inputs/`` of its ``data.path``), or
+    ``None`` where that folder is no longer found."""
+    from unetkit.data.io import is_image_file, is_zarr_dir
+    from unetkit.data.io.common import strip_suffix
+    from unetkit.errors import UnetkitError
+    from unetkit.utils import read_yaml
+
+    try:
+        root = Path(str(read_yaml(run / "config.yaml", "the run's config")["data"]["path"]))  # type: ignore[index]
+    except (UnetkitError, KeyError, TypeError):
+        return None
+    folders = [root / d for d in ("images", "inputs") if (root / d).is_dir()]
+    if not folders:
+        return None
+    return {strip_suffix(p.name): p for d in folders for p in d.iterdir() if is_image_file(p) or is_zarr_dir(p)}
+
+
+def _same_file(a: Path, b: Path | None) -> bool:
+    """Whether ``a`` is ``b`` or a byte copy of it (size and the first MiB compared)."""
+    if b is None:
+        return False
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        if a.is_dir() or b.is_dir() or a.stat().st_size != b.stat().st_size:
+            return False
+        with a.open("rb") as fa, b.open("rb") as fb:
+            return fa.read(1 << 20) == fb.read(1 << 20)
+    except OSError:
+        return False
 
 
 def background_warnings(results: list[PredictionResult]) -> list[str]:
