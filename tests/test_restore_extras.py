@@ -150,6 +150,7 @@ def test_planned_train_writes_panels_and_predicts_dtypes(tmp_path: Path) -> None
         assert r.exit_code == 0, r.output
         arr = read_image(out / "00.tif").array
         assert arr.dtype == expected, dtype
+        assert "values" in r.output and f"{arr.min():.4g} to {arr.max():.4g}" in r.output  # the values written
     # the float output is on the targets' scale (0..1000, not the normalised 0..1), and uint8 is it clipped
     full = read_image(tmp_path / "pred_float32" / "00.tif").array
     small = read_image(tmp_path / "pred_uint8" / "00.tif").array

@@ -295,14 +295,17 @@ def summary_table(results: list[PredictionResult], class_names: list[str], out: 
     more = len(results) - TABLE_ROWS
     caption = f"and {more} more images, all in {out}" if more > 0 else None
     table = Table(title=f"predictions in {out}", caption=caption, header_style="bold")
+    restored = any(r.value_range is not None for r in results)  # a restoration: its values, not classes
     for col, just in (("image", "left"), ("size", "right"), ("tiles", "right"), ("time", "right"),
-                      ("Mpx/s", "right"), ("classes (pixels)", "left"), ("written", "left")):  # fmt: skip
+                      ("Mpx/s", "right"), ("values" if restored else "classes (pixels)", "left"),
+                      ("written", "left")):  # fmt: skip
         table.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
     for r in results[:TABLE_ROWS]:
         written = [*r.outputs.all(), *(p for p in r.postprocessed if p not in r.outputs.all())]
+        span = f"{r.value_range[0]:.4g} to {r.value_range[1]:.4g}" if r.value_range is not None else "-"
         table.add_row(
             r.input.name, "x".join(str(n) for n in r.shape[1:]), str(r.tiles), f"{r.seconds:.1f} s",
-            f"{r.megapixels / max(r.seconds, 1e-9):.2f}", _fractions(r.class_counts, class_names),
+            f"{r.megapixels / max(r.seconds, 1e-9):.2f}", span if restored else _fractions(r.class_counts, class_names),
             "\n".join(p.name if p.parent == out else str(p) for p in written),
         )  # fmt: skip
     return table

@@ -67,8 +67,10 @@ class PredictionResult:
         tiles: tiles of the image's tile grid.
         seconds: wall time of the prediction, post-processing not included (for a Dask run: of the whole
             run, one cluster for all files).
-        class_counts: voxels per predicted class (empty for a Dask run).
+        class_counts: voxels per predicted class (empty for a Dask run and a restoration).
         postprocessed: files post-processing wrote (the labels, rewritten, and/or the instance labels).
+        value_range: a restoration's lowest and highest finite value written (in the targets' range and the
+            output dtype; ``None`` for a segmentation).
     """
 
     input: Path
@@ -78,6 +80,7 @@ class PredictionResult:
     seconds: float
     class_counts: list[int] = field(default_factory=list)
     postprocessed: list[Path] = field(default_factory=list)
+    value_range: tuple[float, float] | None = None
 
     @property
     def megapixels(self) -> float:
@@ -244,11 +247,14 @@ def restore_file(
     t0 = time.perf_counter()
     try:
         slabs = slice_slabs(predictor, image, on_tiles) if slices else predictor.iter_slabs(image, on_tiles=on_tiles)
-        nonfinite = 0
+        nonfinite, lo, hi = 0, np.inf, -np.inf
         for slab in slabs:
             values = predictor.to_target_range(slab.proba)
             nonfinite += int(values.size - np.count_nonzero(np.isfinite(values)))
             restored = cast_to(values, out_dtype)
+            finite = restored[np.isfinite(restored)]  # the values written, in the output dtype
+            if finite.size:
+                lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
             target.write(slab.start, restored)
             if keep:
                 pieces.append(restored)
@@ -270,7 +276,8 @@ def restore_file(
             close()
     outputs.labels = out_path
     seconds = time.perf_counter() - t0
-    return PredictionResult(path, outputs, (k, *spatial), tiles, seconds, [])
+    span = (lo, hi) if lo <= hi else None
+    return PredictionResult(path, outputs, (k, *spatial), tiles, seconds, [], value_range=span)
 
 
 class PredictProgress(Protocol):
