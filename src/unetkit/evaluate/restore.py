@@ -147,6 +147,6 @@ def _write_html(path: Path, summary: dict[str, Any], rows: list[dict[str, Any]],
     panels = [(f"{r['image']}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}", pictures[r["image"]])
               for r in worst if r["image"] in pictures]  # fmt: skip
     scalars = {k: v for k, v in summary.items() if k not in ("per_image", "input")}
-    scalars.update({f"input (scale-matched) {k}": v for k, v in summary.get("input", {}).items() if k in METRICS})
+    scalars.update({f"input_{k} (scale-matched)": v for k, v in summary.get("input", {}).items() if k in METRICS})
     write_report(path, scalars, worst, panels, title="unetkit restoration evaluation",
                  panel_heading="Panels (worst PSNR first): input | output | target, zoomed crops below")  # fmt: skip

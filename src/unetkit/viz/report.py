@@ -64,8 +64,12 @@ def metric_direction(name: str) -> str:
 
 
 def _unit(name: str) -> str:
-    base = name.lower().split("_c")[0]
-    return _UNITS.get(base, "")
+    """The unit of a metric's column name, from the first word that has one (``input_psnr``, ``psnr_gain``: dB).
+
+    >>> _unit("hd95_c1"), _unit("input_psnr"), _unit("psnr_gain"), _unit("dice")
+    ('px (or spacing units)', 'dB', 'dB', '')
+    """
+    return next((_UNITS[w] for w in re.split(r"[_\W]+", name.lower()) if w in _UNITS), "")
 
 
 _CSS = """
