@@ -249,3 +249,28 @@ def test_a_nan_input_pixel_is_said_not_restored_in_silence(tmp_path: Path, caplo
         restore_file(predictor, tmp_path / "nan.tif", tmp_path / "o")
     bad = int(np.isnan(read_image(tmp_path / "o" / "nan.tif").array).sum())
     assert bad >= 4 and f"nan.tif: {bad} restored values are NaN/Inf" in caplog.text
+
+
+def test_cli_folds_of_a_restoration_train_then_predict_as_one(tmp_path: Path) -> None:
+    """``unetkit train --task restore --folds 2`` writes RUN/fold_K, says what their ensemble is worth, and
+    ``unetkit predict RUN/fold_*/model.safetensors`` writes the mean of the folds' own restorations."""
+    from unetkit.infer import load_predictor
+
+    data, run = tmp_path / "d", tmp_path / "run"
+    write_restore_dataset(str(data), n=4, shape=(40, 40), seed=5)
+    r = runner.invoke(
+        app,
+        ["train", str(data), "--task", "restore", "--folds", "2", "--out", str(run), "--budget", "3s", "--device",
+         "cpu", "--quiet", "--set", "model.args.width=4", "--set", "train.epochs=1", "--set",
+         "train.iterations_per_epoch=2"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    models = [str(run / f"fold_{k}" / "model.safetensors") for k in (1, 2)]
+    said = " ".join(r.output.split())  # the console wraps lines
+    assert "2 folds trained" in said and "one model trained with the folds' whole budget" in said
+    r = runner.invoke(app, ["predict", *models, str(data / "inputs"), "--out", str(tmp_path / "p"), "--backend",
+                            "torch"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    image = read_image(data / "inputs" / "00.tif").array
+    mean = np.mean([load_predictor(m, device="cpu", backend="torch").restore(image) for m in models], axis=0)
+    np.testing.assert_allclose(read_image(tmp_path / "p" / "00.tif").array.reshape(mean.shape), mean, atol=1e-4)

@@ -261,6 +261,11 @@ def train_cmd(
             console.print(
                 f"{folds} folds trained; predict with all of them: unetkit predict {ensemble} IMAGES --out PRED"
             )
+            if cfg.task == "restore":  # measured: the folds err alike (benchmarks/restore_folds.py)
+                console.print(
+                    "for a restoration, their ensemble scores about their mean: one model trained with the folds' "
+                    "whole budget scored higher (docs/restoration.md)"
+                )
         return
     result = train(cfg, out, resume=resume is not None, callbacks=[RichProgress(quiet)], plan=plan)
     if quiet and is_rank_zero():  # the log lines (the summary and the next command) are not shown: the model is
