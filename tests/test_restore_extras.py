@@ -274,3 +274,29 @@ def test_cli_folds_of_a_restoration_train_then_predict_as_one(tmp_path: Path) ->
     image = read_image(data / "inputs" / "00.tif").array
     mean = np.mean([load_predictor(m, device="cpu", backend="torch").restore(image) for m in models], axis=0)
     np.testing.assert_allclose(read_image(tmp_path / "p" / "00.tif").array.reshape(mean.shape), mean, atol=1e-4)
+
+
+def test_check_warns_of_a_target_shifted_from_its_input(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A pair whose target is a few pixels off its input is named with the shift (a CARE network would learn the
+    shift too); aligned noisy pairs raise no warning."""
+    import logging
+
+    from unetkit.data.restore import check_restore_dataset, misalignment
+
+    data = tmp_path / "d"
+    write_restore_dataset(str(data), n=3, shape=(96, 96), seed=4)
+    with caplog.at_level(logging.WARNING, logger="unetkit.data.restore"):
+        problems, _, _ = check_restore_dataset(data)
+    assert not problems and "shifted" not in caplog.text  # the generated pairs are aligned
+    target = read_image(data / "targets" / "01.tif").array
+    write_image(data / "targets" / "01.tif", np.roll(target, (4, -3), axis=(1, 2)), spatial_dims=2)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="unetkit.data.restore"):
+        problems, _, _ = check_restore_dataset(data)
+    assert not problems  # a warning, not a problem: training still runs
+    assert "targets/01.tif: the target looks shifted by 4x-3 px from its input inputs/01.tif" in caplog.text
+    assert caplog.text.count("shifted") == 1
+    r = runner.invoke(app, ["check", str(data), "--task", "restore"])
+    assert r.exit_code == 0 and "shifted by 4x-3" in " ".join(r.output.split())
+    assert misalignment(np.zeros((1, 32, 32)), np.ones((1, 32, 32))) is None  # nothing to lock on
+    assert misalignment(np.full((1, 32, 32), np.nan), target[:, :32, :32]) is None  # NaN: a check problem already

@@ -3,12 +3,14 @@ channel count, 2D or 3D. A self-supervised (Noise2Void) dataset needs the inputs
 
 :func:`check_restore_dataset` lists every problem at once (a missing partner, unreadable files, input and
 target sizes that differ, channel counts that differ between files); :func:`load_restore_dataset` checks and
-then loads the pairs into :class:`RestoreSample` s.
+then loads the pairs into :class:`RestoreSample` s. A pair whose target looks shifted from its input
+(:func:`misalignment`) is logged as a warning: a CARE network learns a shift as readily as the restoration.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,11 @@ import numpy as np
 from unetkit.data.io import is_image_file, read_image, strip_suffix
 from unetkit.data.pairs import Problem
 from unetkit.errors import DataError
+
+log = logging.getLogger(__name__)
+
+ALIGN_SIDE = {2: 512, 3: 96}
+"""The centre crop (per axis) :func:`misalignment` compares: enough structure to lock on, at a bounded cost."""
 
 INPUT_DIRS = ("inputs", "images")
 TARGET_DIR = "targets"
@@ -119,6 +126,40 @@ def _read(p: Path, spatial_dims: int | None, problems: list[Problem], root: Path
         return None
 
 
+def misalignment(image: np.ndarray, target: np.ndarray) -> tuple[int, ...] | None:
+    """The whole-pixel shift that aligns ``image`` with ``target``, where they are clearly misaligned (``None``
+    where they are aligned, or where no shift clearly helps).
+
+    The channel means of a centre crop (:data:`ALIGN_SIDE`) are registered by phase correlation
+    (``skimage.registration.phase_cross_correlation``); a shift counts only where it raises the absolute
+    correlation of the overlapping parts by over 0.05 to at least 0.2, so the noise of a low-SNR input or a
+    flat image raises no false alarm.
+
+    Shape:
+        ``image (C_in, *S)``, ``target (C_out, *S)``.
+    """
+    from skimage.registration import phase_cross_correlation
+
+    side = ALIGN_SIDE.get(image.ndim - 1, 256)
+    crop = tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + side) for n in image.shape[1:])
+    a = np.asarray(image[(slice(None), *crop)], np.float64).mean(0)
+    b = np.asarray(target[(slice(None), *crop)], np.float64).mean(0)
+    if min(a.shape) < 8 or not (np.isfinite(a).all() and np.isfinite(b).all()) or a.std() == 0 or b.std() == 0:
+        return None  # too small, NaN/Inf (a problem of its own) or flat: nothing to register
+    found, _, _ = phase_cross_correlation(b, a, normalization=None)
+    shift = tuple(round(float(d)) for d in found)
+    if not any(shift) or any(abs(d) * 4 > n for d, n in zip(shift, a.shape, strict=True)):
+        return None
+
+    def overlap_corr(d: tuple[int, ...]) -> float:
+        src = tuple(slice(max(0, -k), n - max(0, k)) for k, n in zip(d, a.shape, strict=True))
+        dst = tuple(slice(max(0, k), n - max(0, -k)) for k, n in zip(d, a.shape, strict=True))
+        return abs(float(np.corrcoef(a[src].ravel(), b[dst].ravel())[0, 1]))
+
+    before, after = overlap_corr((0,) * a.ndim), overlap_corr(shift)
+    return shift if after > before + 0.05 and after >= 0.2 else None
+
+
 def check_restore_dataset(
     path: str | Path, *, self_supervised: bool = False, spatial_dims: int | None = None, keep: bool = False
 ) -> tuple[list[Problem], list[tuple[str, Any, Any]], Path]:
@@ -163,6 +204,11 @@ def check_restore_dataset(
                         f"give every {role} the same channels and dimensionality",
                     )
                 )
+        shift = misalignment(a.array, b.array) if b is not a and a.array.ndim == b.array.ndim else None
+        if shift is not None:
+            log.warning("%s: the target looks shifted by %s px from its input %s (phase correlation); register "
+                        "the pair (or crop both alike), or a network learns the shift too", ti,
+                        "x".join(map(str, shift)), ip.relative_to(root))  # fmt: skip
         if keep:
             loaded.append((name, a, b))
     return problems, loaded, root
