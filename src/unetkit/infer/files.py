@@ -250,11 +250,13 @@ def restore_file(
         nonfinite, lo, hi = 0, np.inf, -np.inf
         for slab in slabs:
             values = predictor.to_target_range(slab.proba)
-            nonfinite += int(values.size - np.count_nonzero(np.isfinite(values)))
+            ok = np.isfinite(values)  # one pass: the NaN/Inf count and the range written
+            bad = int(ok.size - np.count_nonzero(ok))
+            nonfinite += bad
             restored = cast_to(values, out_dtype)
-            finite = restored[np.isfinite(restored)]  # the values written, in the output dtype
-            if finite.size:
-                lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+            written = restored[ok] if bad and restored.dtype.kind == "f" else restored  # (integers are all finite)
+            if written.size:
+                lo, hi = min(lo, float(written.min())), max(hi, float(written.max()))
             target.write(slab.start, restored)
             if keep:
                 pieces.append(restored)

@@ -10,7 +10,7 @@ from typing import Any
 
 from unetkit.errors import ConfigError, UnetkitError
 from unetkit.infer.backends import GRAPH_BACKENDS, graph_backend
-from unetkit.infer.predictor import DescribedNetwork, Predictor
+from unetkit.infer.predictor import DescribedNetwork, Predictor, head_for
 
 
 def _onnx_description(path: Path) -> Any:
@@ -64,7 +64,7 @@ def load_predictor(path: str, **kwargs: Any) -> Predictor:
         network = DescribedNetwork.from_description(desc, str(p))
         backend = graph_backend(
             name, str(p), spatial_dims=desc.spatial_dims, device=kwargs.pop("device", "auto"),
-            tta=kwargs.get("tta", False), head="identity" if desc.task == "restore" else "softmax",
+            tta=kwargs.get("tta", False), head=head_for(desc),
         )  # fmt: skip
         for key in ("amp", "channels_last", "compile"):
             kwargs.pop(key, None)

@@ -119,6 +119,12 @@ class DescribedNetwork:
         return int(self.description.num_classes)
 
 
+def head_for(description: Any) -> str:
+    """The output head a model file's description asks for: ``identity`` for a restoration (``task: restore``,
+    its outputs as they are), ``softmax`` otherwise (class probabilities; also without a description)."""
+    return "identity" if getattr(description, "task", "segment") == "restore" else "softmax"
+
+
 def tile_normaliser(normalization: dict[str, Any], image: Any) -> Callable[[np.ndarray], np.ndarray]:
     """The per-tile normalisation function for ``image`` (image-level statistics from a strided subsample):
     built once per image, by the predictor and by each member of an ensemble alike.
@@ -198,7 +204,7 @@ class Predictor:
         self.model = model
         self.description = getattr(model, "description", None)
         if head is None:
-            head = "identity" if getattr(self.description, "task", "segment") == "restore" else "softmax"
+            head = head_for(self.description)
         if head not in HEADS:
             raise ConfigError(f"head: unknown {head!r}; choose one of {', '.join(HEADS)}")
         self.head = head
